@@ -1,0 +1,516 @@
+//! The `mail` capability over a Maildir++ store.
+//!
+//! The INBOX is the Maildir root (`cur/`, `new/`, `tmp/`); other folders are
+//! `.Name` directories below it. A message id is `<folder>/<unique-name>`,
+//! where the unique name is the file name without its `:2,flags` info part.
+//! The store is opened through `cap-std`, so no id or folder name can reach a
+//! file outside the root (no `..`, no absolute paths, no symlink escapes).
+//! Nothing is ever unlinked: `delete` moves to `Trash`, `archive` to
+//! `Archive`.
+
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use mail_parser::{Address, MessageParser};
+
+use crate::consent::{Capability, PromptItem};
+
+/// The folder that holds the Maildir root.
+pub const INBOX: &str = "INBOX";
+/// Where `delete` moves messages.
+pub const TRASH: &str = "Trash";
+/// Where `archive` moves messages.
+pub const ARCHIVE: &str = "Archive";
+
+/// Longest message id or folder name accepted.
+const MAX_NAME_LEN: usize = 255;
+
+/// A mail operation that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// No such folder or message.
+    #[error("{0}")]
+    NotFound(String),
+    /// A malformed id or folder name.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// One message as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    /// `<folder>/<unique-name>`.
+    pub id: String,
+    /// The folder.
+    pub folder: String,
+    /// `Name <address>`.
+    pub from: String,
+    /// Decoded subject.
+    pub subject: String,
+    /// RFC 3339 date, or "".
+    pub date: String,
+    /// Has List-Unsubscribe or List-Id.
+    pub is_list_mail: bool,
+    /// Maildir `S` flag.
+    pub seen: bool,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its listing.
+    pub summary: MessageSummary,
+    /// `To` addresses.
+    pub to: String,
+    /// Text body.
+    pub body: String,
+}
+
+/// A Maildir++ store, confined to its root.
+#[derive(Debug)]
+pub struct Maildir {
+    root: Dir,
+    path: PathBuf,
+}
+
+/// A located message file.
+struct Located {
+    folder: String,
+    subdir: &'static str,
+    file_name: String,
+}
+
+fn backend(context: &str, e: std::io::Error) -> MailError {
+    MailError::Backend(format!("{context}: {e}"))
+}
+
+/// Check a folder name: letters, digits, `-`, `_`, and single inner dots.
+pub fn validate_folder(folder: &str) -> Result<(), MailError> {
+    let ok = !folder.is_empty()
+        && folder.len() <= MAX_NAME_LEN
+        && !folder.starts_with('.')
+        && !folder.ends_with('.')
+        && !folder.contains("..")
+        && folder
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MailError::Invalid(format!(
+            "folder name {:?} is not allowed (letters, digits, '-', '_' and inner dots only)",
+            truncate(folder, 80)
+        )))
+    }
+}
+
+/// Split and check a message id `<folder>/<unique-name>`.
+pub fn parse_id(id: &str) -> Result<(&str, &str), MailError> {
+    let invalid = |why: &str| {
+        MailError::Invalid(format!(
+            "message id {:?} is not allowed: {why}",
+            truncate(id, 80)
+        ))
+    };
+    if id.len() > MAX_NAME_LEN {
+        return Err(invalid("too long"));
+    }
+    let (folder, unique) = id
+        .split_once('/')
+        .ok_or_else(|| invalid("expected <folder>/<name>"))?;
+    validate_folder(folder).map_err(|_| invalid("bad folder part"))?;
+    let ok = !unique.is_empty()
+        && !unique.starts_with('.')
+        && unique
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ',' | '='));
+    if !ok {
+        return Err(invalid(
+            "the name part may hold letters, digits and . _ - , = only, and may not start with '.'",
+        ));
+    }
+    Ok((folder, unique))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn format_address(address: Option<&Address<'_>>) -> String {
+    let Some(address) = address else {
+        return String::new();
+    };
+    let parts: Vec<String> = address
+        .iter()
+        .map(|a| match (a.name(), a.address()) {
+            (Some(name), Some(addr)) => format!("{name} <{addr}>"),
+            (None, Some(addr)) => addr.to_string(),
+            (Some(name), None) => name.to_string(),
+            (None, None) => String::new(),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+impl Maildir {
+    /// Open the Maildir rooted at `path` (it must exist).
+    pub fn open(path: &Path) -> Result<Maildir, MailError> {
+        let root = Dir::open_ambient_dir(path, ambient_authority())
+            .map_err(|e| backend(&format!("cannot open Maildir {}", path.display()), e))?;
+        Ok(Maildir {
+            root,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the store is on disk.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn folder_dir_name(folder: &str) -> Option<String> {
+        (folder != INBOX).then(|| format!(".{folder}"))
+    }
+
+    fn open_folder(&self, folder: &str) -> Result<Dir, MailError> {
+        validate_folder(folder)?;
+        match Self::folder_dir_name(folder) {
+            None => self.root.try_clone().map_err(|e| backend("open INBOX", e)),
+            Some(name) => self.root.open_dir(&name).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    MailError::NotFound(format!("no mail folder named {folder}"))
+                }
+                _ => backend(&format!("open folder {folder}"), e),
+            }),
+        }
+    }
+
+    fn create_folder(&self, folder: &str) -> Result<Dir, MailError> {
+        validate_folder(folder)?;
+        let dir = match Self::folder_dir_name(folder) {
+            None => self
+                .root
+                .try_clone()
+                .map_err(|e| backend("open INBOX", e))?,
+            Some(name) => {
+                self.root
+                    .create_dir_all(&name)
+                    .map_err(|e| backend(&format!("create folder {folder}"), e))?;
+                self.root
+                    .open_dir(&name)
+                    .map_err(|e| backend(&format!("open folder {folder}"), e))?
+            }
+        };
+        for sub in ["cur", "new", "tmp"] {
+            dir.create_dir_all(sub)
+                .map_err(|e| backend(&format!("create {folder}/{sub}"), e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Message files of a folder: (subdir, file name).
+    fn files(&self, folder: &str) -> Result<Vec<(&'static str, String)>, MailError> {
+        let dir = self.open_folder(folder)?;
+        let mut files = Vec::new();
+        for sub in ["cur", "new"] {
+            let entries = match dir.read_dir(sub) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(backend(&format!("read {folder}/{sub}"), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| backend(&format!("read {folder}/{sub}"), e))?;
+                let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_file && !name.starts_with('.') {
+                    files.push((sub, name));
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn locate(&self, id: &str) -> Result<Located, MailError> {
+        let (folder, unique) = parse_id(id)?;
+        let with_info = format!("{unique}:");
+        self.files(folder)?
+            .into_iter()
+            .find(|(_, name)| name == unique || name.starts_with(&with_info))
+            .map(|(subdir, file_name)| Located {
+                folder: folder.to_string(),
+                subdir,
+                file_name,
+            })
+            .ok_or_else(|| MailError::NotFound(format!("no message {id}")))
+    }
+
+    fn load(&self, located: &Located) -> Result<Vec<u8>, MailError> {
+        let dir = self.open_folder(&located.folder)?;
+        dir.read(format!("{}/{}", located.subdir, located.file_name))
+            .map_err(|e| backend(&format!("read message {}", located.file_name), e))
+    }
+
+    fn summarize<'a>(
+        located: &Located,
+        raw: &'a [u8],
+    ) -> (MessageSummary, Option<mail_parser::Message<'a>>) {
+        let unique = located
+            .file_name
+            .split_once(':')
+            .map(|(u, _)| u)
+            .unwrap_or(&located.file_name);
+        let flags = located
+            .file_name
+            .split_once(":2,")
+            .map(|(_, f)| f)
+            .unwrap_or("");
+        let parsed = MessageParser::default().parse(raw);
+        let mut summary = MessageSummary {
+            id: format!("{}/{unique}", located.folder),
+            folder: located.folder.clone(),
+            from: String::new(),
+            subject: String::new(),
+            date: String::new(),
+            is_list_mail: false,
+            seen: flags.contains('S'),
+            size: raw.len() as u64,
+        };
+        if let Some(m) = &parsed {
+            summary.from = format_address(m.from());
+            summary.subject = m.subject().unwrap_or("").to_string();
+            summary.date = m.date().map(|d| d.to_rfc3339()).unwrap_or_default();
+            summary.is_list_mail = !m.list_unsubscribe().is_empty() || !m.list_id().is_empty();
+        }
+        (summary, parsed)
+    }
+
+    /// List a folder, oldest first.
+    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, MailError> {
+        let mut out = Vec::new();
+        for (subdir, file_name) in self.files(folder)? {
+            let located = Located {
+                folder: folder.to_string(),
+                subdir,
+                file_name,
+            };
+            let raw = self.load(&located)?;
+            out.push(Self::summarize(&located, &raw).0);
+        }
+        out.sort_by(|a, b| a.date.cmp(&b.date).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The listing of one message.
+    pub fn summary(&self, id: &str) -> Result<MessageSummary, MailError> {
+        let located = self.locate(id)?;
+        let raw = self.load(&located)?;
+        Ok(Self::summarize(&located, &raw).0)
+    }
+
+    /// Read one message.
+    pub fn read(&self, id: &str) -> Result<Message, MailError> {
+        let located = self.locate(id)?;
+        let raw = self.load(&located)?;
+        let (summary, parsed) = Self::summarize(&located, &raw);
+        let (to, body) = match &parsed {
+            Some(m) => (
+                format_address(m.to()),
+                m.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+            ),
+            None => (String::new(), String::from_utf8_lossy(&raw).into_owned()),
+        };
+        Ok(Message { summary, to, body })
+    }
+
+    /// Move messages to `dest` (created if missing). Every id is located
+    /// before anything moves; the new ids are returned in order.
+    pub fn move_to(&self, ids: &[String], dest: &str) -> Result<Vec<String>, MailError> {
+        let located: Vec<Located> = ids
+            .iter()
+            .map(|id| self.locate(id))
+            .collect::<Result<_, _>>()?;
+        if let Some(already) = located.iter().find(|l| l.folder == dest) {
+            return Err(MailError::Invalid(format!(
+                "message {}/{} is already in {dest}",
+                already.folder, already.file_name
+            )));
+        }
+        let dest_dir = self.create_folder(dest)?;
+        let mut moved = Vec::with_capacity(located.len());
+        for l in &located {
+            let src_dir = self.open_folder(&l.folder)?;
+            // Keep the file name (and its flags); new/ mail stays in new/.
+            let from = format!("{}/{}", l.subdir, l.file_name);
+            src_dir
+                .rename(&from, &dest_dir, &from)
+                .map_err(|e| backend(&format!("move {} to {dest}", l.file_name), e))?;
+            let unique = l
+                .file_name
+                .split_once(':')
+                .map(|(u, _)| u)
+                .unwrap_or(&l.file_name);
+            moved.push(format!("{dest}/{unique}"));
+        }
+        Ok(moved)
+    }
+
+    /// Describe the targets of a request for a human, from the store's facts.
+    /// Ids and folders are validated and must exist.
+    pub fn describe(
+        &self,
+        capability: Capability,
+        targets: &[String],
+    ) -> Result<(String, Vec<PromptItem>), MailError> {
+        let items: Vec<PromptItem> = match capability {
+            Capability::MailList => targets
+                .iter()
+                .map(|folder| {
+                    let count = self.files(folder)?.len();
+                    Ok(PromptItem {
+                        target: folder.clone(),
+                        description: format!("folder {folder} ({count} messages)"),
+                    })
+                })
+                .collect::<Result<_, MailError>>()?,
+            _ => targets
+                .iter()
+                .map(|id| {
+                    let s = self.summary(id)?;
+                    Ok(PromptItem {
+                        target: id.clone(),
+                        description: format!(
+                            "From: {} | Subject: {} | Date: {}",
+                            s.from,
+                            s.subject,
+                            if s.date.is_empty() {
+                                "unknown"
+                            } else {
+                                &s.date
+                            }
+                        ),
+                    })
+                })
+                .collect::<Result<_, MailError>>()?,
+        };
+        let n = items.len();
+        let plural = if n == 1 { "" } else { "s" };
+        let action = match capability {
+            Capability::MailList => {
+                format!("list the messages (senders, subjects, dates) of {n} folder{plural}")
+            }
+            Capability::MailRead => format!("read {n} message{plural} in full"),
+            Capability::MailArchive => format!("move {n} message{plural} to {ARCHIVE}"),
+            Capability::MailDelete => {
+                format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
+            }
+        };
+        Ok((action, items))
+    }
+
+    /// The folder each target of a request touches (for scope checks).
+    pub fn target_folders(
+        capability: Capability,
+        targets: &[String],
+    ) -> Result<Vec<String>, MailError> {
+        targets
+            .iter()
+            .map(|t| match capability {
+                Capability::MailList => validate_folder(t).map(|_| t.clone()),
+                _ => parse_id(t).map(|(folder, _)| folder.to_string()),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Maildir) {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("cur/100.M1P1.test:2,S"),
+            "From: Shop <deals@shop.example>\nTo: a@b.c\nSubject: 50% off\nDate: Tue, 01 Sep 2026 10:00:00 +0000\nList-Unsubscribe: <mailto:u@shop.example>\n\nBuy now.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("new/200.M2P1.test"),
+            "From: Bob <bob@example.org>\nTo: a@b.c\nSubject: Lunch?\nDate: Wed, 02 Sep 2026 10:00:00 +0000\n\nNoon?\n",
+        )
+        .unwrap();
+        let md = Maildir::open(dir.path()).unwrap();
+        (dir, md)
+    }
+
+    #[test]
+    fn lists_reads_and_moves() {
+        let (dir, md) = store();
+        let list = md.list(INBOX).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].id, "INBOX/100.M1P1.test");
+        assert!(list[0].is_list_mail && list[0].seen);
+        assert_eq!(list[1].from, "Bob <bob@example.org>");
+        assert!(!list[1].seen);
+        let msg = md.read("INBOX/200.M2P1.test").unwrap();
+        assert!(msg.body.contains("Noon?"));
+        let moved = md.move_to(&["INBOX/100.M1P1.test".into()], TRASH).unwrap();
+        assert_eq!(moved, vec!["Trash/100.M1P1.test"]);
+        assert!(dir.path().join(".Trash/cur/100.M1P1.test:2,S").exists());
+        assert_eq!(md.list(INBOX).unwrap().len(), 1);
+        assert_eq!(md.list(TRASH).unwrap().len(), 1);
+        assert!(md.move_to(&["Trash/100.M1P1.test".into()], TRASH).is_err());
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        let (_dir, md) = store();
+        for bad in [
+            "../etc/passwd",
+            "INBOX/../../etc/passwd",
+            "INBOX/..",
+            "/etc/passwd",
+            "INBOX/a/b",
+            "..Trash/x",
+            "INBOX/.hidden",
+            "INBOX\\x",
+            "",
+        ] {
+            assert!(
+                matches!(md.read(bad), Err(MailError::Invalid(_))),
+                "{bad} should be invalid"
+            );
+        }
+        assert!(matches!(md.list("../x"), Err(MailError::Invalid(_))));
+        assert!(matches!(md.list("Nope"), Err(MailError::NotFound(_))));
+        assert!(matches!(
+            md.read("INBOX/999.none"),
+            Err(MailError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_failed_batch_moves_nothing() {
+        let (_dir, md) = store();
+        let err = md
+            .move_to(
+                &["INBOX/100.M1P1.test".into(), "INBOX/missing".into()],
+                TRASH,
+            )
+            .unwrap_err();
+        assert!(matches!(err, MailError::NotFound(_)));
+        assert_eq!(md.list(INBOX).unwrap().len(), 2);
+    }
+}

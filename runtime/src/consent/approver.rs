@@ -1,0 +1,340 @@
+//! Approvers: who answers a consent request that the policy leaves to a
+//! human. The host renders the request from facts ([`ConsentPrompt`]); an
+//! approver returns a [`Decision`] (all, a subset, or nothing).
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::{BufRead, IsTerminal, Write};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::{Capability, SessionId};
+
+/// One item of a request, described by the host from facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptItem {
+    /// The target as the tool named it (message id, folder).
+    pub target: String,
+    /// What the host found it to be (From, Subject, Date of a mail, ...).
+    pub description: String,
+}
+
+/// A consent request as shown to a human: the host's account of the action,
+/// item by item, with the tool's own summary only as its claim.
+#[derive(Debug, Clone)]
+pub struct ConsentPrompt {
+    /// The tool asking.
+    pub tool: String,
+    /// On whose behalf.
+    pub user: String,
+    /// The session asking.
+    pub session: SessionId,
+    /// The capability.
+    pub capability: Capability,
+    /// The host's one-line description of the action.
+    pub action: String,
+    /// Each target, described by the host.
+    pub items: Vec<PromptItem>,
+    /// The exact content, for actions with content.
+    pub payload: Option<String>,
+    /// The tool's own summary: its claim, not a fact.
+    pub tool_claim: String,
+}
+
+impl ConsentPrompt {
+    /// The prompt as plain text (terminal, logs).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Tool `{}` asks to act on behalf of {}: {}",
+            self.tool, self.user, self.action
+        );
+        for (n, item) in self.items.iter().enumerate() {
+            let _ = writeln!(out, "  [{}] {}", n + 1, item.description);
+        }
+        if let Some(payload) = &self.payload {
+            let _ = writeln!(out, "  exact content:");
+            for line in payload.lines() {
+                let _ = writeln!(out, "  | {line}");
+            }
+        }
+        if !self.tool_claim.is_empty() {
+            let _ = writeln!(
+                out,
+                "  The tool says (its claim, not checked): \"{}\"",
+                self.tool_claim
+            );
+        }
+        out
+    }
+}
+
+/// A human's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Approve these items (indices into [`ConsentPrompt::items`]); all of
+    /// them for a full approval. An empty list is a refusal.
+    Approve(Vec<usize>),
+    /// Refused, with the reason to report.
+    Decline(String),
+    /// Nobody answered in time.
+    TimedOut,
+}
+
+impl Decision {
+    /// Approve every item of `prompt`.
+    pub fn approve_all(prompt: &ConsentPrompt) -> Decision {
+        Decision::Approve((0..prompt.items.len()).collect())
+    }
+}
+
+/// The future an approver returns.
+pub type DecisionFuture<'a> = Pin<Box<dyn Future<Output = Decision> + Send + 'a>>;
+
+/// Something that can put a consent request in front of a human.
+pub trait Approver: Send + Sync {
+    /// The channel's name, recorded with every decision (`terminal`, ...).
+    fn channel(&self) -> &str;
+    /// Ask; resolve when the human answers or the approver gives up.
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a>;
+}
+
+/// Refuses everything: used when no human can be reached (for instance stdin
+/// is not a terminal). Standing grants still apply, they need no approver.
+#[derive(Debug, Clone)]
+pub struct DenyApprover {
+    reason: String,
+}
+
+impl DenyApprover {
+    /// Refuse with `reason`.
+    pub fn new(reason: &str) -> DenyApprover {
+        DenyApprover {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl Approver for DenyApprover {
+    fn channel(&self) -> &str {
+        "none"
+    }
+
+    fn decide<'a>(&'a self, _prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        let reason = self.reason.clone();
+        Box::pin(async move { Decision::Decline(reason) })
+    }
+}
+
+type Script = dyn Fn(&ConsentPrompt) -> Decision + Send + Sync;
+
+/// A pre-programmed user, for unattended demos and tests. Every prompt it
+/// answers is kept so the caller can show or check what was asked.
+pub struct ScriptedApprover {
+    name: String,
+    script: Box<Script>,
+    seen: Mutex<Vec<(ConsentPrompt, Decision)>>,
+}
+
+impl ScriptedApprover {
+    /// A user named `name` that answers with `script`.
+    pub fn new(
+        name: &str,
+        script: impl Fn(&ConsentPrompt) -> Decision + Send + Sync + 'static,
+    ) -> ScriptedApprover {
+        ScriptedApprover {
+            name: name.to_string(),
+            script: Box::new(script),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The prompts answered so far, with the answers.
+    pub fn answered(&self) -> Vec<(ConsentPrompt, Decision)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Approver for ScriptedApprover {
+    fn channel(&self) -> &str {
+        &self.name
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        let decision = (self.script)(prompt);
+        self.seen
+            .lock()
+            .unwrap()
+            .push((prompt.clone(), decision.clone()));
+        Box::pin(async move { decision })
+    }
+}
+
+/// Asks on the terminal: the prompt goes to stderr (stdout carries results),
+/// the answer is read from stdin. No answer within the timeout is a refusal.
+pub struct TerminalApprover {
+    timeout: Duration,
+    ask_lock: tokio::sync::Mutex<()>,
+}
+
+impl TerminalApprover {
+    /// A terminal approver, or `None` when stdin is not a terminal.
+    pub fn for_stdin(timeout: Duration) -> Option<TerminalApprover> {
+        std::io::stdin().is_terminal().then(|| TerminalApprover {
+            timeout,
+            ask_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// Lines typed on stdin, read by one background thread for the whole process
+/// so that a timed-out prompt never leaves a reader behind.
+fn stdin_lines() -> &'static Mutex<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    static LINES: OnceLock<Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>> = OnceLock::new();
+    LINES.get_or_init(|| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("agentcap-stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn stdin reader");
+        Mutex::new(rx)
+    })
+}
+
+/// Parse a terminal answer: `y`/`yes`/`a`/`all`, `n`/`no`, item numbers to
+/// approve (`1 3 5-7`), or `-` followed by numbers to approve all but those.
+pub fn parse_answer(answer: &str, items: usize) -> Result<Decision, String> {
+    let answer = answer.trim().to_lowercase();
+    match answer.as_str() {
+        "y" | "yes" | "a" | "all" => return Ok(Decision::Approve((0..items).collect())),
+        "n" | "no" | "" => return Ok(Decision::Decline("declined on the terminal".into())),
+        _ => {}
+    }
+    let (except, list) = match answer.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, answer.as_str()),
+    };
+    let mut picked = Vec::new();
+    for part in list.split(|c: char| c == ',' || c.is_whitespace()) {
+        if part.is_empty() {
+            continue;
+        }
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo, hi),
+            None => (part, part),
+        };
+        let parse = |s: &str| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=items).contains(n))
+                .ok_or_else(|| format!("`{s}` is not an item number between 1 and {items}"))
+        };
+        for n in parse(lo)?..=parse(hi)? {
+            picked.push(n - 1);
+        }
+    }
+    let chosen: Vec<usize> = if except {
+        (0..items).filter(|i| !picked.contains(i)).collect()
+    } else {
+        let mut p = picked;
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    Ok(Decision::Approve(chosen))
+}
+
+impl Approver for TerminalApprover {
+    fn channel(&self) -> &str {
+        "terminal"
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        Box::pin(async move {
+            let _one_prompt_at_a_time = self.ask_lock.lock().await;
+            let lines = stdin_lines();
+            // Drop anything typed before this prompt was shown.
+            while lines.lock().unwrap().try_recv().is_ok() {}
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            let mut stderr = std::io::stderr();
+            let _ = write!(stderr, "\n{}", prompt.render());
+            loop {
+                let _ = write!(
+                    stderr,
+                    "Approve? [y]es all / [n]o / numbers to approve (1 3 5-7) / -numbers to leave out ({}s): ",
+                    deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .as_secs()
+                );
+                let _ = stderr.flush();
+                let line = tokio::time::timeout_at(deadline, poll_line(lines)).await;
+                let Ok(Some(line)) = line else {
+                    let _ = writeln!(stderr, "\nNo answer in time: refused.");
+                    return Decision::TimedOut;
+                };
+                match parse_answer(&line, prompt.items.len()) {
+                    Ok(decision) => return decision,
+                    Err(problem) => {
+                        let _ = writeln!(stderr, "{problem}");
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn poll_line(
+    lines: &'static Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) -> Option<String> {
+    loop {
+        match lines.lock().unwrap().try_recv() {
+            Ok(line) => return Some(line),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shared handle to an approver.
+pub type SharedApprover = Arc<dyn Approver>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse() {
+        assert_eq!(
+            parse_answer("y", 3).unwrap(),
+            Decision::Approve(vec![0, 1, 2])
+        );
+        assert!(matches!(
+            parse_answer("n", 3).unwrap(),
+            Decision::Decline(_)
+        ));
+        assert_eq!(
+            parse_answer("1 3", 3).unwrap(),
+            Decision::Approve(vec![0, 2])
+        );
+        assert_eq!(
+            parse_answer("2-3,1", 3).unwrap(),
+            Decision::Approve(vec![0, 1, 2])
+        );
+        assert_eq!(
+            parse_answer("-2", 3).unwrap(),
+            Decision::Approve(vec![0, 2])
+        );
+        assert!(parse_answer("4", 3).is_err());
+        assert!(parse_answer("maybe", 3).is_err());
+    }
+}

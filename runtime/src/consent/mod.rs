@@ -1,0 +1,584 @@
+//! Consent: capabilities, intents, live tokens and the one [`Gate`] every
+//! capability call passes before it touches a backend.
+//!
+//! A token is minted only from a decision: a human's answer through an
+//! [`Approver`], or an operator's standing grant. It is bound to the session
+//! and tool that asked, to one capability, to the approved targets (possibly
+//! a subset of those requested) and, for actions with content, to the exact
+//! payload. It expires, has a use count, and dies on revoke or stop.
+
+mod approver;
+
+pub use approver::{
+    Approver, ConsentPrompt, Decision, DecisionFuture, DenyApprover, PromptItem, ScriptedApprover,
+    SharedApprover, TerminalApprover, parse_answer,
+};
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An action a tool can be granted: `<interface>.<function>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// `mail.list`: list a folder. Targets: folder names.
+    MailList,
+    /// `mail.read`: read messages. Targets: message ids.
+    MailRead,
+    /// `mail.archive`: move messages to Archive. Targets: message ids.
+    MailArchive,
+    /// `mail.delete`: move messages to Trash. Targets: message ids.
+    MailDelete,
+}
+
+impl Capability {
+    /// Every capability the runtime knows.
+    pub const ALL: &'static [Capability] = &[
+        Capability::MailList,
+        Capability::MailRead,
+        Capability::MailArchive,
+        Capability::MailDelete,
+    ];
+
+    /// The name used in intents and policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::MailList => "mail.list",
+            Capability::MailRead => "mail.read",
+            Capability::MailArchive => "mail.archive",
+            Capability::MailDelete => "mail.delete",
+        }
+    }
+
+    /// Parse a name such as `mail.delete`.
+    pub fn parse(name: &str) -> Option<Capability> {
+        Capability::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+
+    /// The WIT interface that carries this capability (`mail`).
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::MailList
+            | Capability::MailRead
+            | Capability::MailArchive
+            | Capability::MailDelete => "mail",
+        }
+    }
+
+    /// Whether the action changes anything (as opposed to reading).
+    pub fn is_side_effecting(self) -> bool {
+        matches!(self, Capability::MailArchive | Capability::MailDelete)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one agent session; tokens belong to exactly one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(pub String);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Host-side identifier of a token.
+pub type TokenId = u64;
+
+/// What the guest's `token` resource handle points at in the store's
+/// resource table. The authority itself lives in the [`Gate`].
+#[derive(Debug)]
+pub struct TokenHandle {
+    /// The token in the Gate.
+    pub id: TokenId,
+}
+
+/// Who decided that a token may exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionSource {
+    /// A person, through the named channel (`terminal`, `script`, ...).
+    Human {
+        /// The approver's channel.
+        channel: String,
+    },
+    /// The operator's standing grant in the policy.
+    StandingGrant,
+}
+
+impl fmt::Display for DecisionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecisionSource::Human { channel } => write!(f, "human via {channel}"),
+            DecisionSource::StandingGrant => f.write_str("standing grant"),
+        }
+    }
+}
+
+/// Everything a token covers and its state.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// Its id.
+    pub id: TokenId,
+    /// The session that asked for it.
+    pub session: SessionId,
+    /// The tool that asked for it.
+    pub tool: String,
+    /// The one capability it is for.
+    pub capability: Capability,
+    /// The approved targets.
+    pub targets: Vec<String>,
+    /// The approved payload, for actions with content.
+    pub payload: Option<String>,
+    /// When it dies.
+    pub expires_at: SystemTime,
+    /// Calls it still allows.
+    pub uses_left: u32,
+    /// Revoked explicitly (or by a stop).
+    pub revoked: bool,
+    /// Who allowed it.
+    pub decided_by: DecisionSource,
+}
+
+impl TokenRecord {
+    /// Expiry in milliseconds since the Unix epoch.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.expires_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// One call a capability wants to make, as the Gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Action<'a> {
+    /// Which capability.
+    pub capability: Capability,
+    /// What the call touches (every entry must be covered by the token).
+    pub targets: &'a [String],
+    /// The call's content, if any (must equal the approved payload).
+    pub payload: Option<&'a str>,
+}
+
+/// Why the Gate refused a call. Each message names the token, its state
+/// and what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The handle does not name a token this Gate minted.
+    #[error("token {0} is unknown to this runtime")]
+    UnknownToken(TokenId),
+    /// The token belongs to another session.
+    #[error("token {token} belongs to another session, not {caller}")]
+    ForeignSession {
+        /// The token.
+        token: TokenId,
+        /// The calling session.
+        caller: SessionId,
+    },
+    /// The token was issued to another tool.
+    #[error("token {token} was issued to tool `{owner}`, not `{caller}`")]
+    ForeignTool {
+        /// The token.
+        token: TokenId,
+        /// The tool it was issued to.
+        owner: String,
+        /// The calling tool.
+        caller: String,
+    },
+    /// The token is for another capability.
+    #[error("token {token} is for {token_for}, not {wanted}")]
+    WrongCapability {
+        /// The token.
+        token: TokenId,
+        /// What it allows.
+        token_for: Capability,
+        /// What the call needs.
+        wanted: Capability,
+    },
+    /// The token's lifetime is over.
+    #[error("token {token} for {capability} expired {ago_ms} ms ago")]
+    Expired {
+        /// The token.
+        token: TokenId,
+        /// Its capability.
+        capability: Capability,
+        /// How long ago.
+        ago_ms: u64,
+    },
+    /// No uses left.
+    #[error("token {token} for {capability} has no uses left")]
+    UsedUp {
+        /// The token.
+        token: TokenId,
+        /// Its capability.
+        capability: Capability,
+    },
+    /// Revoked, or its session was stopped.
+    #[error("token {token} for {capability} was revoked")]
+    Revoked {
+        /// The token.
+        token: TokenId,
+        /// Its capability.
+        capability: Capability,
+    },
+    /// The session was stopped.
+    #[error("session {0} was stopped")]
+    Stopped(SessionId),
+    /// The call reaches beyond the approved targets.
+    #[error("{capability} of {} was not approved: token {token} covers only {}", .outside.join(", "), if .covered.is_empty() { "nothing".to_string() } else { .covered.join(", ") })]
+    OutsideApproval {
+        /// The token.
+        token: TokenId,
+        /// Its capability.
+        capability: Capability,
+        /// Targets of the call the token does not cover.
+        outside: Vec<String>,
+        /// What the token covers.
+        covered: Vec<String>,
+    },
+    /// The call's content differs from what the human approved.
+    #[error("{capability}: the content differs from the approved content of token {token}")]
+    PayloadMismatch {
+        /// The token.
+        token: TokenId,
+        /// Its capability.
+        capability: Capability,
+    },
+}
+
+/// The single check every capability call passes before acting, and the
+/// owner of all tokens.
+#[derive(Debug, Default)]
+pub struct Gate {
+    tokens: Mutex<HashMap<TokenId, TokenRecord>>,
+    stopped: Mutex<HashSet<SessionId>>,
+    next_id: AtomicU64,
+}
+
+/// What a new token should cover.
+#[derive(Debug, Clone)]
+pub struct Mint {
+    /// The session asking.
+    pub session: SessionId,
+    /// The tool asking.
+    pub tool: String,
+    /// The capability.
+    pub capability: Capability,
+    /// Approved targets.
+    pub targets: Vec<String>,
+    /// Approved payload.
+    pub payload: Option<String>,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Calls allowed.
+    pub uses: u32,
+    /// Who decided.
+    pub decided_by: DecisionSource,
+}
+
+impl Gate {
+    /// An empty Gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Mint a token from a decision. Refused if the session was stopped.
+    pub fn mint(&self, mint: Mint) -> Result<TokenId, Refusal> {
+        if self.is_stopped(&mint.session) {
+            return Err(Refusal::Stopped(mint.session));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let record = TokenRecord {
+            id,
+            session: mint.session,
+            tool: mint.tool,
+            capability: mint.capability,
+            targets: mint.targets,
+            payload: mint.payload,
+            expires_at: SystemTime::now() + mint.ttl,
+            uses_left: mint.uses,
+            revoked: false,
+            decided_by: mint.decided_by,
+        };
+        self.tokens.lock().unwrap().insert(id, record);
+        Ok(id)
+    }
+
+    /// A snapshot of a token.
+    pub fn record(&self, id: TokenId) -> Option<TokenRecord> {
+        self.tokens.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Check that `token` allows `action` for `session`/`tool` right now, and
+    /// consume one use. Nothing is consumed when the call is refused.
+    pub fn authorize(
+        &self,
+        token: TokenId,
+        session: &SessionId,
+        tool: &str,
+        action: Action<'_>,
+    ) -> Result<TokenRecord, Refusal> {
+        if self.is_stopped(session) {
+            return Err(Refusal::Stopped(session.clone()));
+        }
+        let mut tokens = self.tokens.lock().unwrap();
+        let record = tokens.get_mut(&token).ok_or(Refusal::UnknownToken(token))?;
+        if &record.session != session {
+            return Err(Refusal::ForeignSession {
+                token,
+                caller: session.clone(),
+            });
+        }
+        if record.tool != tool {
+            return Err(Refusal::ForeignTool {
+                token,
+                owner: record.tool.clone(),
+                caller: tool.to_string(),
+            });
+        }
+        let capability = record.capability;
+        if capability != action.capability {
+            return Err(Refusal::WrongCapability {
+                token,
+                token_for: capability,
+                wanted: action.capability,
+            });
+        }
+        if record.revoked {
+            return Err(Refusal::Revoked { token, capability });
+        }
+        let now = SystemTime::now();
+        if now >= record.expires_at {
+            let ago_ms = now
+                .duration_since(record.expires_at)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            return Err(Refusal::Expired {
+                token,
+                capability,
+                ago_ms,
+            });
+        }
+        if record.uses_left == 0 {
+            return Err(Refusal::UsedUp { token, capability });
+        }
+        let outside: Vec<String> = action
+            .targets
+            .iter()
+            .filter(|t| !record.targets.contains(t))
+            .cloned()
+            .collect();
+        if !outside.is_empty() {
+            return Err(Refusal::OutsideApproval {
+                token,
+                capability,
+                outside,
+                covered: record.targets.clone(),
+            });
+        }
+        if record.payload.as_deref() != action.payload {
+            return Err(Refusal::PayloadMismatch { token, capability });
+        }
+        record.uses_left -= 1;
+        Ok(record.clone())
+    }
+
+    /// Revoke one token; later calls with it are refused.
+    pub fn revoke(&self, token: TokenId) {
+        if let Some(record) = self.tokens.lock().unwrap().get_mut(&token) {
+            record.revoked = true;
+        }
+    }
+
+    /// Stop a session: revoke all its tokens and refuse any new one.
+    pub fn stop_session(&self, session: &SessionId) {
+        self.stopped.lock().unwrap().insert(session.clone());
+        for record in self.tokens.lock().unwrap().values_mut() {
+            if &record.session == session {
+                record.revoked = true;
+            }
+        }
+    }
+
+    /// Whether `session` was stopped.
+    pub fn is_stopped(&self, session: &SessionId) -> bool {
+        self.stopped.lock().unwrap().contains(session)
+    }
+
+    /// Forget a token whose guest handle was dropped.
+    pub fn forget(&self, token: TokenId) {
+        self.tokens.lock().unwrap().remove(&token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> SessionId {
+        SessionId("s1".into())
+    }
+
+    fn mint(
+        gate: &Gate,
+        capability: Capability,
+        targets: &[&str],
+        uses: u32,
+        ttl_ms: u64,
+    ) -> TokenId {
+        gate.mint(Mint {
+            session: session(),
+            tool: "t".into(),
+            capability,
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            payload: None,
+            ttl: Duration::from_millis(ttl_ms),
+            uses,
+            decided_by: DecisionSource::StandingGrant,
+        })
+        .unwrap()
+    }
+
+    fn action<'a>(capability: Capability, targets: &'a [String]) -> Action<'a> {
+        Action {
+            capability,
+            targets,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn allows_within_approval_and_counts_uses() {
+        let gate = Gate::new();
+        let t = mint(
+            &gate,
+            Capability::MailDelete,
+            &["INBOX/a", "INBOX/b"],
+            2,
+            60_000,
+        );
+        let a = vec!["INBOX/a".to_string()];
+        assert!(
+            gate.authorize(t, &session(), "t", action(Capability::MailDelete, &a))
+                .is_ok()
+        );
+        assert_eq!(gate.record(t).unwrap().uses_left, 1);
+        assert!(
+            gate.authorize(t, &session(), "t", action(Capability::MailDelete, &a))
+                .is_ok()
+        );
+        let err = gate
+            .authorize(t, &session(), "t", action(Capability::MailDelete, &a))
+            .unwrap_err();
+        assert!(matches!(err, Refusal::UsedUp { .. }), "{err}");
+    }
+
+    #[test]
+    fn refusals_name_what_and_why() {
+        let gate = Gate::new();
+        let t = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 60_000);
+        let ids = vec!["INBOX/a".to_string()];
+        let err = gate
+            .authorize(t, &session(), "t", action(Capability::MailDelete, &ids))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("token {t} is for mail.read, not mail.delete")
+        );
+        let other = vec!["INBOX/a".to_string(), "INBOX/z".to_string()];
+        let err = gate
+            .authorize(t, &session(), "t", action(Capability::MailRead, &other))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("INBOX/z was not approved"),
+            "{err}"
+        );
+        let err = gate
+            .authorize(
+                t,
+                &SessionId("s2".into()),
+                "t",
+                action(Capability::MailRead, &ids),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Refusal::ForeignSession { .. }));
+        let err = gate
+            .authorize(t, &session(), "u", action(Capability::MailRead, &ids))
+            .unwrap_err();
+        assert!(matches!(err, Refusal::ForeignTool { .. }));
+        assert_eq!(
+            gate.record(t).unwrap().uses_left,
+            5,
+            "refusals consume nothing"
+        );
+        gate.revoke(t);
+        let err = gate
+            .authorize(t, &session(), "t", action(Capability::MailRead, &ids))
+            .unwrap_err();
+        assert!(matches!(err, Refusal::Revoked { .. }));
+    }
+
+    #[test]
+    fn expiry_and_stop() {
+        let gate = Gate::new();
+        let t = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 1);
+        std::thread::sleep(Duration::from_millis(5));
+        let ids = vec!["INBOX/a".to_string()];
+        let err = gate
+            .authorize(t, &session(), "t", action(Capability::MailRead, &ids))
+            .unwrap_err();
+        assert!(matches!(err, Refusal::Expired { .. }), "{err}");
+        let live = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 60_000);
+        gate.stop_session(&session());
+        assert!(
+            gate.authorize(live, &session(), "t", action(Capability::MailRead, &ids))
+                .is_err()
+        );
+        assert!(gate.record(live).unwrap().revoked);
+        assert!(matches!(
+            gate.mint(Mint {
+                session: session(),
+                tool: "t".into(),
+                capability: Capability::MailRead,
+                targets: vec![],
+                payload: None,
+                ttl: Duration::from_secs(1),
+                uses: 1,
+                decided_by: DecisionSource::StandingGrant,
+            }),
+            Err(Refusal::Stopped(_))
+        ));
+    }
+
+    #[test]
+    fn payload_must_match_exactly() {
+        let gate = Gate::new();
+        let t = gate
+            .mint(Mint {
+                session: session(),
+                tool: "t".into(),
+                capability: Capability::MailRead,
+                targets: vec!["x".into()],
+                payload: Some("hello".into()),
+                ttl: Duration::from_secs(60),
+                uses: 3,
+                decided_by: DecisionSource::StandingGrant,
+            })
+            .unwrap();
+        let ids = vec!["x".to_string()];
+        let with = |p| Action {
+            capability: Capability::MailRead,
+            targets: &ids,
+            payload: Some(p),
+        };
+        assert!(gate.authorize(t, &session(), "t", with("hello ")).is_err());
+        assert!(gate.authorize(t, &session(), "t", with("hello")).is_ok());
+    }
+}

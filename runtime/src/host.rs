@@ -1,0 +1,585 @@
+//! The host side of a running tool: the store's state, the implementations
+//! of the `consent` and capability interfaces, and the linker that links only
+//! what the policy grants.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::{Engine, StoreLimits};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::mail::{self as mailstore, Maildir};
+use crate::consent::{
+    Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
+    SharedApprover, TokenHandle, TokenId,
+};
+use crate::policy::{ConsentMode, ToolPolicy};
+
+/// Generated host bindings of `tools-wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../tools-wit/wit",
+        world: "agentcap:tools/host",
+        imports: {
+            "agentcap:tools/consent.request": async | trappable,
+            default: trappable,
+        },
+        with: {
+            "agentcap:tools/consent.token": crate::consent::TokenHandle,
+        },
+    });
+}
+
+use bindings::agentcap::tools::{consent as wit_consent, mail as wit_mail};
+
+/// Largest number of targets in one intent or call.
+pub const MAX_TARGETS: usize = 1000;
+/// Longest single target.
+pub const MAX_TARGET_LEN: usize = 1024;
+/// Longest payload.
+pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
+/// Longest tool summary.
+pub const MAX_SUMMARY_LEN: usize = 4096;
+/// Most bytes of guest stdout/stderr kept per call.
+pub const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
+/// Most live resource handles (tokens, streams) a guest may hold.
+pub const MAX_HANDLES: usize = 10_000;
+
+/// What a call runs with: who is asking, for whom, and what backs it.
+pub struct CallContext {
+    /// The session.
+    pub session: SessionId,
+    /// The tool's name in the policy.
+    pub tool: String,
+    /// The tool's grants and limits.
+    pub grants: Arc<ToolPolicy>,
+    /// On whose behalf.
+    pub user: String,
+    /// The Gate.
+    pub gate: Arc<Gate>,
+    /// Who answers `ask` requests.
+    pub approver: SharedApprover,
+    /// How long a human has to answer.
+    pub consent_timeout: Duration,
+    /// The mail store, if configured.
+    pub mail: Option<Arc<Maildir>>,
+}
+
+/// The state of one store (one call of one tool).
+pub struct HostState {
+    pub(crate) call: Arc<CallContext>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// When the call's wall-time budget runs out; pushed back by time spent
+    /// waiting for a human.
+    pub(crate) deadline: Instant,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// Fresh state: no env, no args, no preopens, no network, stdin empty,
+    /// stdout/stderr captured.
+    pub fn new(call: Arc<CallContext>, limits: StoreLimits, wall_time: Duration) -> HostState {
+        let stdout = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
+        let stderr = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(false)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        HostState {
+            call,
+            wasi,
+            table: ResourceTable::with_capacity(16),
+            limits,
+            deadline: Instant::now() + wall_time,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn token_id(&self, token: &Resource<TokenHandle>) -> wasmtime::Result<TokenId> {
+        Ok(self.table.get(token)?.id)
+    }
+
+    fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
+        self.call
+            .mail
+            .as_deref()
+            .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
+    }
+
+    /// Pass the Gate for `action` with `token`.
+    fn authorize(
+        &self,
+        token: &Resource<TokenHandle>,
+        capability: Capability,
+        targets: &[String],
+    ) -> wasmtime::Result<Result<(), String>> {
+        let id = self.token_id(token)?;
+        let outcome = self.call.gate.authorize(
+            id,
+            &self.call.session,
+            &self.call.tool,
+            Action {
+                capability,
+                targets,
+                payload: None,
+            },
+        );
+        Ok(outcome.map(|_| ()).map_err(|refusal| refusal.to_string()))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn denial(reason: wit_consent::DenialReason, message: impl Into<String>) -> wit_consent::Denial {
+    wit_consent::Denial {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn check_intent_size(intent: &wit_consent::Intent) -> Result<(), wit_consent::Denial> {
+    use wit_consent::DenialReason::Invalid;
+    if intent.targets.len() > MAX_TARGETS {
+        return Err(denial(
+            Invalid,
+            format!(
+                "an intent may name at most {MAX_TARGETS} targets, this one names {}",
+                intent.targets.len()
+            ),
+        ));
+    }
+    if let Some(t) = intent.targets.iter().find(|t| t.len() > MAX_TARGET_LEN) {
+        return Err(denial(
+            Invalid,
+            format!(
+                "a target is {} bytes long; the limit is {MAX_TARGET_LEN}",
+                t.len()
+            ),
+        ));
+    }
+    if intent
+        .payload
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_PAYLOAD_LEN)
+    {
+        return Err(denial(
+            Invalid,
+            format!("the payload exceeds {MAX_PAYLOAD_LEN} bytes"),
+        ));
+    }
+    if intent.summary.len() > MAX_SUMMARY_LEN {
+        return Err(denial(
+            Invalid,
+            format!("the summary exceeds {MAX_SUMMARY_LEN} bytes"),
+        ));
+    }
+    if intent.targets.is_empty() {
+        return Err(denial(
+            Invalid,
+            "an intent must name what it touches (no targets given)",
+        ));
+    }
+    Ok(())
+}
+
+impl CallContext {
+    /// Decide a consent request: policy first (grant, mode, scope), then the
+    /// host's own description of the action, then a human if the grant says
+    /// `ask`. Returns the minted token.
+    pub async fn request_consent(
+        &self,
+        intent: wit_consent::Intent,
+    ) -> Result<TokenId, wit_consent::Denial> {
+        use wit_consent::DenialReason::*;
+        check_intent_size(&intent)?;
+        let capability = Capability::parse(&intent.capability).ok_or_else(|| {
+            denial(
+                Invalid,
+                format!(
+                    "unknown capability `{}`",
+                    intent.capability.chars().take(80).collect::<String>()
+                ),
+            )
+        })?;
+        let grant = match self.grants.grant_for(capability) {
+            None => {
+                return Err(denial(
+                    NotGranted,
+                    format!("tool `{}` has no grant for {capability}", self.tool),
+                ));
+            }
+            Some(g) if g.mode == ConsentMode::Deny => {
+                return Err(denial(
+                    NotGranted,
+                    format!("the policy denies {capability} to tool `{}`", self.tool),
+                ));
+            }
+            Some(g) => g,
+        };
+        if intent.payload.is_some() {
+            return Err(denial(
+                Invalid,
+                format!("{capability} carries no content; the intent's payload must be empty"),
+            ));
+        }
+        let mut targets = intent.targets.clone();
+        let mut seen = std::collections::HashSet::new();
+        targets.retain(|t| seen.insert(t.clone()));
+        let (action, items) = match capability.interface() {
+            "mail" => {
+                let folders = Maildir::target_folders(capability, &targets)
+                    .map_err(|e| denial(Invalid, format!("{capability}: {e}")))?;
+                if let Some(outside) = folders.iter().find(|f| !grant.allows_folder(f)) {
+                    return Err(denial(
+                        NotGranted,
+                        format!(
+                            "{capability} in folder {outside} is outside the grant of tool `{}` (folders: {})",
+                            self.tool,
+                            grant.folders.as_deref().unwrap_or_default().join(", ")
+                        ),
+                    ));
+                }
+                let store = self
+                    .mail
+                    .as_deref()
+                    .ok_or_else(|| denial(NotGranted, "no mail store is configured"))?;
+                store
+                    .describe(capability, &targets)
+                    .map_err(|e| denial(Invalid, format!("{capability}: {e}")))?
+            }
+            other => return Err(denial(Invalid, format!("no backend for interface {other}"))),
+        };
+        if self.gate.is_stopped(&self.session) {
+            return Err(denial(
+                Stopped,
+                format!("session {} was stopped", self.session),
+            ));
+        }
+        let (approved, decided_by) = match grant.mode {
+            ConsentMode::Standing => (targets, DecisionSource::StandingGrant),
+            ConsentMode::Ask => {
+                let prompt = ConsentPrompt {
+                    tool: self.tool.clone(),
+                    user: self.user.clone(),
+                    session: self.session.clone(),
+                    capability,
+                    action,
+                    items,
+                    payload: None,
+                    tool_claim: intent.summary.clone(),
+                };
+                let decision =
+                    tokio::time::timeout(self.consent_timeout, self.approver.decide(&prompt))
+                        .await
+                        .unwrap_or(Decision::TimedOut);
+                let channel = self.approver.channel().to_string();
+                match decision {
+                    Decision::TimedOut => {
+                        return Err(denial(
+                            TimedOut,
+                            format!(
+                                "nobody answered the request for {capability} within {}s",
+                                self.consent_timeout.as_secs()
+                            ),
+                        ));
+                    }
+                    Decision::Decline(reason) => {
+                        return Err(denial(
+                            Declined,
+                            format!("{capability} was declined: {reason}"),
+                        ));
+                    }
+                    Decision::Approve(indices) => {
+                        let approved: Vec<String> = prompt
+                            .items
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| indices.contains(i))
+                            .map(|(_, item)| item.target.clone())
+                            .collect();
+                        if approved.is_empty() {
+                            return Err(denial(
+                                Declined,
+                                format!("{capability} was declined: no item was approved"),
+                            ));
+                        }
+                        (approved, DecisionSource::Human { channel })
+                    }
+                }
+            }
+            ConsentMode::Deny => unreachable!("handled above"),
+        };
+        self.gate
+            .mint(Mint {
+                session: self.session.clone(),
+                tool: self.tool.clone(),
+                capability,
+                targets: approved,
+                payload: None,
+                ttl: grant.token_ttl(),
+                uses: grant.max_uses,
+                decided_by,
+            })
+            .map_err(|refusal| denial(Stopped, refusal.to_string()))
+    }
+}
+
+impl wit_consent::Host for HostState {
+    async fn request(
+        &mut self,
+        intent: wit_consent::Intent,
+    ) -> wasmtime::Result<Result<Resource<TokenHandle>, wit_consent::Denial>> {
+        let started = Instant::now();
+        let outcome = self.call.request_consent(intent).await;
+        // Time spent waiting for a decision does not count against the
+        // call's wall-time budget.
+        self.deadline += started.elapsed();
+        match outcome {
+            Ok(id) => Ok(Ok(self.table.push(TokenHandle { id })?)),
+            Err(denial) => Ok(Err(denial)),
+        }
+    }
+}
+
+impl wit_consent::HostToken for HostState {
+    fn capability(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<String> {
+        let id = self.token_id(&token)?;
+        Ok(self
+            .call
+            .gate
+            .record(id)
+            .map(|r| r.capability.as_str().to_string())
+            .unwrap_or_default())
+    }
+
+    fn targets(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<Vec<String>> {
+        let id = self.token_id(&token)?;
+        Ok(self
+            .call
+            .gate
+            .record(id)
+            .map(|r| r.targets)
+            .unwrap_or_default())
+    }
+
+    fn payload(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<Option<String>> {
+        let id = self.token_id(&token)?;
+        Ok(self.call.gate.record(id).and_then(|r| r.payload))
+    }
+
+    fn expires_at_ms(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<u64> {
+        let id = self.token_id(&token)?;
+        Ok(self
+            .call
+            .gate
+            .record(id)
+            .map(|r| r.expires_at_ms())
+            .unwrap_or(0))
+    }
+
+    fn uses_left(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<u32> {
+        let id = self.token_id(&token)?;
+        Ok(self.call.gate.record(id).map(|r| r.uses_left).unwrap_or(0))
+    }
+
+    fn drop(&mut self, token: Resource<TokenHandle>) -> wasmtime::Result<()> {
+        let handle = self.table.delete(token)?;
+        self.call.gate.forget(handle.id);
+        Ok(())
+    }
+}
+
+fn to_wit_summary(s: mailstore::MessageSummary) -> wit_mail::MessageSummary {
+    wit_mail::MessageSummary {
+        id: s.id,
+        folder: s.folder,
+        from: s.from,
+        subject: s.subject,
+        date: s.date,
+        is_list_mail: s.is_list_mail,
+        seen: s.seen,
+        size: s.size,
+    }
+}
+
+fn to_wit_error(e: mailstore::MailError) -> wit_mail::MailError {
+    match e {
+        mailstore::MailError::NotFound(m) => wit_mail::MailError::NotFound(m),
+        mailstore::MailError::Invalid(m) => wit_mail::MailError::Invalid(m),
+        mailstore::MailError::Backend(m) => wit_mail::MailError::Backend(m),
+    }
+}
+
+fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
+    if ids.len() > MAX_TARGETS {
+        return Err(wit_mail::MailError::Invalid(format!(
+            "at most {MAX_TARGETS} messages per call, got {}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
+impl HostState {
+    fn move_messages(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+        capability: Capability,
+        dest: &str,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        if let Err(e) = check_ids(&ids) {
+            return Ok(Err(e));
+        }
+        if let Err(refusal) = self.authorize(&token, capability, &ids)? {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store.move_to(&ids, dest).map_err(to_wit_error))
+    }
+}
+
+impl wit_mail::Host for HostState {
+    fn list(
+        &mut self,
+        token: Resource<TokenHandle>,
+        folder: String,
+    ) -> wasmtime::Result<Result<Vec<wit_mail::MessageSummary>, wit_mail::MailError>> {
+        if let Err(refusal) =
+            self.authorize(&token, Capability::MailList, std::slice::from_ref(&folder))?
+        {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store
+            .list(&folder)
+            .map(|list| list.into_iter().map(to_wit_summary).collect())
+            .map_err(to_wit_error))
+    }
+
+    fn read(
+        &mut self,
+        token: Resource<TokenHandle>,
+        id: String,
+    ) -> wasmtime::Result<Result<wit_mail::Message, wit_mail::MailError>> {
+        if let Err(refusal) =
+            self.authorize(&token, Capability::MailRead, std::slice::from_ref(&id))?
+        {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store
+            .read(&id)
+            .map(|m| wit_mail::Message {
+                summary: to_wit_summary(m.summary),
+                to: m.to,
+                body: m.body,
+            })
+            .map_err(to_wit_error))
+    }
+
+    fn archive(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        self.move_messages(token, ids, Capability::MailArchive, mailstore::ARCHIVE)
+    }
+
+    fn delete(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        self.move_messages(token, ids, Capability::MailDelete, mailstore::TRASH)
+    }
+}
+
+fn cli_view(t: &mut HostState) -> wasmtime_wasi::cli::WasiCliCtxView<'_> {
+    wasmtime_wasi::cli::WasiCliView::cli(t)
+}
+
+/// `HasData` for WASI I/O, whose host state is the resource table.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Link the harmless WASI interfaces Rust's std pulls in (cli, io, clocks,
+/// random, filesystem with nothing preopened), and no sockets.
+fn add_harmless_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    use wasmtime_wasi::{
+        cli::WasiCli, clocks::WasiClocks, filesystem::WasiFilesystem, random::WasiRandom,
+    };
+    use wasmtime_wasi_io::bindings::wasi::io;
+    let l = linker;
+    io::error::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    io::poll::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    io::streams::add_to_linker::<HostState, IoTable>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, |t| {
+        wasmtime_wasi::clocks::WasiClocksView::clocks(t)
+    })?;
+    filesystem::types::add_to_linker::<HostState, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(l, |t| {
+        wasmtime_wasi::filesystem::WasiFilesystemView::filesystem(t)
+    })?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    Ok(())
+}
+
+/// A linker holding exactly what `grants` allows: harmless WASI, `consent`,
+/// and each capability interface the policy grants (deny by default).
+pub fn linker_for(engine: &Engine, grants: &ToolPolicy) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    add_harmless_wasi(&mut linker)?;
+    wit_consent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    if grants.links_interface("mail") {
+        wit_mail::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    Ok(linker)
+}

@@ -1,0 +1,261 @@
+//! The `agentcap` command: inspect tools, call them under a policy, run the
+//! demo. Thin over the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentcap::consent::{DenyApprover, SessionId, SharedApprover, TerminalApprover};
+use agentcap::demo::{DemoUser, run_demo};
+use agentcap::policy::ToolPolicy;
+use agentcap::runtime::read_component;
+use agentcap::tool::ToolInfo;
+use agentcap::{AgentEngine, Policy, Runtime};
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// A WebAssembly capability runtime for AI-agent tools: every side effect
+/// needs a live consent token.
+#[derive(Parser)]
+#[command(name = "agentcap", version, about)]
+struct Cli {
+    /// Do not use the on-disk cache of compiled components.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a tool's functions (with JSON Schemas) and the capabilities it
+    /// imports, without running it.
+    Inspect {
+        /// The component file.
+        tool: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one function of a tool; consent is asked on the terminal or
+    /// given by the policy's standing grants.
+    Call {
+        /// The component file.
+        tool: PathBuf,
+        /// The function to call (see `inspect`).
+        function: String,
+        /// Arguments: a JSON object keyed by parameter name.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The operator's policy file. Without one, nothing is granted.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The tool's name in the policy (default: the entry whose component
+        /// is TOOL, else the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Replay the "confirm before acting" incident on bundled data, offline.
+    Demo {
+        /// Where to lay out the demo (default: a new temporary folder).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Use the scripted user even on a terminal.
+        #[arg(long)]
+        scripted: bool,
+    },
+}
+
+fn cache_dir(no_cache: bool) -> Option<PathBuf> {
+    if no_cache {
+        None
+    } else {
+        AgentEngine::default_cache_dir()
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTCAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { tool, json } => inspect(&tool, json, cache_dir(cli.no_cache)),
+        Command::Call {
+            tool,
+            function,
+            args,
+            policy,
+            name,
+        } => {
+            call(
+                &tool,
+                &function,
+                &args,
+                policy.as_deref(),
+                name,
+                cache_dir(cli.no_cache),
+            )
+            .await
+        }
+        Command::Demo {
+            workspace,
+            scripted,
+        } => {
+            let workspace = match workspace {
+                Some(w) => w,
+                None => tempfile::Builder::new()
+                    .prefix("agentcap-demo-")
+                    .tempdir()
+                    .context("create a temporary folder for the demo")?
+                    .keep(),
+            };
+            let user = if scripted || !agentcap::demo::interactive() {
+                DemoUser::Scripted
+            } else {
+                DemoUser::Terminal
+            };
+            run_demo(&workspace, user, cache_dir(cli.no_cache)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn inspect(path: &Path, json: bool, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let bytes = read_component(path)?;
+    let engine = AgentEngine::new(cache)?;
+    let compiled = engine
+        .compile(&bytes)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let info = ToolInfo::describe(engine.engine(), &compiled.component, &compiled.digest);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info.to_json())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} (sha256 {})", path.display(), info.digest);
+    println!("Capabilities imported: {}", {
+        let caps = info.capabilities();
+        if caps.is_empty() {
+            "none".to_string()
+        } else {
+            caps.join(", ")
+        }
+    });
+    println!("Functions:");
+    for f in &info.functions {
+        println!("  {}", f.name);
+        println!("    arguments: {}", serde_json::to_string(&f.input_schema)?);
+        if let Some(out) = &f.output_schema {
+            println!("    result:    {}", serde_json::to_string(out)?);
+        }
+        if let Some(why) = &f.unavailable {
+            println!("    unavailable: {why}");
+        }
+    }
+    println!("Imports:");
+    for i in &info.imports {
+        println!(
+            "  {} ({})",
+            i.name,
+            serde_json::to_value(&i.kind)?["kind"]
+                .as_str()
+                .unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(
+    path: &Path,
+    function: &str,
+    args: &str,
+    policy_path: Option<&Path>,
+    name: Option<String>,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let args: serde_json::Value =
+        serde_json::from_str(args).with_context(|| format!("--args is not valid JSON: {args}"))?;
+    let policy = match policy_path {
+        Some(p) => Policy::load(p)?,
+        None => Policy::deny_all(&std::env::var("USER").unwrap_or_else(|_| "user".into())),
+    };
+    let (name, grants) = match name {
+        Some(n) => {
+            let grants = policy.tools.get(&n).cloned();
+            let Some(grants) = grants else {
+                bail!("the policy has no tool named `{n}`");
+            };
+            (n, grants)
+        }
+        None => match policy.tool_by_component(path) {
+            Some((n, t)) => (n.to_string(), t.clone()),
+            None => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "tool".into());
+                eprintln!(
+                    "note: the policy does not list {}; running it as `{stem}` with no capabilities granted",
+                    path.display()
+                );
+                (
+                    stem,
+                    ToolPolicy {
+                        component: path.to_path_buf(),
+                        grants: Vec::new(),
+                        limits: Default::default(),
+                    },
+                )
+            }
+        },
+    };
+    let approver: SharedApprover =
+        match TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs)) {
+            Some(t) => Arc::new(t),
+            None => Arc::new(DenyApprover::new(
+                "stdin is not a terminal, so no human can be asked; only standing grants apply",
+            )),
+        };
+    let bytes = read_component(path)?;
+    let engine = AgentEngine::new(cache)?;
+    let runtime = Runtime::new(engine, policy, approver)?;
+    let tool = runtime.load_component(&name, grants, &bytes)?;
+    let session = SessionId(format!("cli-{}", std::process::id()));
+    let outcome = runtime.call(&tool, &session, function, &args).await?;
+    for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        for line in text.lines() {
+            eprintln!("[{name} {stream}] {line}");
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&outcome.result)?);
+    Ok(if outcome.is_error {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

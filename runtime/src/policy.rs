@@ -1,0 +1,402 @@
+//! The operator's policy file (`agentcap.toml`): on whose behalf tools act,
+//! which tools exist, what each may do (capability, consent mode, scope,
+//! token expiry and uses), their resource limits, and where the backends are.
+//!
+//! ```toml
+//! user = "alice"
+//!
+//! [mail]
+//! maildir = "mail/alice"          # relative to this file
+//!
+//! [tools.inbox-triage]
+//! component = "inbox_triage.wasm"
+//! limits = { memory_mb = 64, wall_time_ms = 30000 }
+//!
+//! [[tools.inbox-triage.grants]]
+//! capability = "mail.list"
+//! mode = "standing"               # pre-approved within scope, no prompt
+//! folders = ["INBOX"]
+//!
+//! [[tools.inbox-triage.grants]]
+//! capability = "mail.delete"
+//! mode = "ask"                    # a human decides each time
+//! folders = ["INBOX"]
+//! expires_after_secs = 120
+//! max_uses = 1
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::consent::Capability;
+
+/// A policy file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (the message
+    /// carries the line and column).
+    #[error("invalid policy file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parses but says something impossible.
+    #[error("invalid policy file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The person on whose behalf tools act.
+    pub user: String,
+    /// The mail backend, if any tool may use mail.
+    #[serde(default)]
+    pub mail: Option<MailBackend>,
+    /// Seconds a human has to answer a consent prompt; silence is a refusal.
+    #[serde(default = "default_consent_timeout_secs")]
+    pub consent_timeout_secs: u64,
+    /// Tools by name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolPolicy>,
+    /// Where the file was read from; relative paths resolve against its folder.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_consent_timeout_secs() -> u64 {
+    120
+}
+
+/// Where the user's Maildir++ store is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailBackend {
+    /// The Maildir root (the INBOX); sub-folders are `.Name` below it.
+    pub maildir: PathBuf,
+}
+
+/// What one tool is and may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicy {
+    /// The component file.
+    pub component: PathBuf,
+    /// Capabilities granted to the tool; anything not listed is denied.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Resource limits for each call.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// How consent for a granted capability is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentMode {
+    /// A human decides each request.
+    Ask,
+    /// The operator pre-approved requests within the grant's scope.
+    Standing,
+    /// Never: requests are refused (same as no grant, but explicit).
+    Deny,
+}
+
+/// One capability granted to a tool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// The capability, e.g. `mail.delete`.
+    pub capability: String,
+    /// How consent is obtained.
+    pub mode: ConsentMode,
+    /// Mail folders the capability may touch (`INBOX`, `Archive`, ...);
+    /// absent = all folders.
+    #[serde(default)]
+    pub folders: Option<Vec<String>>,
+    /// Lifetime of each token minted under this grant.
+    #[serde(default = "default_expires_after_secs")]
+    pub expires_after_secs: u64,
+    /// Calls each token minted under this grant allows.
+    #[serde(default = "default_max_uses")]
+    pub max_uses: u32,
+}
+
+fn default_expires_after_secs() -> u64 {
+    300
+}
+
+fn default_max_uses() -> u32 {
+    1
+}
+
+impl Grant {
+    /// The parsed capability (validated when the policy is loaded).
+    pub fn parsed_capability(&self) -> Capability {
+        Capability::parse(&self.capability).expect("validated at load")
+    }
+
+    /// Token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.expires_after_secs)
+    }
+
+    /// Whether `folder` is within this grant's folder scope.
+    pub fn allows_folder(&self, folder: &str) -> bool {
+        match &self.folders {
+            None => true,
+            Some(folders) => folders.iter().any(|f| f == folder),
+        }
+    }
+}
+
+/// Per-call resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory cap in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Wall-clock budget of a call in milliseconds, not counting time spent
+    /// waiting for a human's consent.
+    #[serde(default = "default_wall_time_ms")]
+    pub wall_time_ms: u64,
+}
+
+fn default_memory_mb() -> u64 {
+    64
+}
+
+fn default_wall_time_ms() -> u64 {
+    30_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: default_memory_mb(),
+            wall_time_ms: default_wall_time_ms(),
+        }
+    }
+}
+
+impl ToolPolicy {
+    /// The grant for `capability`, if any (the first one listed wins).
+    pub fn grant_for(&self, capability: Capability) -> Option<&Grant> {
+        self.grants
+            .iter()
+            .find(|g| g.parsed_capability() == capability)
+    }
+
+    /// Whether any non-deny grant uses the WIT interface `interface`
+    /// (e.g. `mail`): only then is the interface linked.
+    pub fn links_interface(&self, interface: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.mode != ConsentMode::Deny && g.parsed_capability().interface() == interface)
+    }
+}
+
+impl Policy {
+    /// Read and validate a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Policy::parse(&text, path, &base_dir)
+    }
+
+    /// Parse policy text; `origin` names it in errors, `base_dir` anchors
+    /// relative paths.
+    pub fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Policy, PolicyError> {
+        let mut policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        policy.base_dir = base_dir.to_path_buf();
+        let invalid = |message: String| PolicyError::Invalid {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if policy.user.trim().is_empty() {
+            return Err(invalid("`user` must name the person tools act for".into()));
+        }
+        for (name, tool) in &policy.tools {
+            if !is_tool_name(name) {
+                return Err(invalid(format!(
+                    "tool name `{name}` must be letters, digits, `-` or `_`"
+                )));
+            }
+            for grant in &tool.grants {
+                let Some(capability) = Capability::parse(&grant.capability) else {
+                    return Err(invalid(format!(
+                        "tools.{name}: unknown capability `{}` (known: {})",
+                        grant.capability,
+                        Capability::ALL
+                            .iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                if grant.max_uses == 0 {
+                    return Err(invalid(format!(
+                        "tools.{name}: grant for {capability}: max_uses must be at least 1"
+                    )));
+                }
+                if grant.expires_after_secs == 0 {
+                    return Err(invalid(format!(
+                        "tools.{name}: grant for {capability}: expires_after_secs must be at least 1"
+                    )));
+                }
+                if capability.interface() == "mail" && policy.mail.is_none() {
+                    return Err(invalid(format!(
+                        "tools.{name} is granted {capability}, but the policy has no [mail] backend"
+                    )));
+                }
+            }
+            if tool.limits.memory_mb == 0 || tool.limits.wall_time_ms == 0 {
+                return Err(invalid(format!(
+                    "tools.{name}: limits must be greater than zero"
+                )));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// A policy that grants nothing: tools that import any capability are
+    /// refused at link time.
+    pub fn deny_all(user: &str) -> Policy {
+        Policy {
+            user: user.to_string(),
+            mail: None,
+            consent_timeout_secs: default_consent_timeout_secs(),
+            tools: BTreeMap::new(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+
+    /// Resolve a path from the policy against the policy file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The tool whose component path is `component`, if the policy has one.
+    pub fn tool_by_component(&self, component: &Path) -> Option<(&str, &ToolPolicy)> {
+        let wanted = std::fs::canonicalize(component).ok()?;
+        self.tools.iter().find_map(|(name, tool)| {
+            let path = std::fs::canonicalize(self.resolve(&tool.component)).ok()?;
+            (path == wanted).then_some((name.as_str(), tool))
+        })
+    }
+}
+
+fn is_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Path::new("agentcap.toml"), Path::new("/etc/agentcap"))
+    }
+
+    #[test]
+    fn parses_a_full_policy() {
+        let p = parse(
+            r#"
+user = "alice"
+[mail]
+maildir = "mail"
+[tools.triage]
+component = "t.wasm"
+limits = { memory_mb = 32 }
+[[tools.triage.grants]]
+capability = "mail.delete"
+mode = "ask"
+folders = ["INBOX"]
+"#,
+        )
+        .unwrap();
+        let tool = &p.tools["triage"];
+        assert_eq!(tool.limits.memory_mb, 32);
+        assert_eq!(tool.limits.wall_time_ms, 30_000);
+        let grant = tool.grant_for(Capability::MailDelete).unwrap();
+        assert_eq!(grant.mode, ConsentMode::Ask);
+        assert!(grant.allows_folder("INBOX") && !grant.allows_folder("Archive"));
+        assert!(tool.links_interface("mail"));
+        assert_eq!(
+            p.resolve(Path::new("mail")),
+            Path::new("/etc/agentcap/mail")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = parse("user = \"a\"\nsurprise = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agentcap.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn bad_mode_and_capability_are_named() {
+        let err = parse(
+            "user = \"a\"\n[mail]\nmaildir = \"m\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"mail.delete\"\nmode = \"sometimes\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sometimes") && err.contains("line 8"), "{err}");
+        let err = parse(
+            "user = \"a\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"mail.nuke\"\nmode = \"ask\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mail.nuke"), "{err}");
+    }
+
+    #[test]
+    fn mail_grant_needs_backend() {
+        let err = parse(
+            "user = \"a\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no [mail] backend"), "{err}");
+    }
+}

@@ -1,0 +1,516 @@
+//! The runtime: loads tools under a policy (deny by default at link time)
+//! and runs calls, one fresh store per call, JSON in and JSON out.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+
+use crate::capability::mail::Maildir;
+use crate::consent::{Gate, SessionId, SharedApprover};
+use crate::engine::AgentEngine;
+use crate::host::{CallContext, HostState, MAX_HANDLES, linker_for};
+use crate::policy::{Policy, ToolPolicy};
+use crate::schema::{ArgumentError, json_to_val, val_to_json};
+use crate::tool::{ImportKind, ToolInfo};
+
+/// A tool that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The policy has no such tool.
+    #[error("the policy has no tool named `{0}`")]
+    NoSuchTool(String),
+    /// The component file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a valid component.
+    #[error("tool `{tool}`: {message}")]
+    Invalid {
+        /// The tool.
+        tool: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The component imports a capability the policy does not grant.
+    #[error(
+        "tool `{tool}` imports capability `{capability}` ({import}), which the policy does not grant to it; refusing to run it"
+    )]
+    NotGranted {
+        /// The tool.
+        tool: String,
+        /// The capability interface.
+        capability: String,
+        /// The import as named in the component.
+        import: String,
+    },
+    /// The component imports something that is never linked.
+    #[error("tool `{tool}` imports {import}, which is never available to tools: {reason}")]
+    Forbidden {
+        /// The tool.
+        tool: String,
+        /// The import.
+        import: String,
+        /// Why.
+        reason: String,
+    },
+    /// The component imports something unknown.
+    #[error("tool `{tool}` imports {import}, which this runtime does not provide")]
+    UnknownImport {
+        /// The tool.
+        tool: String,
+        /// The import.
+        import: String,
+    },
+    /// Linking failed for another reason (e.g. a capability version
+    /// mismatch).
+    #[error("tool `{tool}` cannot be linked: {message}")]
+    Link {
+        /// The tool.
+        tool: String,
+        /// wasmtime's explanation.
+        message: String,
+    },
+    /// The runtime itself is misconfigured.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A call that did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The tool has no such function.
+    #[error("tool `{tool}` has no function `{function}` (it has: {available})")]
+    NoSuchFunction {
+        /// The tool.
+        tool: String,
+        /// What was asked.
+        function: String,
+        /// What exists.
+        available: String,
+    },
+    /// The function cannot be called with JSON.
+    #[error("function `{function}` cannot be called: {reason}")]
+    Unavailable {
+        /// The function.
+        function: String,
+        /// Why.
+        reason: String,
+    },
+    /// The arguments are not an object.
+    #[error("arguments must be a JSON object keyed by parameter name, got {0}")]
+    ArgumentsNotObject(String),
+    /// An argument does not match its type.
+    #[error(transparent)]
+    Argument(#[from] ArgumentError),
+    /// An argument name the function does not have.
+    #[error("function `{function}` has no parameter `{name}` (parameters: {expected})")]
+    UnknownArgument {
+        /// The function.
+        function: String,
+        /// The unknown name.
+        name: String,
+        /// The real parameters.
+        expected: String,
+    },
+    /// The call ran out of wall time.
+    #[error("tool `{tool}` exceeded its wall-time limit of {limit_ms} ms and was stopped")]
+    WallTime {
+        /// The tool.
+        tool: String,
+        /// The limit.
+        limit_ms: u64,
+        /// What the tool printed before.
+        logs: String,
+    },
+    /// The call tried to use more memory than allowed.
+    #[error("tool `{tool}` exceeded its memory limit of {limit_mb} MiB and was stopped")]
+    Memory {
+        /// The tool.
+        tool: String,
+        /// The limit.
+        limit_mb: u64,
+        /// What the tool printed before.
+        logs: String,
+    },
+    /// The guest trapped (a bug, a forged handle, ...).
+    #[error("tool `{tool}` crashed: {message}")]
+    Trap {
+        /// The tool.
+        tool: String,
+        /// What happened.
+        message: String,
+        /// What the tool printed before.
+        logs: String,
+    },
+    /// Instantiation failed.
+    #[error("tool `{tool}` could not start: {message}")]
+    Instantiate {
+        /// The tool.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The outcome of a call that ran to completion.
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    /// The result as JSON (`null` for functions without a result).
+    pub result: Value,
+    /// Whether the tool reported its own error (`{"err": ...}`).
+    pub is_error: bool,
+    /// What the tool wrote to stdout (never mixed into the host's output).
+    pub stdout: String,
+    /// What the tool wrote to stderr.
+    pub stderr: String,
+}
+
+/// A tool ready to run: linked against exactly its grants.
+pub struct LoadedTool {
+    name: String,
+    grants: Arc<ToolPolicy>,
+    info: ToolInfo,
+    pre: InstancePre<HostState>,
+    exports: HashMap<String, ComponentExportIndex>,
+    from_cache: bool,
+}
+
+impl LoadedTool {
+    /// The tool's name in the policy.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Exports, imports, schemas.
+    pub fn info(&self) -> &ToolInfo {
+        &self.info
+    }
+
+    /// Whether the compiled code came from the on-disk cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+}
+
+/// The host runtime: engine, policy, Gate, approver and backends.
+pub struct Runtime {
+    engine: AgentEngine,
+    policy: Arc<Policy>,
+    gate: Arc<Gate>,
+    approver: SharedApprover,
+    mail: Option<Arc<Maildir>>,
+}
+
+impl Runtime {
+    /// A runtime for `policy`; opens the backends the policy configures.
+    pub fn new(
+        engine: AgentEngine,
+        policy: Policy,
+        approver: SharedApprover,
+    ) -> Result<Runtime, LoadError> {
+        let mail = match &policy.mail {
+            Some(backend) => {
+                let path = policy.resolve(&backend.maildir);
+                Some(Arc::new(
+                    Maildir::open(&path).map_err(|e| LoadError::Setup(e.to_string()))?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Runtime {
+            engine,
+            policy: Arc::new(policy),
+            gate: Arc::new(Gate::new()),
+            approver,
+            mail,
+        })
+    }
+
+    /// The Gate (for revocation and inspection).
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &AgentEngine {
+        &self.engine
+    }
+
+    /// Load the policy's tool `name` from its component file.
+    pub fn load_tool(&self, name: &str) -> Result<LoadedTool, LoadError> {
+        let tool = self
+            .policy
+            .tools
+            .get(name)
+            .ok_or_else(|| LoadError::NoSuchTool(name.to_string()))?;
+        let path = self.policy.resolve(&tool.component);
+        let bytes = read_component(&path)?;
+        self.load_component(name, tool.clone(), &bytes)
+    }
+
+    /// Load component bytes as tool `name` with the given grants. Refused
+    /// before anything runs if the component imports anything not granted.
+    pub fn load_component(
+        &self,
+        name: &str,
+        grants: ToolPolicy,
+        bytes: &[u8],
+    ) -> Result<LoadedTool, LoadError> {
+        let compiled = self.engine.compile(bytes).map_err(|e| LoadError::Invalid {
+            tool: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        let info = ToolInfo::describe(self.engine.engine(), &compiled.component, &compiled.digest);
+        for import in &info.imports {
+            match &import.kind {
+                ImportKind::Consent | ImportKind::Wasi => {}
+                ImportKind::Capability { interface } => {
+                    if !grants.links_interface(interface) {
+                        return Err(LoadError::NotGranted {
+                            tool: name.to_string(),
+                            capability: interface.clone(),
+                            import: import.name.clone(),
+                        });
+                    }
+                }
+                ImportKind::Forbidden { reason } => {
+                    return Err(LoadError::Forbidden {
+                        tool: name.to_string(),
+                        import: import.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                ImportKind::Unknown => {
+                    return Err(LoadError::UnknownImport {
+                        tool: name.to_string(),
+                        import: import.name.clone(),
+                    });
+                }
+            }
+        }
+        let linker = linker_for(self.engine.engine(), &grants)
+            .map_err(|e| LoadError::Setup(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| LoadError::Link {
+                tool: name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        let mut exports = HashMap::new();
+        for function in &info.functions {
+            let parent = match &function.interface {
+                Some(interface) => compiled.component.get_export_index(None, interface),
+                None => None,
+            };
+            if let Some(index) = compiled
+                .component
+                .get_export_index(parent.as_ref(), &function.func)
+            {
+                exports.insert(function.name.clone(), index);
+            }
+        }
+        Ok(LoadedTool {
+            name: name.to_string(),
+            grants: Arc::new(grants),
+            info,
+            pre,
+            exports,
+            from_cache: compiled.from_cache,
+        })
+    }
+
+    /// Call `function` of `tool` in `session` with JSON `args` (an object
+    /// keyed by parameter name). Each call gets a fresh store: a trapped
+    /// instance is never reused.
+    pub async fn call(
+        &self,
+        tool: &LoadedTool,
+        session: &SessionId,
+        function: &str,
+        args: &Value,
+    ) -> Result<CallOutcome, CallError> {
+        let spec = tool
+            .info
+            .function(function)
+            .ok_or_else(|| CallError::NoSuchFunction {
+                tool: tool.name.clone(),
+                function: function.to_string(),
+                available: tool
+                    .info
+                    .functions
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if let Some(reason) = &spec.unavailable {
+            return Err(CallError::Unavailable {
+                function: function.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        let params = convert_arguments(function, &spec.params, args)?;
+        let limits = &tool.grants.limits;
+        let memory_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20);
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .table_elements(100_000)
+            .instances(32)
+            .tables(32)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let call = Arc::new(CallContext {
+            session: session.clone(),
+            tool: tool.name.clone(),
+            grants: tool.grants.clone(),
+            user: self.policy.user.clone(),
+            gate: self.gate.clone(),
+            approver: self.approver.clone(),
+            consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
+            mail: self.mail.clone(),
+        });
+        let wall_time = Duration::from_millis(limits.wall_time_ms);
+        let state = HostState::new(call, store_limits, wall_time);
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        let _ = MAX_HANDLES;
+        let instance =
+            tool.pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| CallError::Instantiate {
+                    tool: tool.name.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let index = tool
+            .exports
+            .get(function)
+            .ok_or_else(|| CallError::Unavailable {
+                function: function.to_string(),
+                reason: "export not found in the instance".into(),
+            })?;
+        let func = instance
+            .get_func(&mut store, index)
+            .ok_or_else(|| CallError::Unavailable {
+                function: function.to_string(),
+                reason: "export is not a function".into(),
+            })?;
+        let mut results = vec![Val::Bool(false); usize::from(spec.result.is_some())];
+        let outcome = func.call_async(&mut store, &params, &mut results).await;
+        let stdout = String::from_utf8_lossy(&store.data().stdout.contents()).into_owned();
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+        if let Err(error) = outcome {
+            let logs = format!("{stdout}{stderr}");
+            return Err(classify_trap(&tool.name, limits, error, logs));
+        }
+        let result = results.first().map_or(Value::Null, val_to_json);
+        let is_error = matches!(results.first(), Some(Val::Result(Err(_))));
+        Ok(CallOutcome {
+            result,
+            is_error,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn classify_trap(
+    tool: &str,
+    limits: &crate::policy::Limits,
+    error: wasmtime::Error,
+    logs: String,
+) -> CallError {
+    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
+        return CallError::WallTime {
+            tool: tool.to_string(),
+            limit_ms: limits.wall_time_ms,
+            logs,
+        };
+    }
+    let message = format!("{error:#}");
+    if message.contains("forcing trap when growing memory") {
+        return CallError::Memory {
+            tool: tool.to_string(),
+            limit_mb: limits.memory_mb,
+            logs,
+        };
+    }
+    CallError::Trap {
+        tool: tool.to_string(),
+        message,
+        logs,
+    }
+}
+
+fn convert_arguments(
+    function: &str,
+    params: &[(String, wasmtime::component::Type)],
+    args: &Value,
+) -> Result<Vec<Val>, CallError> {
+    let empty = serde_json::Map::new();
+    let object = match args {
+        Value::Object(o) => o,
+        Value::Null => &empty,
+        other => {
+            return Err(CallError::ArgumentsNotObject(
+                other.to_string().chars().take(60).collect(),
+            ));
+        }
+    };
+    if let Some(unknown) = object.keys().find(|k| !params.iter().any(|(p, _)| p == *k)) {
+        return Err(CallError::UnknownArgument {
+            function: function.to_string(),
+            name: unknown.clone(),
+            expected: params
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    params
+        .iter()
+        .map(|(name, ty)| {
+            let value = object.get(name).unwrap_or(&Value::Null);
+            if value.is_null() && !matches!(ty, wasmtime::component::Type::Option(_)) {
+                return Err(CallError::Argument(ArgumentError {
+                    path: name.clone(),
+                    expected: "a value (required)".into(),
+                    got: "nothing".into(),
+                }));
+            }
+            Ok(json_to_val(ty, value, name)?)
+        })
+        .collect()
+}
+
+/// Read a component file with a clear error.
+pub fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
