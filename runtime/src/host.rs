@@ -10,7 +10,8 @@ use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability::mail::{self as mailstore, Maildir};
+use crate::capability;
+use crate::capability::mail::Maildir;
 use crate::consent::{
     Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
     SharedApprover, TokenHandle, TokenId,
@@ -109,7 +110,7 @@ impl HostState {
         Ok(self.table.get(token)?.id)
     }
 
-    fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
+    pub(crate) fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
         self.call
             .mail
             .as_deref()
@@ -117,7 +118,7 @@ impl HostState {
     }
 
     /// Pass the Gate for `action` with `token`.
-    fn authorize(
+    pub(crate) fn authorize(
         &self,
         token: &Resource<TokenHandle>,
         capability: Capability,
@@ -242,30 +243,7 @@ impl CallContext {
         let mut targets = intent.targets.clone();
         let mut seen = std::collections::HashSet::new();
         targets.retain(|t| seen.insert(t.clone()));
-        let (action, items) = match capability.interface() {
-            "mail" => {
-                let folders = Maildir::target_folders(capability, &targets)
-                    .map_err(|e| denial(Invalid, format!("{capability}: {e}")))?;
-                if let Some(outside) = folders.iter().find(|f| !grant.allows_folder(f)) {
-                    return Err(denial(
-                        NotGranted,
-                        format!(
-                            "{capability} in folder {outside} is outside the grant of tool `{}` (folders: {})",
-                            self.tool,
-                            grant.folders.as_deref().unwrap_or_default().join(", ")
-                        ),
-                    ));
-                }
-                let store = self
-                    .mail
-                    .as_deref()
-                    .ok_or_else(|| denial(NotGranted, "no mail store is configured"))?;
-                store
-                    .describe(capability, &targets)
-                    .map_err(|e| denial(Invalid, format!("{capability}: {e}")))?
-            }
-            other => return Err(denial(Invalid, format!("no backend for interface {other}"))),
-        };
+        let (action, items) = capability::describe_intent(self, grant, capability, &targets)?;
         if self.gate.is_stopped(&self.session) {
             return Err(denial(
                 Stopped,
@@ -403,121 +381,6 @@ impl wit_consent::HostToken for HostState {
         let handle = self.table.delete(token)?;
         self.call.gate.forget(handle.id);
         Ok(())
-    }
-}
-
-fn to_wit_summary(s: mailstore::MessageSummary) -> wit_mail::MessageSummary {
-    wit_mail::MessageSummary {
-        id: s.id,
-        folder: s.folder,
-        from: s.from,
-        subject: s.subject,
-        date: s.date,
-        is_list_mail: s.is_list_mail,
-        seen: s.seen,
-        size: s.size,
-    }
-}
-
-fn to_wit_error(e: mailstore::MailError) -> wit_mail::MailError {
-    match e {
-        mailstore::MailError::NotFound(m) => wit_mail::MailError::NotFound(m),
-        mailstore::MailError::Invalid(m) => wit_mail::MailError::Invalid(m),
-        mailstore::MailError::Backend(m) => wit_mail::MailError::Backend(m),
-    }
-}
-
-fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
-    if ids.len() > MAX_TARGETS {
-        return Err(wit_mail::MailError::Invalid(format!(
-            "at most {MAX_TARGETS} messages per call, got {}",
-            ids.len()
-        )));
-    }
-    Ok(())
-}
-
-impl HostState {
-    fn move_messages(
-        &mut self,
-        token: Resource<TokenHandle>,
-        ids: Vec<String>,
-        capability: Capability,
-        dest: &str,
-    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
-        if let Err(e) = check_ids(&ids) {
-            return Ok(Err(e));
-        }
-        if let Err(refusal) = self.authorize(&token, capability, &ids)? {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store.move_to(&ids, dest).map_err(to_wit_error))
-    }
-}
-
-impl wit_mail::Host for HostState {
-    fn list(
-        &mut self,
-        token: Resource<TokenHandle>,
-        folder: String,
-    ) -> wasmtime::Result<Result<Vec<wit_mail::MessageSummary>, wit_mail::MailError>> {
-        if let Err(refusal) =
-            self.authorize(&token, Capability::MailList, std::slice::from_ref(&folder))?
-        {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store
-            .list(&folder)
-            .map(|list| list.into_iter().map(to_wit_summary).collect())
-            .map_err(to_wit_error))
-    }
-
-    fn read(
-        &mut self,
-        token: Resource<TokenHandle>,
-        id: String,
-    ) -> wasmtime::Result<Result<wit_mail::Message, wit_mail::MailError>> {
-        if let Err(refusal) =
-            self.authorize(&token, Capability::MailRead, std::slice::from_ref(&id))?
-        {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store
-            .read(&id)
-            .map(|m| wit_mail::Message {
-                summary: to_wit_summary(m.summary),
-                to: m.to,
-                body: m.body,
-            })
-            .map_err(to_wit_error))
-    }
-
-    fn archive(
-        &mut self,
-        token: Resource<TokenHandle>,
-        ids: Vec<String>,
-    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
-        self.move_messages(token, ids, Capability::MailArchive, mailstore::ARCHIVE)
-    }
-
-    fn delete(
-        &mut self,
-        token: Resource<TokenHandle>,
-        ids: Vec<String>,
-    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
-        self.move_messages(token, ids, Capability::MailDelete, mailstore::TRASH)
     }
 }
 

@@ -450,7 +450,8 @@ fn classify_trap(
             logs,
         };
     }
-    let message = format!("{error:#}");
+    let message = error.root_cause().to_string();
+    tracing::debug!("tool `{tool}` trapped: {error:?}");
     if message.contains("forcing trap when growing memory") {
         return CallError::Memory {
             tool: tool.to_string(),

@@ -1,1 +1,117 @@
+//! Helpers shared by the integration tests: where the guest components are,
+//! a fresh copy of the fixture Maildir, a snapshot of a folder tree, and a
+//! runtime under a given policy.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agentcap::consent::SharedApprover;
+use agentcap::{AgentEngine, Policy, Runtime};
+use sha2::{Digest, Sha256};
+
+/// The compiled guest component `stem` (e.g. `hostile_mail`).
+pub fn guest(stem: &str) -> PathBuf {
+    Path::new(env!("AGENTCAP_GUESTS_DIR")).join(format!("{stem}.wasm"))
+}
+
+/// The fixture Maildir shipped with the inbox-triage example.
+pub fn fixture_maildir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/inbox-triage/fixtures/Maildir")
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A temporary workspace holding a fresh copy of the fixture mailbox at
+/// `<workspace>/Maildir`.
+pub struct Workspace {
+    /// The folder (deleted on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// Copy the fixture Maildir into a new temporary folder.
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        copy_tree(&fixture_maildir(), &dir.path().join("Maildir")).expect("copy fixture");
+        Workspace { dir }
+    }
+
+    /// The Maildir root.
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("Maildir")
+    }
+
+    /// Write `policy` (TOML) next to the Maildir and load it. Use
+    /// `maildir = "Maildir"` to point at this workspace's mailbox.
+    pub fn policy(&self, policy: &str) -> Policy {
+        let path = self.dir.path().join("agentcap.toml");
+        std::fs::write(&path, policy).expect("write policy");
+        Policy::load(&path).expect("valid policy")
+    }
+
+    /// A runtime over this workspace's mailbox.
+    pub fn runtime(&self, policy: &str, approver: SharedApprover) -> Runtime {
+        let engine = AgentEngine::new(None).expect("engine");
+        Runtime::new(engine, self.policy(policy), approver).expect("runtime")
+    }
+
+    /// Every file below the Maildir with a digest of its content.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        snapshot(&self.maildir())
+    }
+
+    /// The unique names of the fixture messages in a folder's files.
+    pub fn ids_in(&self, folder: &str) -> Vec<String> {
+        let store = agentcap::capability::mail::Maildir::open(&self.maildir()).expect("maildir");
+        store
+            .list(folder)
+            .map(|l| l.into_iter().map(|m| m.id).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace::new()
+    }
+}
+
+/// Relative path -> SHA-256 of every file below `root`.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(rel, hex::encode(Sha256::digest(&bytes)));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// An approver shared as the runtime wants it.
+pub fn shared<A: agentcap::consent::Approver + 'static>(approver: A) -> SharedApprover {
+    Arc::new(approver)
+}

@@ -15,6 +15,7 @@ use cap_std::fs::Dir;
 use mail_parser::{Address, MessageParser};
 
 use crate::consent::{Capability, PromptItem};
+use crate::host::MAX_TARGETS;
 
 /// The folder that holds the Maildir root.
 pub const INBOX: &str = "INBOX";
@@ -429,6 +430,129 @@ impl Maildir {
                 _ => parse_id(t).map(|(folder, _)| folder.to_string()),
             })
             .collect()
+    }
+}
+
+// ---- The WIT interface: every function passes the Gate first. ----
+
+use wasmtime::component::Resource;
+
+use crate::consent::TokenHandle;
+use crate::host::HostState;
+use crate::host::bindings::agentcap::tools::mail as wit_mail;
+
+fn to_wit_summary(s: MessageSummary) -> wit_mail::MessageSummary {
+    wit_mail::MessageSummary {
+        id: s.id,
+        folder: s.folder,
+        from: s.from,
+        subject: s.subject,
+        date: s.date,
+        is_list_mail: s.is_list_mail,
+        seen: s.seen,
+        size: s.size,
+    }
+}
+
+fn to_wit_error(e: MailError) -> wit_mail::MailError {
+    match e {
+        MailError::NotFound(m) => wit_mail::MailError::NotFound(m),
+        MailError::Invalid(m) => wit_mail::MailError::Invalid(m),
+        MailError::Backend(m) => wit_mail::MailError::Backend(m),
+    }
+}
+
+fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
+    if ids.len() > MAX_TARGETS {
+        return Err(wit_mail::MailError::Invalid(format!(
+            "at most {MAX_TARGETS} messages per call, got {}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
+impl HostState {
+    fn move_messages(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+        capability: Capability,
+        dest: &str,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        if let Err(e) = check_ids(&ids) {
+            return Ok(Err(e));
+        }
+        if let Err(refusal) = self.authorize(&token, capability, &ids)? {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store.move_to(&ids, dest).map_err(to_wit_error))
+    }
+}
+
+impl wit_mail::Host for HostState {
+    fn list(
+        &mut self,
+        token: Resource<TokenHandle>,
+        folder: String,
+    ) -> wasmtime::Result<Result<Vec<wit_mail::MessageSummary>, wit_mail::MailError>> {
+        if let Err(refusal) =
+            self.authorize(&token, Capability::MailList, std::slice::from_ref(&folder))?
+        {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store
+            .list(&folder)
+            .map(|list| list.into_iter().map(to_wit_summary).collect())
+            .map_err(to_wit_error))
+    }
+
+    fn read(
+        &mut self,
+        token: Resource<TokenHandle>,
+        id: String,
+    ) -> wasmtime::Result<Result<wit_mail::Message, wit_mail::MailError>> {
+        if let Err(refusal) =
+            self.authorize(&token, Capability::MailRead, std::slice::from_ref(&id))?
+        {
+            return Ok(Err(wit_mail::MailError::Refused(refusal)));
+        }
+        let store = match self.mail_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(store
+            .read(&id)
+            .map(|m| wit_mail::Message {
+                summary: to_wit_summary(m.summary),
+                to: m.to,
+                body: m.body,
+            })
+            .map_err(to_wit_error))
+    }
+
+    fn archive(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        self.move_messages(token, ids, Capability::MailArchive, ARCHIVE)
+    }
+
+    fn delete(
+        &mut self,
+        token: Resource<TokenHandle>,
+        ids: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
+        self.move_messages(token, ids, Capability::MailDelete, TRASH)
     }
 }
 

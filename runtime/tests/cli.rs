@@ -1,0 +1,181 @@
+//! The `agentcap` command as an operator uses it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn agentcap(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentcap"))
+        .args(["--no-cache"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentcap")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A workspace with the demo's Maildir, component and policy.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    agentcap::demo::prepare_workspace(dir.path()).unwrap();
+    dir
+}
+
+#[test]
+fn inspect_json_lists_functions_and_exactly_the_imported_capabilities() {
+    let dir = workspace();
+    let out = agentcap(&["inspect", "inbox_triage.wasm", "--json"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["capabilities"], serde_json::json!(["consent", "mail"]));
+    let names: Vec<&str> = info["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plan", "triage"]);
+    let schema = &info["functions"][1]["input_schema"];
+    assert_eq!(schema["required"], serde_json::json!(["folder"]));
+    assert_eq!(schema["properties"]["folder"]["type"], "string");
+    assert!(
+        info["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["kind"] != "forbidden")
+    );
+}
+
+#[test]
+fn call_with_standing_grants_works_without_a_terminal() {
+    let dir = workspace();
+    let out = agentcap(
+        &[
+            "call",
+            "inbox_triage.wasm",
+            "plan",
+            "--args",
+            r#"{"folder":"INBOX"}"#,
+            "--policy",
+            "agentcap.toml",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["ok"].as_array().unwrap().len(), 21);
+}
+
+#[test]
+fn without_a_terminal_ask_grants_are_refused_and_nothing_moves() {
+    let dir = workspace();
+    let before = std::fs::read_dir(dir.path().join("Maildir/cur"))
+        .unwrap()
+        .count();
+    let out = agentcap(
+        &[
+            "call",
+            "inbox_triage.wasm",
+            "triage",
+            "--args",
+            r#"{"folder":"INBOX"}"#,
+            "--policy",
+            "agentcap.toml",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refusals = result["ok"]["refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 2, "{result}");
+    assert!(
+        refusals[0]
+            .as_str()
+            .unwrap()
+            .contains("stdin is not a terminal"),
+        "{result}"
+    );
+    assert_eq!(result["ok"]["archived"], serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("Maildir/cur"))
+            .unwrap()
+            .count(),
+        before
+    );
+    assert!(!dir.path().join("Maildir/.Trash").exists());
+}
+
+#[test]
+fn call_without_policy_refuses_the_tool_naming_the_capability() {
+    let dir = workspace();
+    let out = agentcap(
+        &[
+            "call",
+            "inbox_triage.wasm",
+            "plan",
+            "--args",
+            r#"{"folder":"INBOX"}"#,
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("imports capability `mail`") && err.contains("does not grant"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_broken_policy_names_file_and_line() {
+    let dir = workspace();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "user = \"alice\"\n[tools.x]\ncomponent = 3\n",
+    )
+    .unwrap();
+    let out = agentcap(
+        &["call", "inbox_triage.wasm", "plan", "--policy", "bad.toml"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("line 3"), "{err}");
+}
+
+#[test]
+fn a_missing_component_is_a_clear_error() {
+    let dir = workspace();
+    let out = agentcap(&["inspect", "nope.wasm"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read component nope.wasm"));
+}
+
+#[test]
+fn demo_runs_unattended_and_summarises() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("demo");
+    let out = agentcap(&["demo", "--workspace", ws.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "move 12 messages to Archive",
+        "delete 9 messages (moved to Trash, recoverable)",
+        "The tool says (its claim, not checked)",
+        "leaves out [1]",
+        "still in INBOX, untouched",
+        "On disk now:  INBOX 26, Archive 12, Trash 8",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! The demo's unattended run, checked against the disk: the plan is
+//! proposed, the deselected item is untouched, deletions are in Trash.
+
+use agentcap::demo::{DemoUser, run_demo};
+
+#[tokio::test]
+async fn unattended_demo_acts_only_on_the_approved_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_demo(dir.path(), DemoUser::Scripted, None)
+        .await
+        .unwrap();
+    let report = &summary.report;
+    assert_eq!(report["scanned"], 46);
+    let proposed = report["proposed"].as_array().unwrap();
+    let count = |action: &str| proposed.iter().filter(|p| p["action"] == action).count();
+    assert_eq!((count("archive"), count("delete")), (12, 9));
+    assert_eq!(report["archived"].as_array().unwrap().len(), 12);
+    assert_eq!(report["deleted"].as_array().unwrap().len(), 8);
+    let not_approved = report["not-approved"].as_array().unwrap();
+    assert_eq!(not_approved.len(), 1);
+    assert_eq!(
+        summary.left_out_untouched.len(),
+        1,
+        "the deselected mail must stay in INBOX"
+    );
+    assert_eq!((summary.inbox, summary.archive, summary.trash), (26, 12, 8));
+    // Recent promotions and personal mail were never proposed.
+    assert!(
+        proposed
+            .iter()
+            .all(|p| !p["subject"].as_str().unwrap().contains("Black Friday"))
+    );
+    // Nothing was unlinked: every fixture file still exists somewhere.
+    let files = agentcap_tests::snapshot(&dir.path().join("Maildir"));
+    assert_eq!(files.len(), 46);
+}

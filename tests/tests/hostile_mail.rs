@@ -1,0 +1,450 @@
+//! Hostile components against the mail capability (invariants 1-4 and 8):
+//! every attack fails with an error that names what was refused, and the
+//! Maildir is unchanged (or changed only by what the user approved).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use agentcap::consent::{
+    Approver, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId,
+};
+use agentcap::{CallError, LoadError, LoadedTool, Runtime};
+use agentcap_tests::{Workspace, guest, shared};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+user = "alice"
+consent_timeout_secs = 1
+[mail]
+maildir = "Maildir"
+[tools.hostile]
+component = "hostile_mail.wasm"
+[[tools.hostile.grants]]
+capability = "mail.list"
+mode = "standing"
+folders = ["INBOX"]
+[[tools.hostile.grants]]
+capability = "mail.read"
+mode = "standing"
+folders = ["INBOX"]
+max_uses = 5
+[[tools.hostile.grants]]
+capability = "mail.delete"
+mode = "ask"
+folders = ["INBOX"]
+max_uses = 1
+expires_after_secs = 1
+"#;
+
+fn approve_all() -> ScriptedApprover {
+    ScriptedApprover::new("test-user", Decision::approve_all)
+}
+
+fn load(ws: &Workspace, approver: impl Approver + 'static) -> (Runtime, LoadedTool) {
+    let runtime = ws.runtime(POLICY, shared(approver));
+    let grants = runtime.policy().tools["hostile"].clone();
+    let bytes = std::fs::read(guest("hostile_mail")).unwrap();
+    let tool = runtime.load_component("hostile", grants, &bytes).unwrap();
+    (runtime, tool)
+}
+
+async fn call(
+    runtime: &Runtime,
+    tool: &LoadedTool,
+    function: &str,
+    args: Value,
+) -> Result<Value, CallError> {
+    let outcome = runtime
+        .call(tool, &SessionId("test".into()), function, &args)
+        .await?;
+    Ok(outcome.result)
+}
+
+/// The tool's own `err` text (the host's refusal as the guest saw it).
+fn refusal(result: Result<Value, CallError>) -> String {
+    let value = result.expect("the call itself should complete");
+    value["err"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected the attack to be refused, got {value}"))
+        .to_string()
+}
+
+fn inbox_ids(ws: &Workspace, n: usize) -> Vec<String> {
+    let ids = ws.ids_in("INBOX");
+    assert!(ids.len() >= n);
+    ids.into_iter().take(n).collect()
+}
+
+#[tokio::test]
+async fn forged_token_handles_trap_and_change_nothing() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let before = ws.snapshot();
+    let id = &inbox_ids(&ws, 1)[0];
+    for handle in [0u32, 1, 2, 7, 1000, u32::MAX] {
+        let err = call(
+            &runtime,
+            &tool,
+            "forge-token",
+            json!({"id": id, "handle": handle}),
+        )
+        .await
+        .expect_err("a forged handle must trap");
+        assert!(
+            matches!(err, CallError::Trap { .. }),
+            "handle {handle}: {err}"
+        );
+        assert!(
+            err.to_string().contains("unknown handle index"),
+            "handle {handle}: {err}"
+        );
+    }
+    assert_eq!(ws.snapshot(), before, "a forged token changed the Maildir");
+}
+
+#[tokio::test]
+async fn a_dropped_token_cannot_be_used_again() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let before = ws.snapshot();
+    let id = &inbox_ids(&ws, 1)[0];
+    let err = call(&runtime, &tool, "use-after-drop", json!({"id": id}))
+        .await
+        .expect_err("a stale handle must trap");
+    assert!(matches!(err, CallError::Trap { .. }), "{err}");
+    assert!(err.to_string().contains("unknown handle index"), "{err}");
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[tokio::test]
+async fn a_token_is_not_honoured_past_its_uses() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let ids = inbox_ids(&ws, 2);
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "reuse-token",
+            json!({"first": ids[0], "second": ids[1]}),
+        )
+        .await,
+    );
+    assert!(message.contains("no uses left"), "{message}");
+    assert!(message.contains("mail.delete"), "{message}");
+    // Only the first, approved and within its one use, moved.
+    let inbox = ws.ids_in("INBOX");
+    assert!(!inbox.contains(&ids[0]) && inbox.contains(&ids[1]));
+    let trash = ws.ids_in("Trash");
+    assert_eq!(trash.len(), 1);
+    assert!(trash[0].ends_with(ids[0].trim_start_matches("INBOX/")));
+}
+
+#[tokio::test]
+async fn a_read_token_cannot_delete() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let before = ws.snapshot();
+    let id = &inbox_ids(&ws, 1)[0];
+    let message = refusal(call(&runtime, &tool, "read-token-deletes", json!({"id": id})).await);
+    assert!(
+        message.contains("is for mail.read, not mail.delete"),
+        "{message}"
+    );
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[tokio::test]
+async fn ids_outside_the_approved_subset_are_refused_whole() {
+    let ws = Workspace::new();
+    // The user approves only the first of three.
+    let (runtime, tool) = load(
+        &ws,
+        ScriptedApprover::new("test-user", |_| Decision::Approve(vec![0])),
+    );
+    let before = ws.snapshot();
+    let ids = inbox_ids(&ws, 3);
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "delete-beyond-approval",
+            json!({"ids": ids}),
+        )
+        .await,
+    );
+    assert!(message.contains("was not approved"), "{message}");
+    assert!(
+        message.contains(&ids[1]) && message.contains(&ids[2]),
+        "{message}"
+    );
+    assert_eq!(ws.snapshot(), before, "nothing may be half-honoured");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let before = ws.snapshot();
+    let id = &inbox_ids(&ws, 1)[0];
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "delete-after-expiry",
+            json!({"id": id, "wait-ms": 1300}),
+        )
+        .await,
+    );
+    assert!(message.contains("expired"), "{message}");
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[tokio::test]
+async fn path_traversal_in_ids_is_refused() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let before = ws.snapshot();
+    let real = &inbox_ids(&ws, 1)[0];
+    for evil in [
+        "INBOX/../../../../etc/passwd",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "INBOX/..",
+        "..Trash/x",
+        "INBOX/cur/x",
+        "INBOX/.hidden",
+    ] {
+        let message = refusal(
+            call(
+                &runtime,
+                &tool,
+                "traverse",
+                json!({"real-id": real, "evil-id": evil}),
+            )
+            .await,
+        );
+        assert!(message.contains("not allowed"), "{evil}: {message}");
+        assert!(
+            !message.contains("root:"),
+            "{evil}: leaked file content: {message}"
+        );
+    }
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[tokio::test]
+async fn a_list_token_covers_only_its_folder() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "list-other-folder",
+            json!({"granted": "INBOX", "other": "Trash"}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("mail.list of Trash was not approved"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_declined_request_gives_no_token() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(
+        &ws,
+        ScriptedApprover::new("test-user", |_| Decision::Decline("not today".into())),
+    );
+    let before = ws.snapshot();
+    let ids = inbox_ids(&ws, 2);
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "delete-beyond-approval",
+            json!({"ids": ids}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("declined") && message.contains("not today"),
+        "{message}"
+    );
+    assert_eq!(ws.snapshot(), before);
+}
+
+/// An approver that never answers.
+struct Silent;
+
+impl Approver for Silent {
+    fn channel(&self) -> &str {
+        "silent"
+    }
+
+    fn decide<'a>(&'a self, _prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        let pending: Pin<Box<dyn Future<Output = Decision> + Send>> =
+            Box::pin(std::future::pending());
+        pending
+    }
+}
+
+#[tokio::test]
+async fn silence_is_a_refusal() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, Silent);
+    let before = ws.snapshot();
+    let ids = inbox_ids(&ws, 1);
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "delete-beyond-approval",
+            json!({"ids": ids}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("timed out") && message.contains("nobody answered"),
+        "{message}"
+    );
+    assert_eq!(ws.snapshot(), before);
+}
+
+#[tokio::test]
+async fn consent_outside_the_granted_folders_is_not_granted() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let message = refusal(
+        call(
+            &runtime,
+            &tool,
+            "list-other-folder",
+            json!({"granted": "Archive", "other": "Archive"}),
+        )
+        .await,
+    );
+    assert!(
+        message.contains("not granted") && message.contains("outside the grant"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_ungranted_capability_is_refused_at_link_time() {
+    let ws = Workspace::new();
+    let bytes = std::fs::read(guest("inbox_triage")).unwrap();
+    for grants in [
+        "",
+        "[[tools.t.grants]]\ncapability = \"mail.delete\"\nmode = \"deny\"\n",
+    ] {
+        let policy = format!(
+            "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n[tools.t]\ncomponent = \"x.wasm\"\n{grants}"
+        );
+        let runtime = ws.runtime(&policy, shared(approve_all()));
+        let tool_policy = runtime.policy().tools["t"].clone();
+        let err = match runtime.load_component("t", tool_policy, &bytes) {
+            Err(e) => e,
+            Ok(_) => panic!("a tool importing an ungranted capability was linked"),
+        };
+        assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("capability `mail`") && text.contains("agentcap:tools/mail"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_import_is_refused_by_name() {
+    let ws = Workspace::new();
+    let runtime = ws.runtime(
+        "user = \"alice\"\n[tools.t]\ncomponent = \"x.wasm\"\n",
+        shared(approve_all()),
+    );
+    let bytes = std::fs::read(guest("hostile_imports")).unwrap();
+    let tool_policy = runtime.policy().tools["t"].clone();
+    let err = match runtime.load_component("t", tool_policy, &bytes) {
+        Err(e) => e,
+        Ok(_) => panic!("an exfiltration import was linked"),
+    };
+    assert!(err.to_string().contains("hostile:imports/exfil"), "{err}");
+}
+
+#[tokio::test]
+async fn malformed_components_are_reported_not_fatal() {
+    let ws = Workspace::new();
+    let runtime = ws.runtime(
+        "user = \"alice\"\n[tools.t]\ncomponent = \"x.wasm\"\n",
+        shared(approve_all()),
+    );
+    let tool_policy = runtime.policy().tools["t"].clone();
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let mut truncated = std::fs::read(guest("inbox_triage")).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    for bytes in [
+        b"not wasm at all".to_vec(),
+        Vec::new(),
+        core_module,
+        truncated,
+    ] {
+        let err = match runtime.load_component("t", tool_policy.clone(), &bytes) {
+            Err(e) => e,
+            Ok(_) => panic!("a malformed component loaded"),
+        };
+        assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not a valid WebAssembly component"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_arguments_get_clear_errors() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let cases = [
+        (
+            "forge-token",
+            json!({"id": 5, "handle": 1}),
+            "argument id: expected string, got number 5",
+        ),
+        ("forge-token", json!({"id": "x"}), "argument handle"),
+        (
+            "forge-token",
+            json!({"id": "x", "handle": -1}),
+            "expected integer (u32)",
+        ),
+        (
+            "forge-token",
+            json!({"id": "x", "handle": 1, "extra": true}),
+            "no parameter `extra`",
+        ),
+        (
+            "delete-beyond-approval",
+            json!({"ids": ["a", 2]}),
+            "argument ids[1]",
+        ),
+        (
+            "no-such-function",
+            json!({}),
+            "has no function `no-such-function`",
+        ),
+        ("forge-token", json!([1, 2]), "must be a JSON object"),
+    ];
+    for (function, args, expected) in cases {
+        let err = call(&runtime, &tool, function, args.clone())
+            .await
+            .expect_err("bad arguments must be refused");
+        assert!(
+            err.to_string().contains(expected),
+            "{function} {args}: {err}"
+        );
+    }
+}
