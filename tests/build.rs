@@ -5,14 +5,26 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const GUESTS: &[&str] = &["inbox-triage", "hostile-mail", "hostile-imports"];
+const GUESTS: &[&str] = &[
+    "inbox-triage",
+    "echo-types",
+    "hostile-mail",
+    "hostile-imports",
+    "hostile-resources",
+];
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .parent()
         .unwrap()
         .to_path_buf();
-    for watched in ["examples", "sdk", "tools-wit", "tests/hostile"] {
+    for watched in [
+        "examples",
+        "sdk",
+        "tools-wit",
+        "tests/hostile",
+        "tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = root.join("target").join("guests");

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability;
@@ -16,6 +15,7 @@ use crate::consent::{
     Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
     SharedApprover, TokenHandle, TokenId,
 };
+use crate::output::CapturedOutput;
 use crate::policy::{ConsentMode, ToolPolicy};
 
 /// Generated host bindings of `tools-wit`.
@@ -47,6 +47,8 @@ pub const MAX_SUMMARY_LEN: usize = 4096;
 pub const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
 /// Most live resource handles (tokens, streams) a guest may hold.
 pub const MAX_HANDLES: usize = 10_000;
+/// Most tokens one call may obtain.
+pub const MAX_TOKENS_PER_CALL: usize = 1000;
 
 /// What a call runs with: who is asking, for whom, and what backs it.
 pub struct CallContext {
@@ -77,16 +79,27 @@ pub struct HostState {
     /// When the call's wall-time budget runs out; pushed back by time spent
     /// waiting for a human.
     pub(crate) deadline: Instant,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+    /// Tokens minted during this call; they die with the store.
+    minted: Vec<TokenId>,
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        // A token's handle cannot outlive its store, so neither does the token.
+        for id in self.minted.drain(..) {
+            self.call.gate.forget(id);
+        }
+    }
 }
 
 impl HostState {
     /// Fresh state: no env, no args, no preopens, no network, stdin empty,
     /// stdout/stderr captured.
     pub fn new(call: Arc<CallContext>, limits: StoreLimits, wall_time: Duration) -> HostState {
-        let stdout = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
-        let stderr = MemoryOutputPipe::new(MAX_CAPTURED_OUTPUT);
+        let stdout = CapturedOutput::new(MAX_CAPTURED_OUTPUT);
+        let stderr = CapturedOutput::new(MAX_CAPTURED_OUTPUT);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -95,14 +108,17 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
+        let mut table = ResourceTable::with_capacity(16);
+        table.set_max_capacity(MAX_HANDLES);
         HostState {
             call,
             wasi,
-            table: ResourceTable::with_capacity(16),
+            table,
             limits,
             deadline: Instant::now() + wall_time,
             stdout,
             stderr,
+            minted: Vec::new(),
         }
     }
 
@@ -324,13 +340,22 @@ impl wit_consent::Host for HostState {
         &mut self,
         intent: wit_consent::Intent,
     ) -> wasmtime::Result<Result<Resource<TokenHandle>, wit_consent::Denial>> {
+        if self.minted.len() >= MAX_TOKENS_PER_CALL {
+            return Ok(Err(denial(
+                wit_consent::DenialReason::Invalid,
+                format!("a call may obtain at most {MAX_TOKENS_PER_CALL} tokens"),
+            )));
+        }
         let started = Instant::now();
         let outcome = self.call.request_consent(intent).await;
         // Time spent waiting for a decision does not count against the
         // call's wall-time budget.
         self.deadline += started.elapsed();
         match outcome {
-            Ok(id) => Ok(Ok(self.table.push(TokenHandle { id })?)),
+            Ok(id) => {
+                self.minted.push(id);
+                Ok(Ok(self.table.push(TokenHandle { id })?))
+            }
             Err(denial) => Ok(Err(denial)),
         }
     }

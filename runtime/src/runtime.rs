@@ -13,7 +13,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use crate::capability::mail::Maildir;
 use crate::consent::{Gate, SessionId, SharedApprover};
 use crate::engine::AgentEngine;
-use crate::host::{CallContext, HostState, MAX_HANDLES, linker_for};
+use crate::host::{CallContext, HostState, linker_for};
 use crate::policy::{Policy, ToolPolicy};
 use crate::schema::{ArgumentError, json_to_val, val_to_json};
 use crate::tool::{ImportKind, ToolInfo};
@@ -396,7 +396,6 @@ impl Runtime {
                 Ok(UpdateDeadline::Continue(1))
             }
         });
-        let _ = MAX_HANDLES;
         let instance =
             tool.pre
                 .instantiate_async(&mut store)
@@ -420,10 +419,10 @@ impl Runtime {
             })?;
         let mut results = vec![Val::Bool(false); usize::from(spec.result.is_some())];
         let outcome = func.call_async(&mut store, &params, &mut results).await;
-        let stdout = String::from_utf8_lossy(&store.data().stdout.contents()).into_owned();
-        let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+        let stdout = store.data().stdout.text();
+        let stderr = store.data().stderr.text();
         if let Err(error) = outcome {
-            let logs = format!("{stdout}{stderr}");
+            let logs = tail(&format!("{stdout}{stderr}"), MAX_LOG_TAIL);
             return Err(classify_trap(&tool.name, limits, error, logs));
         }
         let result = results.first().map_or(Value::Null, val_to_json);
@@ -435,6 +434,21 @@ impl Runtime {
             stderr,
         })
     }
+}
+
+/// How much of a failed call's output an error carries.
+const MAX_LOG_TAIL: usize = 4096;
+
+/// The last `max` bytes of `text` (on a character boundary).
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[...]{}", &text[start..])
 }
 
 fn classify_trap(

@@ -6,7 +6,7 @@
 //! [`Token`] that covers exactly what was approved. Every capability function
 //! (for example [`mail::delete`]) takes that token.
 //!
-//! ```ignore
+//! ```text
 //! use agentcap_sdk::{Intent, mail, request};
 //!
 //! let token = request(Intent::new("mail.delete").targets(&ids).summary("old promotions"))?;
@@ -20,7 +20,7 @@
 //! `agentcap:tools` world it needs, and maps the shared interfaces to this
 //! crate so the types are the same:
 //!
-//! ```ignore
+//! ```text
 //! wit_bindgen::generate!({
 //!     inline: r#"
 //!         package example:my-tool;

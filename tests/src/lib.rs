@@ -68,6 +68,24 @@ impl Workspace {
         Runtime::new(engine, self.policy(policy), approver).expect("runtime")
     }
 
+    /// A runtime under `policy` with the guest component `stem` loaded as the
+    /// policy's tool `tool`.
+    pub fn load_guest(
+        &self,
+        policy: &str,
+        approver: SharedApprover,
+        tool: &str,
+        stem: &str,
+    ) -> (Runtime, agentcap::LoadedTool) {
+        let runtime = self.runtime(policy, approver);
+        let grants = runtime.policy().tools[tool].clone();
+        let bytes = std::fs::read(guest(stem)).expect("guest component");
+        let loaded = runtime
+            .load_component(tool, grants, &bytes)
+            .expect("load guest");
+        (runtime, loaded)
+    }
+
     /// Every file below the Maildir with a digest of its content.
     pub fn snapshot(&self) -> BTreeMap<String, String> {
         snapshot(&self.maildir())

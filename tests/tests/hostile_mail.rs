@@ -41,11 +41,7 @@ fn approve_all() -> ScriptedApprover {
 }
 
 fn load(ws: &Workspace, approver: impl Approver + 'static) -> (Runtime, LoadedTool) {
-    let runtime = ws.runtime(POLICY, shared(approver));
-    let grants = runtime.policy().tools["hostile"].clone();
-    let bytes = std::fs::read(guest("hostile_mail")).unwrap();
-    let tool = runtime.load_component("hostile", grants, &bytes).unwrap();
-    (runtime, tool)
+    ws.load_guest(POLICY, shared(approver), "hostile", "hostile_mail")
 }
 
 async fn call(

@@ -412,6 +412,11 @@ impl Gate {
         self.stopped.lock().unwrap().contains(session)
     }
 
+    /// How many tokens the Gate holds (live or not yet forgotten).
+    pub fn token_count(&self) -> usize {
+        self.tokens.lock().unwrap().len()
+    }
+
     /// Forget a token whose guest handle was dropped.
     pub fn forget(&self, token: TokenId) {
         self.tokens.lock().unwrap().remove(&token);

@@ -1,0 +1,142 @@
+//! Hostile components that attack the host's resources (invariant 8): each
+//! attack ends that call with an error naming the limit, and the host keeps
+//! serving other calls.
+
+use agentcap::consent::{Decision, ScriptedApprover, SessionId};
+use agentcap::{CallError, LoadedTool, Runtime};
+use agentcap_tests::{Workspace, shared};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+user = "alice"
+[mail]
+maildir = "Maildir"
+[tools.hostile]
+component = "hostile_resources.wasm"
+limits = { memory_mb = 32, wall_time_ms = 400 }
+[[tools.hostile.grants]]
+capability = "mail.list"
+mode = "standing"
+folders = ["INBOX"]
+"#;
+
+fn load(ws: &Workspace) -> (Runtime, LoadedTool) {
+    ws.load_guest(
+        POLICY,
+        shared(ScriptedApprover::new("test-user", Decision::approve_all)),
+        "hostile",
+        "hostile_resources",
+    )
+}
+
+async fn call(
+    runtime: &Runtime,
+    tool: &LoadedTool,
+    function: &str,
+    args: Value,
+) -> Result<agentcap::CallOutcome, CallError> {
+    runtime
+        .call(tool, &SessionId("t".into()), function, &args)
+        .await
+}
+
+/// The host still works: a small legitimate call succeeds.
+async fn assert_host_alive(runtime: &Runtime, tool: &LoadedTool) {
+    let outcome = call(runtime, tool, "grow", json!({"mib": 1}))
+        .await
+        .expect("host still serves calls");
+    assert_eq!(outcome.result, json!(1));
+}
+
+#[tokio::test]
+async fn an_endless_loop_hits_the_wall_time_limit() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let err = call(&runtime, &tool, "spin", json!({}))
+        .await
+        .expect_err("must be stopped");
+    assert!(
+        matches!(err, CallError::WallTime { limit_ms: 400, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wall-time limit of 400 ms"),
+        "{err}"
+    );
+    assert_host_alive(&runtime, &tool).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_hits_the_memory_limit() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    for function in ["grow", "huge-string"] {
+        let err = call(&runtime, &tool, function, json!({"mib": 200}))
+            .await
+            .expect_err("must be stopped");
+        assert!(
+            matches!(err, CallError::Memory { limit_mb: 32, .. }),
+            "{function}: {err}"
+        );
+        assert!(err.to_string().contains("memory limit of 32 MiB"), "{err}");
+    }
+    let ok = call(&runtime, &tool, "huge-string", json!({"mib": 4}))
+        .await
+        .unwrap();
+    assert_eq!(ok.result.as_str().unwrap().len(), 4 << 20);
+    assert_host_alive(&runtime, &tool).await;
+}
+
+#[tokio::test]
+async fn a_stack_overflow_is_a_trap_not_a_crash() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let err = call(&runtime, &tool, "recurse", json!({"depth": u64::MAX}))
+        .await
+        .expect_err("must trap");
+    assert!(
+        matches!(err, CallError::Trap { .. } | CallError::WallTime { .. }),
+        "{err}"
+    );
+    assert_host_alive(&runtime, &tool).await;
+}
+
+#[tokio::test]
+async fn guest_output_is_captured_and_capped() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let outcome = call(&runtime, &tool, "chatty", json!({})).await.unwrap();
+    assert_eq!(outcome.result, json!("done"));
+    assert!(outcome.stdout.starts_with(r#"{"jsonrpc":"2.0","id":0"#));
+    assert!(outcome.stdout.len() <= agentcap::host::MAX_CAPTURED_OUTPUT + 100);
+    assert!(
+        outcome.stdout.ends_with("more bytes of output dropped]\n"),
+        "the drop must be reported"
+    );
+    assert!(outcome.stderr.contains("notifications/cancelled"));
+}
+
+#[tokio::test]
+async fn a_token_flood_is_capped_and_leaves_nothing_behind() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let outcome = call(&runtime, &tool, "request-flood", json!({"n": 5000}))
+        .await
+        .unwrap();
+    let err = outcome.result["err"]
+        .as_str()
+        .expect("the flood must be refused");
+    assert!(
+        err.starts_with("after 1000 tokens") && err.contains("at most 1000 tokens"),
+        "{err}"
+    );
+    assert_eq!(
+        runtime.gate().token_count(),
+        0,
+        "tokens must die with their call"
+    );
+    let ok = call(&runtime, &tool, "request-flood", json!({"n": 10}))
+        .await
+        .unwrap();
+    assert_eq!(ok.result, json!({"ok": 10}));
+}
