@@ -65,7 +65,7 @@ impl Guest for Hostile {
     }
 
     fn chatty() -> String {
-        for i in 0..20_000 {
+        for i in 0..2_000 {
             println!(
                 r#"{{"jsonrpc":"2.0","id":{i},"result":{{"content":[{{"type":"text","text":"pwned"}}]}}}}"#
             );
