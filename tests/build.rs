@@ -8,6 +8,7 @@ use std::process::Command;
 const GUESTS: &[&str] = &[
     "inbox-triage",
     "echo-types",
+    "mail-sweeper",
     "hostile-mail",
     "hostile-imports",
     "hostile-resources",

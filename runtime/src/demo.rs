@@ -36,6 +36,10 @@ consent_timeout_secs = 120
 [mail]
 maildir = "Maildir"
 
+# Every request, decision, call and outcome, hash-chained.
+[journal]
+path = "journal.sqlite"
+
 [tools.inbox-triage]
 component = "inbox_triage.wasm"
 limits = { memory_mb = 64, wall_time_ms = 20000 }
@@ -227,6 +231,7 @@ pub async fn run_demo(
         report,
     };
     print_summary(&summary);
+    print_journal(&runtime);
     Ok(summary)
 }
 
@@ -301,6 +306,34 @@ fn print_summary(s: &DemoSummary) {
         "Nothing was unlinked: restore any message by moving it back from {}.",
         s.workspace.join("Maildir/.Trash").display()
     );
+}
+
+fn print_journal(runtime: &Runtime) {
+    let journal = runtime.journal();
+    println!("\n=== Journal: {} =====", journal.path().display());
+    match (journal.tail(8, None), journal.verify()) {
+        (Ok(records), Ok(check)) => {
+            for r in records {
+                println!("  {}", truncate_line(&r.summary_line(), 150));
+            }
+            match check.broken {
+                None => println!(
+                    "  Chain of {} records verified intact; `agentcap journal tail --journal {}` shows more.",
+                    check.records,
+                    journal.path().display()
+                ),
+                Some((seq, why)) => println!("  CHAIN BROKEN at #{seq}: {why}"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => println!("  cannot read the journal: {e}"),
+    }
+}
+
+fn truncate_line(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
 }
 
 /// Whether the demo can ask a person (stdin is a terminal).

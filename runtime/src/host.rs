@@ -15,6 +15,7 @@ use crate::consent::{
     Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
     SharedApprover, TokenHandle, TokenId,
 };
+use crate::journal::{Entry, Journal, Kind};
 use crate::output::CapturedOutput;
 use crate::policy::{ConsentMode, ToolPolicy};
 
@@ -68,6 +69,10 @@ pub struct CallContext {
     pub consent_timeout: Duration,
     /// The mail store, if configured.
     pub mail: Option<Arc<Maildir>>,
+    /// The audit journal.
+    pub journal: Arc<Journal>,
+    /// The tool's component digest.
+    pub tool_digest: String,
 }
 
 /// The state of one store (one call of one tool).
@@ -126,32 +131,66 @@ impl HostState {
         Ok(self.table.get(token)?.id)
     }
 
-    pub(crate) fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
-        self.call
-            .mail
-            .as_deref()
-            .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
-    }
-
-    /// Pass the Gate for `action` with `token`.
-    pub(crate) fn authorize(
+    /// The one path of every capability call: pass the Gate with `token`,
+    /// journal the call (durably, before the effect), run `effect`, journal
+    /// its outcome. A refusal, or a journal that cannot be written, means the
+    /// effect never runs; `refused` turns the reason into the capability's
+    /// error.
+    pub(crate) fn through_gate<T, E>(
         &self,
         token: &Resource<TokenHandle>,
         capability: Capability,
         targets: &[String],
-    ) -> wasmtime::Result<Result<(), String>> {
+        refused: impl FnOnce(String) -> E,
+        effect: impl FnOnce(&CallContext) -> Result<T, E>,
+        describe: impl FnOnce(&Result<T, E>) -> String,
+    ) -> wasmtime::Result<Result<T, E>> {
         let id = self.token_id(token)?;
-        let outcome = self.call.gate.authorize(
-            id,
-            &self.call.session,
-            &self.call.tool,
-            Action {
-                capability,
-                targets,
-                payload: None,
-            },
-        );
-        Ok(outcome.map(|_| ()).map_err(|refusal| refusal.to_string()))
+        let call = &self.call;
+        let action = Action {
+            capability,
+            targets,
+            payload: None,
+        };
+        if let Err(refusal) = call.gate.authorize(id, &call.session, &call.tool, action) {
+            let message = refusal.to_string();
+            let record = call
+                .entry(Kind::Refusal)
+                .capability(capability.as_str())
+                .targets(targets)
+                .detail("token", id)
+                .outcome(&message);
+            if let Err(e) = call.journal.append(record) {
+                tracing::error!("could not journal a refusal: {e}");
+            }
+            return Ok(Err(refused(message)));
+        }
+        let record = call
+            .entry(Kind::Call)
+            .capability(capability.as_str())
+            .targets(targets)
+            .detail("token", id);
+        let call_seq = match call.journal.append(record) {
+            Ok(seq) => seq,
+            Err(e) => {
+                return Ok(Err(refused(format!(
+                    "the journal cannot be written, so {capability} was not performed: {e}"
+                ))));
+            }
+        };
+        let result = effect(call);
+        let record = call
+            .entry(Kind::Outcome)
+            .capability(capability.as_str())
+            .targets(targets)
+            .answers(call_seq)
+            .outcome(describe(&result));
+        if let Err(e) = call.journal.append(record) {
+            tracing::error!(
+                "{capability} (journal #{call_seq}) happened but its outcome could not be journaled: {e}"
+            );
+        }
+        Ok(result)
     }
 }
 
@@ -216,16 +255,117 @@ fn check_intent_size(intent: &wit_consent::Intent) -> Result<(), wit_consent::De
     Ok(())
 }
 
+/// A decided, approved request, before its token is minted.
+struct Decided {
+    capability: Capability,
+    requested: usize,
+    approved: Vec<String>,
+    decided_by: DecisionSource,
+    ttl: Duration,
+    uses: u32,
+}
+
+fn reason_name(reason: wit_consent::DenialReason) -> &'static str {
+    use wit_consent::DenialReason::*;
+    match reason {
+        Declined => "declined",
+        TimedOut => "timed-out",
+        Stopped => "stopped",
+        NotGranted => "not-granted",
+        Invalid => "invalid",
+    }
+}
+
 impl CallContext {
-    /// Decide a consent request: policy first (grant, mode, scope), then the
-    /// host's own description of the action, then a human if the grant says
-    /// `ask`. Returns the minted token.
+    /// Handle a consent request: journal it, decide it, journal the
+    /// decision, and mint a token for what was approved.
     pub async fn request_consent(
         &self,
         intent: wit_consent::Intent,
     ) -> Result<TokenId, wit_consent::Denial> {
+        let request = self
+            .entry(Kind::ConsentRequest)
+            .capability(&intent.capability)
+            .targets(&intent.targets)
+            .payload(intent.payload.as_deref())
+            .detail("tool_claim", &intent.summary);
+        let request_seq = self.journal.append(request).map_err(|e| {
+            denial(
+                wit_consent::DenialReason::NotGranted,
+                format!("the journal cannot be written, so nothing can be approved: {e}"),
+            )
+        })?;
+        let decided = self.decide(&intent).await;
+        let record = self.entry(Kind::Decision).answers(request_seq);
+        let record = match &decided {
+            Ok(d) => record
+                .capability(d.capability.as_str())
+                .targets(&d.approved)
+                .decided_by(d.decided_by.to_string())
+                .outcome(format!("approved {} of {}", d.approved.len(), d.requested)),
+            Err(denied) => record
+                .capability(&intent.capability)
+                .decided_by(match denied.reason {
+                    wit_consent::DenialReason::Declined | wit_consent::DenialReason::TimedOut => {
+                        format!("human via {}", self.approver.channel())
+                    }
+                    _ => "policy".to_string(),
+                })
+                .outcome(format!(
+                    "{}: {}",
+                    reason_name(denied.reason),
+                    denied.message
+                )),
+        };
+        self.journal.append(record).map_err(|e| {
+            denial(
+                wit_consent::DenialReason::NotGranted,
+                format!("the journal cannot be written, so nothing can be approved: {e}"),
+            )
+        })?;
+        let d = decided?;
+        let id = self
+            .gate
+            .mint(Mint {
+                session: self.session.clone(),
+                tool: self.tool.clone(),
+                capability: d.capability,
+                targets: d.approved.clone(),
+                payload: None,
+                ttl: d.ttl,
+                uses: d.uses,
+                decided_by: d.decided_by,
+            })
+            .map_err(|refusal| denial(wit_consent::DenialReason::Stopped, refusal.to_string()))?;
+        let minted = self
+            .entry(Kind::TokenMinted)
+            .capability(d.capability.as_str())
+            .targets(&d.approved)
+            .answers(request_seq)
+            .detail("token", id)
+            .detail("expires_in_secs", d.ttl.as_secs())
+            .detail("uses", d.uses);
+        if let Err(e) = self.journal.append(minted) {
+            self.gate.revoke(id);
+            return Err(denial(
+                wit_consent::DenialReason::NotGranted,
+                format!("the journal cannot be written, so the token was revoked: {e}"),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// A journal entry for this call's session and tool.
+    pub(crate) fn entry(&self, kind: Kind) -> Entry {
+        Entry::new(kind, &self.session.0, &self.tool, &self.tool_digest)
+    }
+
+    /// Decide a consent request: policy first (grant, mode, scope), then the
+    /// host's own description of the action, then a human if the grant says
+    /// `ask`.
+    async fn decide(&self, intent: &wit_consent::Intent) -> Result<Decided, wit_consent::Denial> {
         use wit_consent::DenialReason::*;
-        check_intent_size(&intent)?;
+        check_intent_size(intent)?;
         let capability = Capability::parse(&intent.capability).ok_or_else(|| {
             denial(
                 Invalid,
@@ -259,6 +399,7 @@ impl CallContext {
         let mut targets = intent.targets.clone();
         let mut seen = std::collections::HashSet::new();
         targets.retain(|t| seen.insert(t.clone()));
+        let targets_requested = targets.len();
         let (action, items) = capability::describe_intent(self, grant, capability, &targets)?;
         if self.gate.is_stopped(&self.session) {
             return Err(denial(
@@ -320,18 +461,14 @@ impl CallContext {
             }
             ConsentMode::Deny => unreachable!("handled above"),
         };
-        self.gate
-            .mint(Mint {
-                session: self.session.clone(),
-                tool: self.tool.clone(),
-                capability,
-                targets: approved,
-                payload: None,
-                ttl: grant.token_ttl(),
-                uses: grant.max_uses,
-                decided_by,
-            })
-            .map_err(|refusal| denial(Stopped, refusal.to_string()))
+        Ok(Decided {
+            capability,
+            requested: targets_requested,
+            approved,
+            decided_by,
+            ttl: grant.token_ttl(),
+            uses: grant.max_uses,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod consent;
 pub mod demo;
 pub mod engine;
 pub mod host;
+pub mod journal;
 pub mod output;
 pub mod policy;
 pub mod runtime;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use agentcap::consent::{DenyApprover, SessionId, SharedApprover, TerminalApprover};
 use agentcap::demo::{DemoUser, run_demo};
+use agentcap::journal::Journal;
 use agentcap::policy::ToolPolicy;
 use agentcap::runtime::read_component;
 use agentcap::tool::ToolInfo;
@@ -56,6 +57,17 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Read and check the audit journal.
+    Journal {
+        /// The journal file (default: the policy's, else the user's default).
+        #[arg(long, global = true)]
+        journal: Option<PathBuf>,
+        /// Take the journal location from this policy file.
+        #[arg(long, global = true)]
+        policy: Option<PathBuf>,
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Replay the "confirm before acting" incident on bundled data, offline.
     Demo {
         /// Where to lay out the demo (default: a new temporary folder).
@@ -65,6 +77,36 @@ enum Command {
         #[arg(long)]
         scripted: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Show the last records.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', default_value_t = 20)]
+        count: usize,
+        /// Keep printing new records as they are written (Ctrl-C to end).
+        #[arg(long)]
+        follow: bool,
+        /// Only this session's records.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Check the hash chain; exits 1 and names the first broken record.
+    Verify,
+    /// Write every record to stdout.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
 }
 
 fn cache_dir(no_cache: bool) -> Option<PathBuf> {
@@ -123,6 +165,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        Command::Journal {
+            journal,
+            policy,
+            action,
+        } => journal_command(journal, policy, action).await,
         Command::Demo {
             workspace,
             scripted,
@@ -141,6 +188,85 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 DemoUser::Terminal
             };
             run_demo(&workspace, user, cache_dir(cli.no_cache)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn journal_command(
+    journal: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    action: JournalAction,
+) -> anyhow::Result<ExitCode> {
+    let path = match (journal, policy) {
+        (Some(j), _) => j,
+        (None, Some(p)) => Policy::load(&p)?.journal_path(),
+        (None, None) => Journal::default_path(),
+    };
+    if !path.exists() {
+        bail!(
+            "no journal at {} (use --journal or --policy)",
+            path.display()
+        );
+    }
+    let journal = Journal::open(&path, false)?;
+    match action {
+        JournalAction::Tail {
+            count,
+            follow,
+            session,
+        } => {
+            let mut last = 0;
+            for r in journal.tail(count, session.as_deref())? {
+                println!("{}", r.summary_line());
+                last = r.seq;
+            }
+            if follow {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    for r in journal.after(last, session.as_deref())? {
+                        println!("{}", r.summary_line());
+                        last = r.seq;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JournalAction::Verify => {
+            let check = journal.verify()?;
+            if !check.unfinished.is_empty() {
+                let list: Vec<String> = check.unfinished.iter().map(|s| format!("#{s}")).collect();
+                println!(
+                    "started, outcome unknown (the process ended during the effect): {}",
+                    list.join(", ")
+                );
+            }
+            match check.broken {
+                None => {
+                    println!(
+                        "ok: {} records, chain intact ({})",
+                        check.records,
+                        path.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, why)) => {
+                    println!("BROKEN at record #{seq}: {why} ({})", path.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        JournalAction::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for r in journal.all()? {
+                match writeln!(out, "{}", serde_json::to_string(&r)?) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    other => other?,
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

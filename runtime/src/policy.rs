@@ -75,6 +75,9 @@ pub struct Policy {
     /// Seconds a human has to answer a consent prompt; silence is a refusal.
     #[serde(default = "default_consent_timeout_secs")]
     pub consent_timeout_secs: u64,
+    /// Where and how the audit journal is kept.
+    #[serde(default)]
+    pub journal: JournalSettings,
     /// Tools by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
@@ -85,6 +88,18 @@ pub struct Policy {
 
 fn default_consent_timeout_secs() -> u64 {
     120
+}
+
+/// The audit journal's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    /// The SQLite file (default: see `Journal::default_path`).
+    pub path: Option<PathBuf>,
+    /// Keep full payloads in the journal, not only their digests (off by
+    /// default, for privacy).
+    #[serde(default)]
+    pub record_payloads: bool,
 }
 
 /// Where the user's Maildir++ store is.
@@ -295,6 +310,7 @@ impl Policy {
             user: user.to_string(),
             mail: None,
             consent_timeout_secs: default_consent_timeout_secs(),
+            journal: JournalSettings::default(),
             tools: BTreeMap::new(),
             base_dir: PathBuf::from("."),
         }
@@ -306,6 +322,14 @@ impl Policy {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
+        }
+    }
+
+    /// The journal file this policy names, or the default location.
+    pub fn journal_path(&self) -> PathBuf {
+        match &self.journal.path {
+            Some(p) => self.resolve(p),
+            None => crate::journal::Journal::default_path(),
         }
     }
 

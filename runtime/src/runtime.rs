@@ -14,6 +14,7 @@ use crate::capability::mail::Maildir;
 use crate::consent::{Gate, SessionId, SharedApprover};
 use crate::engine::AgentEngine;
 use crate::host::{CallContext, HostState, linker_for};
+use crate::journal::{Entry, Journal, Kind};
 use crate::policy::{Policy, ToolPolicy};
 use crate::schema::{ArgumentError, json_to_val, val_to_json};
 use crate::tool::{ImportKind, ToolInfo};
@@ -208,10 +209,12 @@ pub struct Runtime {
     gate: Arc<Gate>,
     approver: SharedApprover,
     mail: Option<Arc<Maildir>>,
+    journal: Arc<Journal>,
 }
 
 impl Runtime {
-    /// A runtime for `policy`; opens the backends the policy configures.
+    /// A runtime for `policy`; opens the journal and the backends the policy
+    /// configures.
     pub fn new(
         engine: AgentEngine,
         policy: Policy,
@@ -226,18 +229,26 @@ impl Runtime {
             }
             None => None,
         };
+        let journal = Journal::open(&policy.journal_path(), policy.journal.record_payloads)
+            .map_err(|e| LoadError::Setup(format!("cannot open the audit journal: {e}")))?;
         Ok(Runtime {
             engine,
             policy: Arc::new(policy),
             gate: Arc::new(Gate::new()),
             approver,
             mail,
+            journal: Arc::new(journal),
         })
     }
 
     /// The Gate (for revocation and inspection).
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// The audit journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
     /// The policy.
@@ -383,6 +394,8 @@ impl Runtime {
             approver: self.approver.clone(),
             consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
             mail: self.mail.clone(),
+            journal: self.journal.clone(),
+            tool_digest: tool.info.digest.clone(),
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let state = HostState::new(call, store_limits, wall_time);
@@ -423,7 +436,14 @@ impl Runtime {
         let stderr = store.data().stderr.text();
         if let Err(error) = outcome {
             let logs = tail(&format!("{stdout}{stderr}"), MAX_LOG_TAIL);
-            return Err(classify_trap(&tool.name, limits, error, logs));
+            let failure = classify_trap(&tool.name, limits, error, logs);
+            let record = Entry::new(Kind::ToolFailure, &session.0, &tool.name, &tool.info.digest)
+                .detail("function", function)
+                .outcome(failure.to_string());
+            if let Err(e) = self.journal.append(record) {
+                tracing::error!("could not journal a tool failure: {e}");
+            }
+            return Err(failure);
         }
         let result = results.first().map_or(Value::Null, val_to_json);
         let is_error = matches!(results.first(), Some(Val::Result(Err(_))));

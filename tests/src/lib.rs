@@ -55,9 +55,14 @@ impl Workspace {
     }
 
     /// Write `policy` (TOML) next to the Maildir and load it. Use
-    /// `maildir = "Maildir"` to point at this workspace's mailbox.
+    /// `maildir = "Maildir"` to point at this workspace's mailbox. Unless the
+    /// policy says otherwise, the journal is `<workspace>/journal.sqlite`.
     pub fn policy(&self, policy: &str) -> Policy {
         let path = self.dir.path().join("agentcap.toml");
+        let mut policy = policy.to_string();
+        if !policy.contains("[journal]") {
+            policy.push_str("\n[journal]\npath = \"journal.sqlite\"\n");
+        }
         std::fs::write(&path, policy).expect("write policy");
         Policy::load(&path).expect("valid policy")
     }

@@ -438,8 +438,8 @@ impl Maildir {
 use wasmtime::component::Resource;
 
 use crate::consent::TokenHandle;
-use crate::host::HostState;
 use crate::host::bindings::agentcap::tools::mail as wit_mail;
+use crate::host::{CallContext, HostState};
 
 fn to_wit_summary(s: MessageSummary) -> wit_mail::MessageSummary {
     wit_mail::MessageSummary {
@@ -472,6 +472,24 @@ fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
     Ok(())
 }
 
+impl CallContext {
+    fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
+        self.mail
+            .as_deref()
+            .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
+    }
+}
+
+fn describe_outcome<T>(
+    result: &Result<T, wit_mail::MailError>,
+    ok: impl FnOnce(&T) -> String,
+) -> String {
+    match result {
+        Ok(v) => format!("ok: {}", ok(v)),
+        Err(e) => format!("error: {e:?}"),
+    }
+}
+
 impl HostState {
     fn move_messages(
         &mut self,
@@ -483,14 +501,14 @@ impl HostState {
         if let Err(e) = check_ids(&ids) {
             return Ok(Err(e));
         }
-        if let Err(refusal) = self.authorize(&token, capability, &ids)? {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store.move_to(&ids, dest).map_err(to_wit_error))
+        self.through_gate(
+            &token,
+            capability,
+            &ids,
+            wit_mail::MailError::Refused,
+            |call| call.mail_store()?.move_to(&ids, dest).map_err(to_wit_error),
+            |r| describe_outcome(r, |moved| format!("moved {} to {dest}", moved.len())),
+        )
     }
 }
 
@@ -500,19 +518,17 @@ impl wit_mail::Host for HostState {
         token: Resource<TokenHandle>,
         folder: String,
     ) -> wasmtime::Result<Result<Vec<wit_mail::MessageSummary>, wit_mail::MailError>> {
-        if let Err(refusal) =
-            self.authorize(&token, Capability::MailList, std::slice::from_ref(&folder))?
-        {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store
-            .list(&folder)
-            .map(|list| list.into_iter().map(to_wit_summary).collect())
-            .map_err(to_wit_error))
+        self.through_gate(
+            &token,
+            Capability::MailList,
+            std::slice::from_ref(&folder),
+            wit_mail::MailError::Refused,
+            |call| {
+                let list = call.mail_store()?.list(&folder).map_err(to_wit_error)?;
+                Ok(list.into_iter().map(to_wit_summary).collect())
+            },
+            |r| describe_outcome(r, |l: &Vec<_>| format!("listed {} messages", l.len())),
+        )
     }
 
     fn read(
@@ -520,23 +536,21 @@ impl wit_mail::Host for HostState {
         token: Resource<TokenHandle>,
         id: String,
     ) -> wasmtime::Result<Result<wit_mail::Message, wit_mail::MailError>> {
-        if let Err(refusal) =
-            self.authorize(&token, Capability::MailRead, std::slice::from_ref(&id))?
-        {
-            return Ok(Err(wit_mail::MailError::Refused(refusal)));
-        }
-        let store = match self.mail_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(store
-            .read(&id)
-            .map(|m| wit_mail::Message {
-                summary: to_wit_summary(m.summary),
-                to: m.to,
-                body: m.body,
-            })
-            .map_err(to_wit_error))
+        self.through_gate(
+            &token,
+            Capability::MailRead,
+            std::slice::from_ref(&id),
+            wit_mail::MailError::Refused,
+            |call| {
+                let m = call.mail_store()?.read(&id).map_err(to_wit_error)?;
+                Ok(wit_mail::Message {
+                    summary: to_wit_summary(m.summary),
+                    to: m.to,
+                    body: m.body,
+                })
+            },
+            |r| describe_outcome(r, |m| format!("read {} bytes", m.summary.size)),
+        )
     }
 
     fn archive(

@@ -1,0 +1,661 @@
+//! The append-only, hash-chained audit journal (SQLite, embedded).
+//!
+//! Every consent request, decision, token mint, capability call, outcome,
+//! refusal, revocation and stop is a record. Each record's hash covers its
+//! content and the previous record's hash, so an edited, removed or
+//! reordered record breaks the chain at a named sequence number.
+//!
+//! Write-ahead: the `call` record of a side effect is committed (WAL,
+//! `synchronous=FULL`) before the backend is touched, and an `outcome`
+//! record referring to it follows. A `call` without an outcome is reported by
+//! [`Journal::verify`] as "started, outcome unknown". If the journal cannot
+//! be written, the effect does not happen.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The hash that precedes the first record.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A journal that cannot be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The folder could not be created.
+    #[error("journal {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A tool asked for consent.
+    ConsentRequest,
+    /// The request was decided (approved, subset, declined, timed out,
+    /// not granted, invalid, stopped).
+    Decision,
+    /// A token was minted from a decision.
+    TokenMinted,
+    /// A capability call passed the Gate; written before the effect.
+    Call,
+    /// What the backend did for a `call`.
+    Outcome,
+    /// The Gate refused a call.
+    Refusal,
+    /// A token was revoked.
+    Revocation,
+    /// A session was stopped.
+    Stop,
+    /// A tool call ended in a trap or limit (forged handle, loop, ...).
+    ToolFailure,
+}
+
+impl Kind {
+    /// The name stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ConsentRequest => "consent-request",
+            Kind::Decision => "decision",
+            Kind::TokenMinted => "token-minted",
+            Kind::Call => "call",
+            Kind::Outcome => "outcome",
+            Kind::Refusal => "refusal",
+            Kind::Revocation => "revocation",
+            Kind::Stop => "stop",
+            Kind::ToolFailure => "tool-failure",
+        }
+    }
+}
+
+/// A record to append.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What the record is about.
+    pub kind: Kind,
+    /// The session.
+    pub session: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The tool's component digest.
+    pub tool_digest: String,
+    /// The capability concerned, if any.
+    pub capability: Option<String>,
+    /// The targets concerned.
+    pub targets: Vec<String>,
+    /// The payload or arguments, digested (and kept only if the policy says).
+    pub payload: Option<String>,
+    /// Who decided (`human via terminal`, `standing grant`, `policy`).
+    pub decided_by: Option<String>,
+    /// What happened.
+    pub outcome: Option<String>,
+    /// The record this one answers (an outcome's call).
+    pub ref_seq: Option<i64>,
+    /// Anything else worth keeping (token id, expiry, the tool's claim).
+    pub detail: Value,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Position in the total order, from 1.
+    pub seq: i64,
+    /// RFC 3339 time of writing.
+    pub time: String,
+    /// The session.
+    pub session: String,
+    /// The tool.
+    pub tool: String,
+    /// Its component digest.
+    pub tool_digest: String,
+    /// What the record is about.
+    pub kind: String,
+    /// The capability.
+    pub capability: Option<String>,
+    /// Targets.
+    pub targets: Vec<String>,
+    /// SHA-256 of the payload or arguments.
+    pub payload_digest: Option<String>,
+    /// The payload itself, only when the policy records payloads.
+    pub payload: Option<String>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// What happened.
+    pub outcome: Option<String>,
+    /// The record this one answers.
+    pub ref_seq: Option<i64>,
+    /// Extra facts.
+    pub detail: Value,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+impl Record {
+    fn content_hash(&self) -> String {
+        let content = json!([
+            self.seq,
+            self.time,
+            self.session,
+            self.tool,
+            self.tool_digest,
+            self.kind,
+            self.capability,
+            self.targets,
+            self.payload_digest,
+            self.payload,
+            self.decided_by,
+            self.outcome,
+            self.ref_seq,
+            self.detail,
+            self.prev_hash,
+        ]);
+        hex::encode(Sha256::digest(content.to_string().as_bytes()))
+    }
+
+    /// One line for humans.
+    pub fn summary_line(&self) -> String {
+        let mut line = format!(
+            "#{} {} [{}] {} {}",
+            self.seq, self.time, self.session, self.tool, self.kind
+        );
+        if let Some(c) = &self.capability {
+            line.push_str(&format!(" {c}"));
+        }
+        if let Some(d) = &self.decided_by {
+            line.push_str(&format!(" by {d}"));
+        }
+        if let Some(o) = &self.outcome {
+            line.push_str(&format!(": {o}"));
+        }
+        if let Some(r) = self.ref_seq {
+            line.push_str(&format!(" (re #{r})"));
+        }
+        match self.targets.as_slice() {
+            [] => {}
+            [one] => line.push_str(&format!(" [{one}]")),
+            [first, rest @ ..] => line.push_str(&format!(" [{first} +{} more]", rest.len())),
+        }
+        line
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub records: i64,
+    /// The first record that breaks the chain, and how.
+    pub broken: Option<(i64, String)>,
+    /// `call` records with no outcome: started, outcome unknown.
+    pub unfinished: Vec<i64>,
+}
+
+/// The journal.
+pub struct Journal {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    record_payloads: bool,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Journal {
+    /// The default location: `$AGENTCAP_JOURNAL`, else
+    /// `$XDG_DATA_HOME/agentcap/journal.sqlite`, else
+    /// `~/.local/share/agentcap/journal.sqlite`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("AGENTCAP_JOURNAL") {
+            return PathBuf::from(p);
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        data.join("agentcap").join("journal.sqlite")
+    }
+
+    /// Open (creating if needed) the journal at `path`.
+    pub fn open(path: &Path, record_payloads: bool) -> Result<Journal, JournalError> {
+        let sqlite = |source| JournalError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS records (
+                seq INTEGER PRIMARY KEY,
+                time TEXT NOT NULL,
+                session TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                tool_digest TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                capability TEXT,
+                targets TEXT NOT NULL,
+                payload_digest TEXT,
+                payload TEXT,
+                decided_by TEXT,
+                outcome TEXT,
+                ref_seq INTEGER,
+                detail TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS records_session ON records(session, seq);",
+        )
+        .map_err(sqlite)?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            record_payloads,
+        })
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> JournalError {
+        JournalError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Append a record; returns its sequence number once it is durable.
+    pub fn append(&self, entry: Entry) -> Result<i64, JournalError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite(e))?;
+        let last: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+        let mut record = Record {
+            seq: prev_seq + 1,
+            time: now_rfc3339(),
+            session: entry.session,
+            tool: entry.tool,
+            tool_digest: entry.tool_digest,
+            kind: entry.kind.as_str().to_string(),
+            capability: entry.capability,
+            targets: entry.targets,
+            payload_digest: entry
+                .payload
+                .as_ref()
+                .map(|p| hex::encode(Sha256::digest(p.as_bytes()))),
+            payload: if self.record_payloads {
+                entry.payload
+            } else {
+                None
+            },
+            decided_by: entry.decided_by,
+            outcome: entry.outcome,
+            ref_seq: entry.ref_seq,
+            detail: entry.detail,
+            prev_hash,
+            hash: String::new(),
+        };
+        record.hash = record.content_hash();
+        tx.execute(
+            "INSERT INTO records (seq, time, session, tool, tool_digest, kind, capability, targets,
+                payload_digest, payload, decided_by, outcome, ref_seq, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                record.seq,
+                record.time,
+                record.session,
+                record.tool,
+                record.tool_digest,
+                record.kind,
+                record.capability,
+                serde_json::to_string(&record.targets).unwrap_or_default(),
+                record.payload_digest,
+                record.payload,
+                record.decided_by,
+                record.outcome,
+                record.ref_seq,
+                record.detail.to_string(),
+                record.prev_hash,
+                record.hash,
+            ],
+        )
+        .map_err(|e| self.sqlite(e))?;
+        tx.commit().map_err(|e| self.sqlite(e))?;
+        Ok(record.seq)
+    }
+
+    fn query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Record>, JournalError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare(sql).map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                let targets: String = r.get(7)?;
+                let detail: String = r.get(13)?;
+                Ok(Record {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    session: r.get(2)?,
+                    tool: r.get(3)?,
+                    tool_digest: r.get(4)?,
+                    kind: r.get(5)?,
+                    capability: r.get(6)?,
+                    targets: serde_json::from_str(&targets)
+                        .unwrap_or_else(|_| vec![format!("<unreadable: {targets}>")]),
+                    payload_digest: r.get(8)?,
+                    payload: r.get(9)?,
+                    decided_by: r.get(10)?,
+                    outcome: r.get(11)?,
+                    ref_seq: r.get(12)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+                    prev_hash: r.get(14)?,
+                    hash: r.get(15)?,
+                })
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Every record, in order.
+    pub fn all(&self) -> Result<Vec<Record>, JournalError> {
+        self.query(&format!("{SELECT} ORDER BY seq"), &[])
+    }
+
+    /// The last `n` records (of `session`, if given), oldest first.
+    pub fn tail(&self, n: usize, session: Option<&str>) -> Result<Vec<Record>, JournalError> {
+        let n = n as i64;
+        let mut records = match session {
+            Some(s) => self.query(
+                &format!("{SELECT} WHERE session = ?1 ORDER BY seq DESC LIMIT ?2"),
+                &[&s, &n],
+            )?,
+            None => self.query(&format!("{SELECT} ORDER BY seq DESC LIMIT ?1"), &[&n])?,
+        };
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Records after `seq` (of `session`, if given), oldest first.
+    pub fn after(&self, seq: i64, session: Option<&str>) -> Result<Vec<Record>, JournalError> {
+        match session {
+            Some(s) => self.query(
+                &format!("{SELECT} WHERE seq > ?1 AND session = ?2 ORDER BY seq"),
+                &[&seq, &s],
+            ),
+            None => self.query(&format!("{SELECT} WHERE seq > ?1 ORDER BY seq"), &[&seq]),
+        }
+    }
+
+    /// Check the whole chain: sequence numbers contiguous from 1, each
+    /// record's `prev_hash` equal to its predecessor's hash, each hash
+    /// matching the content. Also lists calls whose outcome is unknown.
+    pub fn verify(&self) -> Result<Verification, JournalError> {
+        let records = self.all()?;
+        let mut broken = None;
+        let mut prev_hash = GENESIS.to_string();
+        for (expected_seq, r) in (1_i64..).zip(records.iter()) {
+            let problem = if r.seq != expected_seq {
+                Some(format!(
+                    "expected record #{expected_seq} here, found #{} (records removed or reordered)",
+                    r.seq
+                ))
+            } else if r.prev_hash != prev_hash {
+                Some("its previous-hash does not match the record before it (a record was removed or reordered)".to_string())
+            } else if r.content_hash() != r.hash {
+                Some("its content does not match its hash (the record was altered)".to_string())
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                broken = Some((r.seq, problem));
+                break;
+            }
+            prev_hash = r.hash.clone();
+        }
+        let answered: std::collections::HashSet<i64> = records
+            .iter()
+            .filter(|r| r.kind == Kind::Outcome.as_str())
+            .filter_map(|r| r.ref_seq)
+            .collect();
+        let unfinished = records
+            .iter()
+            .filter(|r| r.kind == Kind::Call.as_str() && !answered.contains(&r.seq))
+            .map(|r| r.seq)
+            .collect();
+        Ok(Verification {
+            records: records.len() as i64,
+            broken,
+            unfinished,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT seq, time, session, tool, tool_digest, kind, capability, targets,
+    payload_digest, payload, decided_by, outcome, ref_seq, detail, prev_hash, hash FROM records";
+
+impl Entry {
+    /// An entry of `kind` for `session`/`tool`.
+    pub fn new(kind: Kind, session: &str, tool: &str, tool_digest: &str) -> Entry {
+        Entry {
+            kind,
+            session: session.to_string(),
+            tool: tool.to_string(),
+            tool_digest: tool_digest.to_string(),
+            capability: None,
+            targets: Vec::new(),
+            payload: None,
+            decided_by: None,
+            outcome: None,
+            ref_seq: None,
+            detail: json!({}),
+        }
+    }
+
+    /// Set the capability.
+    pub fn capability(mut self, capability: &str) -> Entry {
+        self.capability = Some(capability.to_string());
+        self
+    }
+
+    /// Set the targets.
+    pub fn targets(mut self, targets: &[String]) -> Entry {
+        self.targets = targets.to_vec();
+        self
+    }
+
+    /// Set the payload (digested; kept only if the policy says so).
+    pub fn payload(mut self, payload: Option<&str>) -> Entry {
+        self.payload = payload.map(str::to_string);
+        self
+    }
+
+    /// Set who decided.
+    pub fn decided_by(mut self, by: impl Into<String>) -> Entry {
+        self.decided_by = Some(by.into());
+        self
+    }
+
+    /// Set what happened.
+    pub fn outcome(mut self, outcome: impl Into<String>) -> Entry {
+        self.outcome = Some(outcome.into());
+        self
+    }
+
+    /// Refer to an earlier record.
+    pub fn answers(mut self, seq: i64) -> Entry {
+        self.ref_seq = Some(seq);
+        self
+    }
+
+    /// Add a fact to `detail`.
+    pub fn detail(mut self, key: &str, value: impl Serialize) -> Entry {
+        if let Value::Object(map) = &mut self.detail {
+            map.insert(
+                key.to_string(),
+                serde_json::to_value(value).unwrap_or(Value::Null),
+            );
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite"), false).unwrap();
+        (dir, j)
+    }
+
+    fn fill(j: &Journal, n: usize) {
+        for i in 0..n {
+            j.append(
+                Entry::new(Kind::Call, "s", "t", "d")
+                    .capability("mail.delete")
+                    .targets(&[format!("INBOX/{i}")])
+                    .payload(Some("secret body")),
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn chain_verifies_and_payloads_are_digested_only() {
+        let (_d, j) = journal();
+        fill(&j, 5);
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 5);
+        assert!(v.broken.is_none());
+        assert_eq!(v.unfinished, vec![1, 2, 3, 4, 5]);
+        let r = &j.all().unwrap()[0];
+        assert_eq!(r.kind, "call");
+        assert!(r.payload.is_none());
+        assert_eq!(r.payload_digest.as_deref().unwrap().len(), 64);
+        let out = j
+            .append(
+                Entry::new(Kind::Outcome, "s", "t", "d")
+                    .answers(1)
+                    .outcome("ok"),
+            )
+            .unwrap();
+        assert_eq!(out, 6);
+        assert_eq!(j.verify().unwrap().unfinished, vec![2, 3, 4, 5]);
+    }
+
+    fn tamper(j: &Journal, sql: &str) {
+        j.conn.lock().unwrap().execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn an_edited_field_is_found() {
+        let (_d, j) = journal();
+        fill(&j, 5);
+        tamper(
+            &j,
+            "UPDATE records SET targets = '[\"INBOX/other\"]' WHERE seq = 3",
+        );
+        let (seq, why) = j.verify().unwrap().broken.unwrap();
+        assert_eq!(seq, 3);
+        assert!(why.contains("altered"), "{why}");
+    }
+
+    #[test]
+    fn a_removed_record_is_found() {
+        let (_d, j) = journal();
+        fill(&j, 5);
+        tamper(&j, "DELETE FROM records WHERE seq = 2");
+        let (seq, why) = j.verify().unwrap().broken.unwrap();
+        assert_eq!(seq, 3);
+        assert!(why.contains("removed or reordered"), "{why}");
+    }
+
+    #[test]
+    fn swapped_records_are_found() {
+        let (_d, j) = journal();
+        fill(&j, 5);
+        tamper(
+            &j,
+            "UPDATE records SET seq = -1 WHERE seq = 2;
+             UPDATE records SET seq = 2 WHERE seq = 4;
+             UPDATE records SET seq = 4 WHERE seq = -1;",
+        );
+        let (seq, _) = j.verify().unwrap().broken.unwrap();
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn concurrent_writers_keep_one_chain() {
+        let (_d, j) = journal();
+        let j = std::sync::Arc::new(j);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        j.append(
+                            Entry::new(Kind::Decision, &format!("s{t}"), "t", "d")
+                                .outcome(format!("{i}")),
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 100);
+        assert!(v.broken.is_none());
+        assert_eq!(j.tail(3, Some("s1")).unwrap().len(), 3);
+    }
+}
