@@ -1,0 +1,65 @@
+//! The Gate alone, journal appends, and the Gate with write-ahead
+//! journaling (call + outcome records), as every capability call does it.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use agentcap::consent::{Action, Capability, DecisionSource, Gate, Mint, SessionId};
+use agentcap::journal::{Entry, Journal, Kind};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn live_token(gate: &Gate, session: &SessionId) -> u64 {
+    gate.mint(Mint {
+        session: session.clone(),
+        tool: "bench".into(),
+        capability: Capability::MailDelete,
+        targets: (0..8).map(|i| format!("INBOX/{i}.M1P1.bench")).collect(),
+        payload: None,
+        ttl: Duration::from_secs(3600),
+        uses: u32::MAX,
+        decided_by: DecisionSource::StandingGrant,
+    })
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let session = SessionId("bench".into());
+    let gate = Gate::new();
+    let token = live_token(&gate, &session);
+    let targets = vec!["INBOX/3.M1P1.bench".to_string()];
+    let action = Action {
+        capability: Capability::MailDelete,
+        targets: &targets,
+        payload: None,
+    };
+    c.bench_function("gate_authorize_journal_off", |b| {
+        b.iter(|| black_box(gate.authorize(token, &session, "bench", action).unwrap()))
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("bench.sqlite"), false).unwrap();
+    let mut group = c.benchmark_group("journal");
+    group.sample_size(30).measurement_time(Duration::from_secs(8));
+    group.bench_function("append_durable", |b| {
+        b.iter(|| {
+            journal
+                .append(Entry::new(Kind::Call, "bench", "bench", "digest").capability("mail.delete").targets(&targets))
+                .unwrap()
+        })
+    });
+    group.bench_function("gate_authorize_journal_on", |b| {
+        b.iter(|| {
+            gate.authorize(token, &session, "bench", action).unwrap();
+            let call = journal
+                .append(Entry::new(Kind::Call, "bench", "bench", "digest").capability("mail.delete").targets(&targets))
+                .unwrap();
+            journal
+                .append(Entry::new(Kind::Outcome, "bench", "bench", "digest").answers(call).outcome("ok"))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
