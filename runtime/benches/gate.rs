@@ -39,11 +39,17 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(&dir.path().join("bench.sqlite"), false).unwrap();
     let mut group = c.benchmark_group("journal");
-    group.sample_size(30).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("append_durable", |b| {
         b.iter(|| {
             journal
-                .append(Entry::new(Kind::Call, "bench", "bench", "digest").capability("mail.delete").targets(&targets))
+                .append(
+                    Entry::new(Kind::Call, "bench", "bench", "digest")
+                        .capability("mail.delete")
+                        .targets(&targets),
+                )
                 .unwrap()
         })
     });
@@ -51,10 +57,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             gate.authorize(token, &session, "bench", action).unwrap();
             let call = journal
-                .append(Entry::new(Kind::Call, "bench", "bench", "digest").capability("mail.delete").targets(&targets))
+                .append(
+                    Entry::new(Kind::Call, "bench", "bench", "digest")
+                        .capability("mail.delete")
+                        .targets(&targets),
+                )
                 .unwrap();
             journal
-                .append(Entry::new(Kind::Outcome, "bench", "bench", "digest").answers(call).outcome("ok"))
+                .append(
+                    Entry::new(Kind::Outcome, "bench", "bench", "digest")
+                        .answers(call)
+                        .outcome("ok"),
+                )
                 .unwrap()
         })
     });

@@ -13,7 +13,7 @@ use crate::capability;
 use crate::capability::mail::Maildir;
 use crate::consent::{
     Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
-    SharedApprover, TokenHandle, TokenId,
+    SessionState, SharedApprover, TokenHandle, TokenId,
 };
 use crate::journal::{Entry, Journal, Kind};
 use crate::output::CapturedOutput;
@@ -73,6 +73,8 @@ pub struct CallContext {
     pub journal: Arc<Journal>,
     /// The tool's component digest.
     pub tool_digest: String,
+    /// The session's stop state.
+    pub session_state: Arc<SessionState>,
 }
 
 /// The state of one store (one call of one tool).
@@ -147,6 +149,9 @@ impl HostState {
     ) -> wasmtime::Result<Result<T, E>> {
         let id = self.token_id(token)?;
         let call = &self.call;
+        // Held until the outcome is journaled: a stop waits for it, and once
+        // a stop has set the flag, the Gate below refuses.
+        let _in_flight = call.session_state.effect_guard();
         let action = Action {
             capability,
             targets,
@@ -401,7 +406,7 @@ impl CallContext {
         targets.retain(|t| seen.insert(t.clone()));
         let targets_requested = targets.len();
         let (action, items) = capability::describe_intent(self, grant, capability, &targets)?;
-        if self.gate.is_stopped(&self.session) {
+        if self.session_state.is_stopped() {
             return Err(denial(
                 Stopped,
                 format!("session {} was stopped", self.session),
@@ -420,10 +425,17 @@ impl CallContext {
                     payload: None,
                     tool_claim: intent.summary.clone(),
                 };
-                let decision =
-                    tokio::time::timeout(self.consent_timeout, self.approver.decide(&prompt))
-                        .await
-                        .unwrap_or(Decision::TimedOut);
+                let asked =
+                    tokio::time::timeout(self.consent_timeout, self.approver.decide(&prompt));
+                let decision = tokio::select! {
+                    decision = asked => decision.unwrap_or(Decision::TimedOut),
+                    () = self.session_state.stopped() => {
+                        return Err(denial(
+                            Stopped,
+                            format!("session {} was stopped while {capability} awaited a decision", self.session),
+                        ));
+                    }
+                };
                 let channel = self.approver.channel().to_string();
                 match decision {
                     Decision::TimedOut => {

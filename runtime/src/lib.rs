@@ -15,6 +15,7 @@ pub mod output;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+pub mod session;
 pub mod tool;
 
 pub use consent::{Gate, SessionId};

@@ -17,6 +17,7 @@ use crate::host::{CallContext, HostState, linker_for};
 use crate::journal::{Entry, Journal, Kind};
 use crate::policy::{Policy, ToolPolicy};
 use crate::schema::{ArgumentError, json_to_val, val_to_json};
+use crate::session::{SessionStopped, StopHandle, StopReport};
 use crate::tool::{ImportKind, ToolInfo};
 
 /// A tool that could not be loaded.
@@ -152,6 +153,14 @@ pub enum CallError {
         /// What the tool printed before.
         logs: String,
     },
+    /// The session was stopped (before or during the call).
+    #[error("tool `{tool}` was stopped: session {session} was stopped")]
+    Stopped {
+        /// The tool.
+        tool: String,
+        /// The session.
+        session: String,
+    },
     /// Instantiation failed.
     #[error("tool `{tool}` could not start: {message}")]
     Instantiate {
@@ -244,6 +253,16 @@ impl Runtime {
     /// The Gate (for revocation and inspection).
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// A handle that stops sessions of this runtime.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle::new(self.gate.clone(), self.journal.clone())
+    }
+
+    /// Stop `session` (see [`StopHandle::stop_session`]).
+    pub fn stop_session(&self, session: &SessionId, by: &str) -> StopReport {
+        self.stop_handle().stop_session(session, by)
     }
 
     /// The audit journal.
@@ -375,6 +394,13 @@ impl Runtime {
             });
         }
         let params = convert_arguments(function, &spec.params, args)?;
+        let session_state = self.gate.session(session);
+        if session_state.is_stopped() {
+            return Err(CallError::Stopped {
+                tool: tool.name.clone(),
+                session: session.0.clone(),
+            });
+        }
         let limits = &tool.grants.limits;
         let memory_bytes = (limits.memory_mb as usize).saturating_mul(1 << 20);
         let store_limits = StoreLimitsBuilder::new()
@@ -396,6 +422,7 @@ impl Runtime {
             mail: self.mail.clone(),
             journal: self.journal.clone(),
             tool_digest: tool.info.digest.clone(),
+            session_state,
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let state = HostState::new(call, store_limits, wall_time);
@@ -403,10 +430,15 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
+            let call = &ctx.data().call;
+            if call.session_state.is_stopped() {
+                return Err(wasmtime::Error::new(SessionStopped(call.session.clone())));
+            }
             if Instant::now() >= ctx.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Continue(1))
+                // Yield so that a busy guest never holds an executor thread.
+                Ok(UpdateDeadline::Yield(1))
             }
         });
         let instance =
@@ -436,7 +468,7 @@ impl Runtime {
         let stderr = store.data().stderr.text();
         if let Err(error) = outcome {
             let logs = tail(&format!("{stdout}{stderr}"), MAX_LOG_TAIL);
-            let failure = classify_trap(&tool.name, limits, error, logs);
+            let failure = classify_trap(&tool.name, session, limits, error, logs);
             let record = Entry::new(Kind::ToolFailure, &session.0, &tool.name, &tool.info.digest)
                 .detail("function", function)
                 .outcome(failure.to_string());
@@ -473,10 +505,17 @@ fn tail(text: &str, max: usize) -> String {
 
 fn classify_trap(
     tool: &str,
+    session: &SessionId,
     limits: &crate::policy::Limits,
     error: wasmtime::Error,
     logs: String,
 ) -> CallError {
+    if error.downcast_ref::<SessionStopped>().is_some() {
+        return CallError::Stopped {
+            tool: tool.to_string(),
+            session: session.0.clone(),
+        };
+    }
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return CallError::WallTime {
             tool: tool.to_string(),

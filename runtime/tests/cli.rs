@@ -197,13 +197,27 @@ fn journal_verify_tail_and_export() {
     let j = journal.to_str().unwrap();
     let out = agentcap(&["journal", "verify", "--journal", j], dir.path());
     assert!(out.status.success(), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).starts_with("ok: 15 records, chain intact"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("ok: 15 records, chain intact"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = agentcap(&["journal", "tail", "-n", "3", "--journal", j], dir.path());
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[2].starts_with("#15 ") && lines[2].contains("outcome mail.delete: ok: moved 8 to Trash"), "{lines:?}");
-    let out = agentcap(&["journal", "export", "--format", "jsonl", "--journal", j], dir.path());
-    let records: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines[2].starts_with("#15 ")
+            && lines[2].contains("outcome mail.delete: ok: moved 8 to Trash"),
+        "{lines:?}"
+    );
+    let out = agentcap(
+        &["journal", "export", "--format", "jsonl", "--journal", j],
+        dir.path(),
+    );
+    let records: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 15);
     assert_eq!(records[11]["decided_by"], "human via scripted-user");
     assert_eq!(records[11]["outcome"], "approved 8 of 9");
@@ -212,8 +226,16 @@ fn journal_verify_tail_and_export() {
 #[test]
 fn journal_verify_names_the_first_tampered_record() {
     let cases = [
-        ("UPDATE records SET outcome = 'approved 9 of 9' WHERE seq = 12", "#12", "altered"),
-        ("DELETE FROM records WHERE seq = 7", "#8", "removed or reordered"),
+        (
+            "UPDATE records SET outcome = 'approved 9 of 9' WHERE seq = 12",
+            "#12",
+            "altered",
+        ),
+        (
+            "DELETE FROM records WHERE seq = 7",
+            "#8",
+            "removed or reordered",
+        ),
         (
             "UPDATE records SET seq = -1 WHERE seq = 4; UPDATE records SET seq = 4 WHERE seq = 5; UPDATE records SET seq = 5 WHERE seq = -1;",
             "#4",
@@ -222,18 +244,35 @@ fn journal_verify_names_the_first_tampered_record() {
     ];
     for (tamper, first_broken, why) in cases {
         let (dir, journal) = demo_journal();
-        rusqlite::Connection::open(&journal).unwrap().execute_batch(tamper).unwrap();
-        let out = agentcap(&["journal", "verify", "--journal", journal.to_str().unwrap()], dir.path());
-        assert_eq!(out.status.code(), Some(1), "{tamper}: {}", text(&out.stdout));
+        rusqlite::Connection::open(&journal)
+            .unwrap()
+            .execute_batch(tamper)
+            .unwrap();
+        let out = agentcap(
+            &["journal", "verify", "--journal", journal.to_str().unwrap()],
+            dir.path(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{tamper}: {}",
+            text(&out.stdout)
+        );
         let stdout = text(&out.stdout);
-        assert!(stdout.contains(&format!("BROKEN at record {first_broken}")) && stdout.contains(why), "{tamper}: {stdout}");
+        assert!(
+            stdout.contains(&format!("BROKEN at record {first_broken}")) && stdout.contains(why),
+            "{tamper}: {stdout}"
+        );
     }
 }
 
 #[test]
 fn journal_commands_explain_a_missing_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let out = agentcap(&["journal", "verify", "--journal", "nope.sqlite"], dir.path());
+    let out = agentcap(
+        &["journal", "verify", "--journal", "nope.sqlite"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no journal at nope.sqlite"));
 }

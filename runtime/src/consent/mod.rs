@@ -14,10 +14,10 @@ pub use approver::{
     SharedApprover, TerminalApprover, parse_answer,
 };
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An action a tool can be granted: `<interface>.<function>`.
@@ -253,12 +253,46 @@ pub enum Refusal {
     },
 }
 
-/// The single check every capability call passes before acting, and the
-/// owner of all tokens.
+/// What all calls of one session share: the stop flag, a wake-up for
+/// consent requests that are waiting, and the guard that lets a stop wait
+/// for effects already inside a backend.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    stopped: AtomicBool,
+    stop_signal: tokio::sync::Notify,
+    effects: RwLock<()>,
+}
+
+impl SessionState {
+    /// Whether the session was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the session is stopped.
+    pub async fn stopped(&self) {
+        loop {
+            let signal = self.stop_signal.notified();
+            if self.is_stopped() {
+                return;
+            }
+            signal.await;
+        }
+    }
+
+    /// Held by a capability call from its Gate check until its outcome is
+    /// journaled; a stop waits for every holder before it is acknowledged.
+    pub fn effect_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.effects.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The single check every capability call passes before acting, the owner
+/// of all tokens, and the register of sessions and their stop state.
 #[derive(Debug, Default)]
 pub struct Gate {
     tokens: Mutex<HashMap<TokenId, TokenRecord>>,
-    stopped: Mutex<HashSet<SessionId>>,
+    sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
     next_id: AtomicU64,
 }
 
@@ -397,19 +431,54 @@ impl Gate {
         }
     }
 
-    /// Stop a session: revoke all its tokens and refuse any new one.
-    pub fn stop_session(&self, session: &SessionId) {
-        self.stopped.lock().unwrap().insert(session.clone());
+    /// The shared state of `session` (created on first use).
+    pub fn session(&self, session: &SessionId) -> Arc<SessionState> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .entry(session.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Every session the Gate knows, with whether it is stopped.
+    pub fn sessions(&self) -> Vec<(SessionId, bool)> {
+        let sessions = self.sessions.lock().unwrap();
+        let mut list: Vec<_> = sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.is_stopped()))
+            .collect();
+        list.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        list
+    }
+
+    /// Stop a session: refuse any new token or call, wake its pending consent
+    /// requests, revoke its tokens, and wait until no effect of it is still
+    /// inside a backend. When this returns, the stop is acknowledged: no
+    /// further side effect of the session can happen. Returns how many live
+    /// tokens were revoked. Stopping twice is harmless.
+    pub fn stop_session(&self, session: &SessionId) -> usize {
+        let state = self.session(session);
+        state.stopped.store(true, Ordering::SeqCst);
+        state.stop_signal.notify_waiters();
+        let mut revoked = 0;
         for record in self.tokens.lock().unwrap().values_mut() {
-            if &record.session == session {
+            if &record.session == session && !record.revoked {
                 record.revoked = true;
+                revoked += 1;
             }
         }
+        drop(state.effects.write().unwrap_or_else(|p| p.into_inner()));
+        revoked
     }
 
     /// Whether `session` was stopped.
     pub fn is_stopped(&self, session: &SessionId) -> bool {
-        self.stopped.lock().unwrap().contains(session)
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(session)
+            .is_some_and(|s| s.is_stopped())
     }
 
     /// How many tokens the Gate holds (live or not yet forgotten).

@@ -1,0 +1,88 @@
+//! Sessions and stopping them. A session is one agent interaction; its
+//! tokens, pending consent requests and running calls all end when it is
+//! stopped. [`StopHandle`] is the one way to stop (CLI over the control
+//! socket, signals, and the library all use it); every stop is journaled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::consent::{Gate, SessionId};
+use crate::journal::{Entry, Journal, Kind};
+
+/// The error a stopped call traps with (distinguishes a stop from a bug).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("session {0} was stopped")]
+pub struct SessionStopped(pub SessionId);
+
+/// What one stop did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StopReport {
+    /// The session.
+    pub session: String,
+    /// Live tokens revoked.
+    pub revoked: usize,
+    /// Time from the request to the acknowledgement (no effect in flight).
+    pub acknowledged_after_us: u64,
+}
+
+/// Stops sessions; cheap to clone and share with signal handlers, control
+/// sockets and web pages.
+#[derive(Clone)]
+pub struct StopHandle {
+    gate: Arc<Gate>,
+    journal: Arc<Journal>,
+}
+
+impl StopHandle {
+    /// A handle over `gate`, journaling to `journal`.
+    pub fn new(gate: Arc<Gate>, journal: Arc<Journal>) -> StopHandle {
+        StopHandle { gate, journal }
+    }
+
+    /// Stop `session`; returns once the stop is acknowledged: its tokens are
+    /// revoked, its pending consent requests answered `stopped`, running
+    /// guest code traps at the next epoch tick, and no effect of it is
+    /// inside a backend. `by` names who stopped it (recorded).
+    pub fn stop_session(&self, session: &SessionId, by: &str) -> StopReport {
+        let started = Instant::now();
+        let revoked = self.gate.stop_session(session);
+        let took = started.elapsed();
+        let record = Entry::new(Kind::Stop, &session.0, "-", "-")
+            .decided_by(by)
+            .outcome(format!(
+                "stopped: {revoked} live token(s) revoked, acknowledged after {} µs",
+                took.as_micros()
+            ));
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!(
+                "session {session} was stopped but the stop could not be journaled: {e}"
+            );
+        }
+        StopReport {
+            session: session.0.clone(),
+            revoked,
+            acknowledged_after_us: duration_us(took),
+        }
+    }
+
+    /// Stop every session that is not stopped yet.
+    pub fn stop_all(&self, by: &str) -> Vec<StopReport> {
+        self.gate
+            .sessions()
+            .into_iter()
+            .filter(|(_, stopped)| !stopped)
+            .map(|(session, _)| self.stop_session(&session, by))
+            .collect()
+    }
+
+    /// Sessions known to this runtime, with whether each is stopped.
+    pub fn sessions(&self) -> Vec<(SessionId, bool)> {
+        self.gate.sessions()
+    }
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
