@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 
 use crate::capability::mail::{ARCHIVE, INBOX, Maildir, TRASH};
 use crate::consent::{
-    Capability, ConsentPrompt, Decision, ScriptedApprover, SessionId, SharedApprover,
-    TerminalApprover,
+    Approver, Capability, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId,
+    SharedApprover, TerminalApprover,
 };
+use crate::control::{self, ControlSocket};
 use crate::engine::AgentEngine;
 use crate::policy::Policy;
 use crate::runtime::Runtime;
@@ -89,6 +90,87 @@ pub struct DemoSummary {
     pub trash: usize,
     /// Proposed items the user left out that are still in the INBOX.
     pub left_out_untouched: Vec<String>,
+    /// Part 2, the runaway purge: what the stop did.
+    pub purge: Option<PurgeSummary>,
+}
+
+/// Part 2 of the demo: a tool that keeps deleting until the user stops it.
+#[derive(Debug, Clone)]
+pub struct PurgeSummary {
+    /// The session that was stopped.
+    pub session: String,
+    /// Messages in the INBOX when the purge began.
+    pub inbox_before: usize,
+    /// Messages moved to Trash by the purge before the stop.
+    pub deleted_before_stop: usize,
+    /// Messages that changed after the stop was acknowledged (must be 0).
+    pub changed_after_stop: usize,
+    /// The stop's acknowledgement time.
+    pub acknowledged_after_us: u64,
+    /// How the tool's call ended.
+    pub call_ended: String,
+}
+
+/// The scripted user of part 2: approves the first `approvals` deletions,
+/// then presses STOP, sending it over the control socket exactly as
+/// `agentcap stop SESSION` does, and notes the INBOX at the acknowledgement.
+struct StoppingUser {
+    approvals: usize,
+    asked: std::sync::atomic::AtomicUsize,
+    session: SessionId,
+    maildir: PathBuf,
+    stop: std::sync::Mutex<Option<StopTask>>,
+}
+
+/// The STOP in flight: its acknowledgement and the INBOX ids at that moment.
+type StopTask = tokio::task::JoinHandle<anyhow::Result<(crate::session::StopReport, Vec<String>)>>;
+
+impl Approver for StoppingUser {
+    fn channel(&self) -> &str {
+        "scripted-user"
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        Box::pin(async move {
+            let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let item = prompt
+                .items
+                .first()
+                .map(|i| i.description.as_str())
+                .unwrap_or("");
+            println!("  request {n}: {}: {item}", prompt.action);
+            if n <= self.approvals {
+                println!("    -> Alice approves.");
+                return Decision::approve_all(prompt);
+            }
+            println!(
+                "    -> Alice has seen enough and presses STOP (sent over the control socket, as `agentcap stop {}` does).",
+                self.session
+            );
+            // Sent from its own task: the stop answers this very request, and
+            // this future is dropped as soon as it does.
+            let request = control::Request::Stop {
+                session: self.session.0.clone(),
+            };
+            let maildir = self.maildir.clone();
+            let stop = tokio::spawn(async move {
+                let replies = control::send(&control::control_dir(), &request).await?;
+                let inbox = Maildir::open(&maildir)
+                    .and_then(|m| m.list(INBOX))
+                    .map(|l| l.into_iter().map(|m| m.id).collect())
+                    .unwrap_or_default();
+                let report = replies
+                    .into_iter()
+                    .flat_map(|r| r.stopped)
+                    .next()
+                    .context("no running agentcap acknowledged the stop")?;
+                Ok((report, inbox))
+            });
+            *self.stop.lock().unwrap() = Some(stop);
+            // The stop itself answers this request (with `stopped`).
+            std::future::pending().await
+        })
+    }
 }
 
 /// The scripted user's rule.
@@ -190,7 +272,7 @@ pub async fn run_demo(
             "  Alice is scripted (stdin is not a terminal): she approves every request but leaves out the first item of each deletion batch."
         ),
     }
-    let engine = AgentEngine::new(cache_dir)?;
+    let engine = AgentEngine::new(cache_dir.clone())?;
     let runtime = Runtime::new(engine, policy, approver)?;
     let tool = runtime.load_tool("inbox-triage")?;
     println!(
@@ -223,6 +305,7 @@ pub async fn run_demo(
         .cloned()
         .collect();
     let summary = DemoSummary {
+        purge: None,
         workspace: workspace.to_path_buf(),
         inbox: count(INBOX),
         archive: count(ARCHIVE),
@@ -231,8 +314,90 @@ pub async fn run_demo(
         report,
     };
     print_summary(&summary);
+    let summary = DemoSummary {
+        purge: match user {
+            DemoUser::Scripted => Some(run_purge(workspace, &policy_path, cache_dir).await?),
+            DemoUser::Terminal => None,
+        },
+        ..summary
+    };
     print_journal(&runtime);
     Ok(summary)
+}
+
+static PURGE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Part 2: the runaway purge, stopped mid-run through the control socket.
+async fn run_purge(
+    workspace: &Path,
+    policy_path: &Path,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<PurgeSummary> {
+    let n = PURGE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let session = SessionId(format!("purge-{}-{n}", std::process::id()));
+    let maildir = workspace.join("Maildir");
+    let user = Arc::new(StoppingUser {
+        approvals: 3,
+        asked: Default::default(),
+        session: session.clone(),
+        maildir: maildir.clone(),
+        stop: Default::default(),
+    });
+    let runtime = Runtime::new(
+        AgentEngine::new(cache_dir)?,
+        Policy::load(policy_path)?,
+        user.clone(),
+    )?;
+    let _control = ControlSocket::start(&control::control_dir(), runtime.stop_handle())
+        .context("start the control socket for the STOP")?;
+    let tool = runtime.load_tool("inbox-triage")?;
+    let store = Maildir::open(&maildir)?;
+    let inbox_before = store.list(INBOX)?.len();
+    let trash_before = store.list(TRASH).map(|l| l.len()).unwrap_or(0);
+    println!("\n=== Part 2: the agent that would not stop ======================");
+    println!(
+        "Session {session}: tool `purge` deletes promotions one request at a time and ignores refusals."
+    );
+    let ended = match runtime
+        .call(&tool, &session, "purge", &json!({"folder": INBOX}))
+        .await
+    {
+        Ok(outcome) => format!("returned {}", outcome.result),
+        Err(e) => e.to_string(),
+    };
+    let inbox_after: Vec<String> = store.list(INBOX)?.into_iter().map(|m| m.id).collect();
+    let deleted = store.list(TRASH).map(|l| l.len()).unwrap_or(0) - trash_before;
+    let stop = user
+        .stop
+        .lock()
+        .unwrap()
+        .take()
+        .context("Alice never pressed STOP")?;
+    let (report, inbox_at_ack) = stop.await?.context("the STOP was not acknowledged")?;
+    let changed_after_stop = inbox_at_ack
+        .iter()
+        .filter(|id| !inbox_after.contains(id))
+        .count()
+        + inbox_after
+            .iter()
+            .filter(|id| !inbox_at_ack.contains(id))
+            .count();
+    println!(
+        "STOP acknowledged after {} µs ({} live token(s) revoked). The tool's call: {ended}.",
+        report.acknowledged_after_us, report.revoked
+    );
+    println!(
+        "Deleted before the stop: {deleted} (each approved by Alice). Changed after the stop: {changed_after_stop}. Still in INBOX: {}.",
+        inbox_after.len()
+    );
+    Ok(PurgeSummary {
+        session: session.0,
+        inbox_before,
+        deleted_before_stop: deleted,
+        changed_after_stop,
+        acknowledged_after_us: report.acknowledged_after_us,
+        call_ended: ended,
+    })
 }
 
 fn ids(v: &Value) -> Vec<String> {

@@ -314,6 +314,7 @@ impl CallContext {
                     wit_consent::DenialReason::Declined | wit_consent::DenialReason::TimedOut => {
                         format!("human via {}", self.approver.channel())
                     }
+                    wit_consent::DenialReason::Stopped => "stop".to_string(),
                     _ => "policy".to_string(),
                 })
                 .outcome(format!(

@@ -7,6 +7,7 @@
 
 pub mod capability;
 pub mod consent;
+pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod host;

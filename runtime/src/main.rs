@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentcap::consent::{DenyApprover, SessionId, SharedApprover, TerminalApprover};
+use agentcap::control;
 use agentcap::demo::{DemoUser, run_demo};
 use agentcap::journal::Journal;
 use agentcap::policy::ToolPolicy;
@@ -56,6 +57,20 @@ enum Command {
         /// is TOOL, else the file name).
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Stop a session of a running agentcap (or all of them): its tokens are
+    /// revoked, pending consent requests answered `stopped`, running tools
+    /// interrupted. Returns once every process acknowledged.
+    Stop {
+        /// The session to stop.
+        #[arg(required_unless_present_any = ["all", "list"], conflicts_with_all = ["all", "list"])]
+        session: Option<String>,
+        /// Stop every session of every running agentcap.
+        #[arg(long)]
+        all: bool,
+        /// Only list the sessions of running agentcaps.
+        #[arg(long)]
+        list: bool,
     },
     /// Read and check the audit journal.
     Journal {
@@ -165,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
         }
+        Command::Stop { session, all, list } => stop_command(session, all, list).await,
         Command::Journal {
             journal,
             policy,
@@ -191,6 +207,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow::Result<ExitCode> {
+    let dir = control::control_dir();
+    let request = match (session, all, list) {
+        (_, _, true) => control::Request::Sessions,
+        (_, true, _) => control::Request::StopAll,
+        (Some(session), _, _) => control::Request::Stop { session },
+        (None, false, false) => bail!("name a session, or use --all or --list"),
+    };
+    let replies = control::send(&dir, &request).await.with_context(|| {
+        format!(
+            "cannot reach running agentcap processes in {}",
+            dir.display()
+        )
+    })?;
+    if replies.is_empty() {
+        println!(
+            "no running agentcap found (control sockets in {})",
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut stopped_any = false;
+    for reply in &replies {
+        for s in &reply.stopped {
+            stopped_any = true;
+            println!(
+                "stopped session {} in process {}: {} live token(s) revoked, acknowledged after {} µs",
+                s.session, reply.pid, s.revoked, s.acknowledged_after_us
+            );
+        }
+        if matches!(request, control::Request::Sessions) {
+            for (session, stopped) in &reply.sessions {
+                println!(
+                    "process {} session {session}{}",
+                    reply.pid,
+                    if *stopped { " (stopped)" } else { "" }
+                );
+            }
+        }
+    }
+    if let control::Request::Stop { session } = &request {
+        let known = replies
+            .iter()
+            .any(|r| r.sessions.iter().any(|(s, _)| s == session));
+        if !known {
+            println!("no running agentcap has a session named {session}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    if matches!(request, control::Request::StopAll) && !stopped_any {
+        println!("no running session to stop");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn journal_command(
@@ -372,6 +443,8 @@ async fn call(
     let runtime = Runtime::new(engine, policy, approver)?;
     let tool = runtime.load_component(&name, grants, &bytes)?;
     let session = SessionId(format!("cli-{}", std::process::id()));
+    let _control = control::stoppable(runtime.stop_handle());
+    eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await?;
     for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         for line in text.lines() {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::consent::{Gate, SessionId};
 use crate::journal::{Entry, Journal, Kind};
@@ -17,7 +17,7 @@ use crate::journal::{Entry, Journal, Kind};
 pub struct SessionStopped(pub SessionId);
 
 /// What one stop did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopReport {
     /// The session.
     pub session: String,
@@ -75,6 +75,11 @@ impl StopHandle {
             .filter(|(_, stopped)| !stopped)
             .map(|(session, _)| self.stop_session(&session, by))
             .collect()
+    }
+
+    /// Whether this runtime has a session named `session`.
+    pub fn knows(&self, session: &SessionId) -> bool {
+        self.gate.knows(session)
     }
 
     /// Sessions known to this runtime, with whether each is stopped.

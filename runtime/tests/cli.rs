@@ -40,7 +40,7 @@ fn inspect_json_lists_functions_and_exactly_the_imported_capabilities() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["plan", "triage"]);
+    assert_eq!(names, ["plan", "triage", "purge"]);
     let schema = &info["functions"][1]["input_schema"];
     assert_eq!(schema["required"], serde_json::json!(["folder"]));
     assert_eq!(schema["properties"]["folder"]["type"], "string");
@@ -173,6 +173,8 @@ fn demo_runs_unattended_and_summarises() {
         "leaves out [1]",
         "still in INBOX, untouched",
         "On disk now:  INBOX 26, Archive 12, Trash 8",
+        "Alice has seen enough and presses STOP",
+        "Deleted before the stop: 3 (each approved by Alice). Changed after the stop: 0.",
     ] {
         assert!(
             stdout.contains(expected),
@@ -197,12 +199,24 @@ fn journal_verify_tail_and_export() {
     let j = journal.to_str().unwrap();
     let out = agentcap(&["journal", "verify", "--journal", j], dir.path());
     assert!(out.status.success(), "{}", text(&out.stdout));
+    let verdict = text(&out.stdout);
     assert!(
-        text(&out.stdout).starts_with("ok: 15 records, chain intact"),
-        "{}",
-        text(&out.stdout)
+        verdict.starts_with("ok: ") && verdict.contains("records, chain intact"),
+        "{verdict}"
     );
-    let out = agentcap(&["journal", "tail", "-n", "3", "--journal", j], dir.path());
+    let out = agentcap(
+        &[
+            "journal",
+            "tail",
+            "-n",
+            "3",
+            "--session",
+            "demo",
+            "--journal",
+            j,
+        ],
+        dir.path(),
+    );
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3);
     assert!(
@@ -218,7 +232,8 @@ fn journal_verify_tail_and_export() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 15);
+    assert!(records.len() > 15, "part 1 writes 15 records, part 2 more");
+    assert!(records.iter().any(|r| r["kind"] == "stop"));
     assert_eq!(records[11]["decided_by"], "human via scripted-user");
     assert_eq!(records[11]["outcome"], "approved 8 of 9");
 }
@@ -275,4 +290,97 @@ fn journal_commands_explain_a_missing_journal() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no journal at nope.sqlite"));
+}
+
+/// Runs `agentcap call` in a real pseudo-terminal (util-linux `script`), so
+/// the consent prompt waits for a person; `agentcap stop` from another
+/// process must end it with nothing deleted.
+#[test]
+fn agentcap_stop_ends_a_pending_prompt_in_a_terminal() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let dir = workspace();
+    let control = dir.path().join("control");
+    let command = format!(
+        "{} --no-cache call inbox_triage.wasm purge --args '{{\"folder\":\"INBOX\"}}' --policy agentcap.toml",
+        env!("CARGO_BIN_EXE_agentcap")
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env("AGENTCAP_CONTROL_DIR", &control)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script(1)");
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = output.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let session = loop {
+        let text = output.lock().unwrap().clone();
+        if text.contains("Approve?") {
+            let start = text.find("session cli-").expect("session line") + "session ".len();
+            let id: String = text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no consent prompt appeared:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stop = Command::new(env!("CARGO_BIN_EXE_agentcap"))
+        .args(["stop", &session])
+        .env("AGENTCAP_CONTROL_DIR", &control)
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}{}",
+        text(&stop.stdout),
+        text(&stop.stderr)
+    );
+    assert!(
+        text(&stop.stdout).starts_with(&format!("stopped session {session} in process")),
+        "{}",
+        text(&stop.stdout)
+    );
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let all = output.lock().unwrap().clone();
+    assert!(!status.success(), "{all}");
+    assert!(
+        all.contains(&format!("session {session} was stopped")),
+        "{all}"
+    );
+    assert!(
+        !dir.path().join("Maildir/.Trash").exists(),
+        "nothing may be deleted:\n{all}"
+    );
+    // A second stop finds nobody: the process is gone and its socket removed.
+    let again = Command::new(env!("CARGO_BIN_EXE_agentcap"))
+        .args(["stop", "--all"])
+        .env("AGENTCAP_CONTROL_DIR", &control)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stdout));
+    assert!(text(&again.stdout).contains("no running agentcap found"));
 }

@@ -33,4 +33,13 @@ async fn unattended_demo_acts_only_on_the_approved_subset() {
     // Nothing was unlinked: every fixture file still exists somewhere.
     let files = agentcap_tests::snapshot(&dir.path().join("Maildir"));
     assert_eq!(files.len(), 46);
+    // Part 2: the runaway purge is stopped after three approvals.
+    let purge = summary.purge.expect("the scripted demo runs part 2");
+    assert_eq!(purge.deleted_before_stop, 3);
+    assert_eq!(purge.changed_after_stop, 0);
+    assert!(
+        purge.call_ended.contains("was stopped"),
+        "{}",
+        purge.call_ended
+    );
 }

@@ -48,6 +48,12 @@ wit_bindgen::generate!({
             /// Propose the plan, ask consent for each batch, and apply only
             /// the approved subset.
             export triage: func(folder: string, promotion-age-days: option<u32>) -> result<report, string>;
+
+            /// The runaway agent of the incident: delete every promotion of
+            /// `folder`, one consent request per message, and carry on after
+            /// refusals. Only the host's stop ends it. Returns how many it
+            /// deleted.
+            export purge: func(folder: string) -> result<u32, string>;
         }
     "#,
     path: "../../tools-wit/wit",
@@ -135,6 +141,33 @@ impl Guest for InboxTriage {
         }
         report.kept = report.scanned - (report.archived.len() + report.deleted.len()) as u32;
         Ok(report)
+    }
+
+    fn purge(folder: String) -> Result<u32, String> {
+        let messages = list_folder(&folder)?;
+        let mut deleted = 0;
+        // Deliberately ignores refusals and keeps going, like the agent that
+        // "ignored repeated stop": the host must end it.
+        for m in messages.iter().filter(|m| is_promotion(m)) {
+            if Self::purge_one(m) {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+impl InboxTriage {
+    fn purge_one(m: &MessageSummary) -> bool {
+        let ids = [m.id.clone()];
+        let Ok(token) = request(
+            Intent::new("mail.delete")
+                .targets(&ids)
+                .summary("clean up promotions"),
+        ) else {
+            return false;
+        };
+        mail::delete(&token, &ids).is_ok()
     }
 }
 

@@ -472,6 +472,11 @@ impl Gate {
         revoked
     }
 
+    /// Whether the Gate has seen `session` (a call or a stop named it).
+    pub fn knows(&self, session: &SessionId) -> bool {
+        self.sessions.lock().unwrap().contains_key(session)
+    }
+
     /// Whether `session` was stopped.
     pub fn is_stopped(&self, session: &SessionId) -> bool {
         self.sessions

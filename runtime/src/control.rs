@@ -1,0 +1,211 @@
+//! The local control socket: how `agentcap stop` reaches running agentcap
+//! processes. Each process that runs tools listens on a Unix socket
+//! `<control dir>/agentcap-<pid>-<n>.sock` (folder 0700, socket 0600, so only the
+//! same user can stop, or see, its sessions). Requests and replies are one
+//! JSON line each.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::consent::SessionId;
+use crate::session::{StopHandle, StopReport};
+
+/// Something asked of a running agentcap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "request")]
+pub enum Request {
+    /// Stop one session.
+    Stop {
+        /// The session id.
+        session: String,
+    },
+    /// Stop every session.
+    StopAll,
+    /// List sessions.
+    Sessions,
+}
+
+/// A running agentcap's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    /// The process that answered.
+    pub pid: u32,
+    /// Sessions stopped by this request (acknowledged: nothing in flight).
+    pub stopped: Vec<StopReport>,
+    /// Sessions the process knows, with whether each is stopped.
+    pub sessions: Vec<(String, bool)>,
+}
+
+/// The folder holding control sockets: `$AGENTCAP_CONTROL_DIR`, else
+/// `$XDG_RUNTIME_DIR/agentcap`, else `<tmp>/agentcap-<uid>`.
+pub fn control_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AGENTCAP_CONTROL_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("agentcap");
+    }
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!("agentcap-{uid}"))
+}
+
+/// A listening control socket; removed when dropped.
+pub struct ControlSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlSocket {
+    /// Listen in `dir` and answer requests with `stop`. Must be called inside
+    /// a tokio runtime.
+    pub fn start(dir: &Path, stop: StopHandle) -> std::io::Result<ControlSocket> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("agentcap-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, stop).await {
+                        tracing::warn!("control socket request failed: {e}");
+                    }
+                });
+            }
+        });
+        Ok(ControlSocket { path, task })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, stop: StopHandle) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .await?;
+    let request: Request = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let stopped = match request {
+            Request::Stop { session } => {
+                let session = SessionId(session);
+                if stop.knows(&session) {
+                    vec![stop.stop_session(&session, "agentcap stop (control socket)")]
+                } else {
+                    Vec::new()
+                }
+            }
+            Request::StopAll => stop.stop_all("agentcap stop --all (control socket)"),
+            Request::Sessions => Vec::new(),
+        };
+        (stopped, stop.sessions())
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    let reply = Reply {
+        pid: std::process::id(),
+        stopped: stopped.0,
+        sessions: stopped.1.into_iter().map(|(id, s)| (id.0, s)).collect(),
+    };
+    let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+/// Send `request` to every agentcap listening in `dir`; stale sockets of
+/// dead processes are removed. Returns one reply per running process.
+pub async fn send(dir: &Path, request: &Request) -> std::io::Result<Vec<Reply>> {
+    let mut replies = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(replies),
+        Err(e) => return Err(e),
+    };
+    let mut text = serde_json::to_string(request).map_err(std::io::Error::other)?;
+    text.push('\n');
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+            continue;
+        }
+        let mut stream = match UnixStream::connect(&path).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        stream.write_all(text.as_bytes()).await?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await?;
+        replies.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
+    }
+    Ok(replies)
+}
+
+/// Make a running runtime stoppable (inside a tokio runtime): a control socket for `agentcap stop`,
+/// and SIGINT/SIGTERM (first: stop every session; second: exit).
+pub fn stoppable(stop: StopHandle) -> Option<ControlSocket> {
+    let socket = match ControlSocket::start(&control_dir(), stop.clone()) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            eprintln!("warning: no control socket, `agentcap stop` cannot reach this process: {e}");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let mut first = true;
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if !first {
+                eprintln!("\n{name} again: exiting now");
+                std::process::exit(130);
+            }
+            first = false;
+            let stop = stop.clone();
+            let reports =
+                tokio::task::spawn_blocking(move || stop.stop_all(&format!("signal {name}")))
+                    .await
+                    .unwrap_or_default();
+            eprintln!(
+                "\n{name}: stopped {} session(s); no further side effect will happen. Press Ctrl-C again to exit.",
+                reports.len()
+            );
+        }
+    });
+    socket
+}
