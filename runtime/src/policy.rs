@@ -195,6 +195,20 @@ pub struct Limits {
     /// waiting for a human's consent.
     #[serde(default = "default_wall_time_ms")]
     pub wall_time_ms: u64,
+    /// Calls of this tool that may run at once; more are refused.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
+    /// Largest result (as JSON) a call may return, in MiB.
+    #[serde(default = "default_max_result_mb")]
+    pub max_result_mb: u64,
+}
+
+fn default_max_concurrent_calls() -> u32 {
+    4
+}
+
+fn default_max_result_mb() -> u64 {
+    16
 }
 
 fn default_memory_mb() -> u64 {
@@ -210,6 +224,8 @@ impl Default for Limits {
         Limits {
             memory_mb: default_memory_mb(),
             wall_time_ms: default_wall_time_ms(),
+            max_concurrent_calls: default_max_concurrent_calls(),
+            max_result_mb: default_max_result_mb(),
         }
     }
 }
@@ -294,7 +310,12 @@ impl Policy {
                     )));
                 }
             }
-            if tool.limits.memory_mb == 0 || tool.limits.wall_time_ms == 0 {
+            let l = &tool.limits;
+            if l.memory_mb == 0
+                || l.wall_time_ms == 0
+                || l.max_concurrent_calls == 0
+                || l.max_result_mb == 0
+            {
                 return Err(invalid(format!(
                     "tools.{name}: limits must be greater than zero"
                 )));

@@ -153,6 +153,28 @@ pub enum CallError {
         /// What the tool printed before.
         logs: String,
     },
+    /// The tool already runs as many calls as its limit allows.
+    #[error(
+        "tool `{tool}` already runs {limit} call(s), its limit (max_concurrent_calls); try again when one ends"
+    )]
+    TooManyCalls {
+        /// The tool.
+        tool: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// The result is larger than the tool's limit.
+    #[error(
+        "tool `{tool}` returned {size_mb} MiB, more than its limit of {limit_mb} MiB (max_result_mb)"
+    )]
+    ResultTooLarge {
+        /// The tool.
+        tool: String,
+        /// The result's size.
+        size_mb: u64,
+        /// The limit.
+        limit_mb: u64,
+    },
     /// The session was stopped (before or during the call).
     #[error("tool `{tool}` was stopped: session {session} was stopped")]
     Stopped {
@@ -192,6 +214,7 @@ pub struct LoadedTool {
     pre: InstancePre<HostState>,
     exports: HashMap<String, ComponentExportIndex>,
     from_cache: bool,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl LoadedTool {
@@ -355,11 +378,14 @@ impl Runtime {
         }
         Ok(LoadedTool {
             name: name.to_string(),
-            grants: Arc::new(grants),
             info,
             pre,
             exports,
             from_cache: compiled.from_cache,
+            running: Arc::new(tokio::sync::Semaphore::new(
+                grants.limits.max_concurrent_calls as usize,
+            )),
+            grants: Arc::new(grants),
         })
     }
 
@@ -394,6 +420,14 @@ impl Runtime {
             });
         }
         let params = convert_arguments(function, &spec.params, args)?;
+        let _slot =
+            tool.running
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| CallError::TooManyCalls {
+                    tool: tool.name.clone(),
+                    limit: tool.grants.limits.max_concurrent_calls,
+                })?;
         let session_state = self.gate.session(session);
         if session_state.is_stopped() {
             return Err(CallError::Stopped {
@@ -478,6 +512,14 @@ impl Runtime {
             return Err(failure);
         }
         let result = results.first().map_or(Value::Null, val_to_json);
+        let size = serde_json::to_vec(&result).map_or(0, |v| v.len() as u64);
+        if size > limits.max_result_mb << 20 {
+            return Err(CallError::ResultTooLarge {
+                tool: tool.name.clone(),
+                size_mb: size.div_ceil(1 << 20),
+                limit_mb: limits.max_result_mb,
+            });
+        }
         let is_error = matches!(results.first(), Some(Val::Result(Err(_))));
         Ok(CallOutcome {
             result,

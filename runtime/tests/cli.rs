@@ -292,66 +292,96 @@ fn journal_commands_explain_a_missing_journal() {
     assert!(text(&out.stderr).contains("no journal at nope.sqlite"));
 }
 
-/// Runs `agentcap call` in a real pseudo-terminal (util-linux `script`), so
-/// the consent prompt waits for a person; `agentcap stop` from another
-/// process must end it with nothing deleted.
+/// `agentcap call ... purge` running in a real pseudo-terminal (util-linux
+/// `script`), so its consent prompt waits for a person.
+struct PromptingCall {
+    dir: tempfile::TempDir,
+    control: std::path::PathBuf,
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PromptingCall {
+    /// Start it and wait for the first prompt; returns it with the session id.
+    fn start() -> (PromptingCall, String) {
+        use std::io::Read;
+        let dir = workspace();
+        let control = dir.path().join("control");
+        let command = format!(
+            "{} --no-cache call inbox_triage.wasm purge --args '{{\"folder\":\"INBOX\"}}' --policy agentcap.toml",
+            env!("CARGO_BIN_EXE_agentcap")
+        );
+        let mut child = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .current_dir(dir.path())
+            .env("AGENTCAP_CONTROL_DIR", &control)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script(1)");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let run = PromptingCall {
+            dir,
+            control,
+            child,
+            output,
+            reader: Some(reader),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let session = loop {
+            let text = run.output.lock().unwrap().clone();
+            if text.contains("Approve?") {
+                let start = text.find("session cli-").expect("session line") + "session ".len();
+                break text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no consent prompt appeared:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        (run, session)
+    }
+
+    fn agentcap(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_agentcap"))
+            .args(args)
+            .env("AGENTCAP_CONTROL_DIR", &self.control)
+            .output()
+            .unwrap()
+    }
+
+    /// Wait for the call to end; returns whether it succeeded and its output.
+    fn finish(mut self) -> (bool, String, tempfile::TempDir) {
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        let all = self.output.lock().unwrap().clone();
+        (status.success(), all, self.dir)
+    }
+}
+
 #[test]
 fn agentcap_stop_ends_a_pending_prompt_in_a_terminal() {
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-
-    let dir = workspace();
-    let control = dir.path().join("control");
-    let command = format!(
-        "{} --no-cache call inbox_triage.wasm purge --args '{{\"folder\":\"INBOX\"}}' --policy agentcap.toml",
-        env!("CARGO_BIN_EXE_agentcap")
-    );
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .current_dir(dir.path())
-        .env("AGENTCAP_CONTROL_DIR", &control)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run script(1)");
-    let output = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = output.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let session = loop {
-        let text = output.lock().unwrap().clone();
-        if text.contains("Approve?") {
-            let start = text.find("session cli-").expect("session line") + "session ".len();
-            let id: String = text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            break id;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no consent prompt appeared:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stop = Command::new(env!("CARGO_BIN_EXE_agentcap"))
-        .args(["stop", &session])
-        .env("AGENTCAP_CONTROL_DIR", &control)
-        .output()
-        .unwrap();
+    let (run, session) = PromptingCall::start();
+    let stop = run.agentcap(&["stop", &session]);
     assert!(
         stop.status.success(),
         "{}{}",
@@ -363,10 +393,9 @@ fn agentcap_stop_ends_a_pending_prompt_in_a_terminal() {
         "{}",
         text(&stop.stdout)
     );
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let all = output.lock().unwrap().clone();
-    assert!(!status.success(), "{all}");
+    let control = run.control.clone();
+    let (ok, all, dir) = run.finish();
+    assert!(!ok, "{all}");
     assert!(
         all.contains(&format!("session {session} was stopped")),
         "{all}"
@@ -383,4 +412,38 @@ fn agentcap_stop_ends_a_pending_prompt_in_a_terminal() {
         .unwrap();
     assert_eq!(again.status.code(), Some(1), "{}", text(&again.stdout));
     assert!(text(&again.stdout).contains("no running agentcap found"));
+}
+
+#[test]
+fn sigint_stops_the_sessions_of_a_running_call() {
+    let (run, session) = PromptingCall::start();
+    let listed = run.agentcap(&["stop", "--list"]);
+    assert!(
+        text(&listed.stdout).contains(&format!("session {session}")),
+        "{}",
+        text(&listed.stdout)
+    );
+    let pid = session.trim_start_matches("cli-");
+    let kill = Command::new("kill").args(["-INT", pid]).status().unwrap();
+    assert!(kill.success());
+    let (ok, all, dir) = run.finish();
+    assert!(!ok, "{all}");
+    assert!(all.contains("SIGINT: stopped 1 session(s)"), "{all}");
+    assert!(
+        all.contains(&format!("session {session} was stopped")),
+        "{all}"
+    );
+    assert!(
+        !dir.path().join("Maildir/.Trash").exists(),
+        "nothing may be deleted:\n{all}"
+    );
+    let journal =
+        agentcap::journal::Journal::open(&dir.path().join("journal.sqlite"), false).unwrap();
+    let stop = journal
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "stop")
+        .expect("the stop is journaled");
+    assert_eq!(stop.decided_by.as_deref(), Some("signal SIGINT"));
 }

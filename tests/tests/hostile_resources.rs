@@ -140,3 +140,46 @@ async fn a_token_flood_is_capped_and_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(ok.result, json!({"ok": 10}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_and_result_size_are_capped() {
+    let ws = Workspace::new();
+    let policy = "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n[tools.hostile]\ncomponent = \"x.wasm\"\n\
+                  limits = { memory_mb = 64, wall_time_ms = 2000, max_concurrent_calls = 1, max_result_mb = 8 }\n";
+    let (runtime, tool) = ws.load_guest(
+        policy,
+        shared(ScriptedApprover::new("test-user", Decision::approve_all)),
+        "hostile",
+        "hostile_resources",
+    );
+    let (runtime, tool) = (std::sync::Arc::new(runtime), std::sync::Arc::new(tool));
+    let busy = {
+        let (runtime, tool) = (runtime.clone(), tool.clone());
+        tokio::spawn(async move {
+            runtime
+                .call(&tool, &SessionId("a".into()), "spin", &json!({}))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let err = call(&runtime, &tool, "grow", json!({"mib": 1}))
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(err, CallError::TooManyCalls { limit: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_concurrent_calls"), "{err}");
+    assert!(matches!(
+        busy.await.unwrap(),
+        Err(CallError::WallTime { .. })
+    ));
+    let err = call(&runtime, &tool, "huge-string", json!({"mib": 20}))
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, CallError::ResultTooLarge { limit_mb: 8, .. }),
+        "{err}"
+    );
+    assert_host_alive(&runtime, &tool).await;
+}
