@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Example tools embedded in the binary (package name, file stem).
-const EMBEDDED: &[(&str, &str)] = &[("inbox-triage", "inbox_triage")];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("inbox-triage", "inbox_triage"),
+    ("forum-reply", "forum_reply"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -29,6 +29,20 @@ static FIXTURE_MAILDIR: Dir<'_> =
 pub static INBOX_TRIAGE_WASM: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/inbox_triage.wasm"));
 
+/// The forum-reply component, built for wasm32-wasip2 by build.rs.
+pub static FORUM_REPLY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/forum_reply.wasm"));
+
+/// The demo company's database (service metrics, and personal data).
+pub const COMPANY_SQL: &str = include_str!("../../examples/forum-reply/fixtures/company.sql");
+
+/// The colleague's question the forum demo answers: (title, author, body).
+pub const FORUM_QUESTION: (&str, &str, &str) = (
+    "Checkout got slow since Tuesday: which service is it?",
+    "bob",
+    "Customers report that checkout takes seconds since Tuesday. Does anyone know which \
+     service is behind it? Should I give the contractor access to the production database?",
+);
+
 /// The policy the demo writes next to its mailbox.
 pub const DEMO_POLICY: &str = r#"# The operator's policy for the demo.
 user = "alice"
@@ -40,6 +54,14 @@ maildir = "Maildir"
 # Every request, decision, call and outcome, hash-chained.
 [journal]
 path = "journal.sqlite"
+
+# The company forum (local) and the database tools may query (read-only).
+[forum]
+database = "forum.sqlite"
+
+[data]
+database = "company.sqlite"
+max_rows = 100
 
 [tools.inbox-triage]
 component = "inbox_triage.wasm"
@@ -63,6 +85,27 @@ capability = "mail.delete"
 mode = "ask"
 folders = ["INBOX"]
 expires_after_secs = 60
+
+[tools.forum-reply]
+component = "forum_reply.wasm"
+
+[[tools.forum-reply.grants]]
+capability = "forum.read-thread"
+mode = "standing"
+threads = [1]
+
+# Only the metrics table; user_accounts is not granted.
+[[tools.forum-reply.grants]]
+capability = "data.query"
+mode = "standing"
+tables = ["service_metrics"]
+max_uses = 1
+
+# Posting on Alice's behalf needs her consent for the exact text.
+[[tools.forum-reply.grants]]
+capability = "forum.post"
+mode = "ask"
+threads = [1]
 "#;
 
 /// Who answers the demo's consent prompts.
@@ -92,6 +135,21 @@ pub struct DemoSummary {
     pub left_out_untouched: Vec<String>,
     /// Part 2, the runaway purge: what the stop did.
     pub purge: Option<PurgeSummary>,
+    /// Part 3, the forum answer.
+    pub forum: Option<ForumSummary>,
+}
+
+/// Part 3 of the demo: a forum answer that needs permission.
+#[derive(Debug, Clone)]
+pub struct ForumSummary {
+    /// Posts in the thread after the declined request (must be 1: the question).
+    pub posts_after_decline: usize,
+    /// The post as published after approval (label included).
+    pub published: String,
+    /// The stored provenance.
+    pub provenance: Option<crate::capability::forum::StoredProvenance>,
+    /// The refusal of the account lookup.
+    pub account_lookup_refusal: String,
 }
 
 /// Part 2 of the demo: a tool that keeps deleting until the user stops it.
@@ -210,6 +268,16 @@ pub fn prepare_workspace(workspace: &Path) -> anyhow::Result<PathBuf> {
     }
     extract(&FIXTURE_MAILDIR, &maildir).context("copy the fixture Maildir")?;
     std::fs::write(workspace.join("inbox_triage.wasm"), INBOX_TRIAGE_WASM)?;
+    std::fs::write(workspace.join("forum_reply.wasm"), FORUM_REPLY_WASM)?;
+    let company = workspace.join("company.sqlite");
+    if !company.exists() {
+        rusqlite::Connection::open(&company)?.execute_batch(COMPANY_SQL)?;
+    }
+    let forum = crate::capability::forum::SqliteForum::open(&workspace.join("forum.sqlite"))?;
+    if crate::capability::forum::Forum::list_threads(&forum)?.is_empty() {
+        let (title, author, body) = FORUM_QUESTION;
+        forum.add_thread(title, author, body)?;
+    }
     let policy = workspace.join("agentcap.toml");
     std::fs::write(&policy, DEMO_POLICY)?;
     Ok(policy)
@@ -306,6 +374,7 @@ pub async fn run_demo(
         .collect();
     let summary = DemoSummary {
         purge: None,
+        forum: None,
         workspace: workspace.to_path_buf(),
         inbox: count(INBOX),
         archive: count(ARCHIVE),
@@ -314,15 +383,109 @@ pub async fn run_demo(
         report,
     };
     print_summary(&summary);
+    let scripted = user == DemoUser::Scripted;
     let summary = DemoSummary {
-        purge: match user {
-            DemoUser::Scripted => Some(run_purge(workspace, &policy_path, cache_dir).await?),
-            DemoUser::Terminal => None,
+        purge: match scripted {
+            true => Some(run_purge(workspace, &policy_path, cache_dir.clone()).await?),
+            false => None,
+        },
+        forum: match scripted {
+            true => Some(run_forum(workspace, &policy_path, cache_dir).await?),
+            false => None,
         },
         ..summary
     };
     print_journal(&runtime);
     Ok(summary)
+}
+
+/// Part 3: the forum answer. Alice declines the first request to post and
+/// approves the second; a variant that reads `user_accounts` is refused.
+async fn run_forum(
+    workspace: &Path,
+    policy_path: &Path,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ForumSummary> {
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let user = ScriptedApprover::new("scripted-user", move |prompt: &ConsentPrompt| {
+        println!("\n--- consent request ---------------------------------------------");
+        print!("{}", prompt.render());
+        if asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            println!("Scripted user: declines (Alice wants to check the numbers herself first).");
+            Decision::Decline("Alice wants to check the numbers herself first".into())
+        } else {
+            println!("Scripted user: approves.");
+            Decision::approve_all(prompt)
+        }
+    });
+    let runtime = Runtime::new(
+        AgentEngine::new(cache_dir)?,
+        Policy::load(policy_path)?,
+        Arc::new(user),
+    )?;
+    let tool = runtime.load_tool("forum-reply")?;
+    let forum = crate::capability::forum::SqliteForum::open(&workspace.join("forum.sqlite"))?;
+    use crate::capability::forum::Forum as _;
+    let session = SessionId("forum".into());
+    println!("\n=== Part 3: the forum answer that needed permission ==============");
+    let (title, author, _) = FORUM_QUESTION;
+    println!(
+        "Thread #1 \u{201c}{title}\u{201d} by {author}. The tool `forum-reply` reads it, may query service_metrics, and asks before posting."
+    );
+
+    let first = runtime
+        .call(&tool, &session, "reply", &json!({"thread": 1}))
+        .await?;
+    let posts_after_decline = forum.read_thread(1)?.posts.len();
+    println!(
+        "Result: {}; the thread has {posts_after_decline} post(s): nothing was posted.",
+        first.result["ok"]["refusal"]
+            .as_str()
+            .unwrap_or("no refusal?")
+    );
+
+    let second = runtime
+        .call(&tool, &session, "reply", &json!({"thread": 1}))
+        .await?;
+    let published = second.result["ok"]["published"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let post_id = second.result["ok"]["posted"].as_u64().unwrap_or(0);
+    let provenance = forum.provenance(post_id)?;
+    println!("\nPublished in thread #1 (as stored):");
+    for line in published.lines() {
+        println!("  | {line}");
+    }
+    if let Some(p) = &provenance {
+        println!(
+            "Provenance stored with it: generated_by={}, tool={} (sha256 {}…), approver={}, token={}",
+            p.generated_by,
+            p.tool,
+            &p.component_digest[..12.min(p.component_digest.len())],
+            p.approver,
+            p.token
+        );
+    }
+
+    let third = runtime
+        .call(
+            &tool,
+            &session,
+            "draft-with-account-lookup",
+            &json!({"thread": 1}),
+        )
+        .await?;
+    let account_lookup_refusal = third.result["err"].as_str().unwrap_or("").to_string();
+    println!(
+        "\nA variant that also looks up the asker in user_accounts:\n  Refused: {account_lookup_refusal}"
+    );
+    Ok(ForumSummary {
+        posts_after_decline,
+        published,
+        provenance,
+        account_lookup_refusal,
+    })
 }
 
 static PURGE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -13,7 +13,7 @@ use crate::capability;
 use crate::capability::mail::Maildir;
 use crate::consent::{
     Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
-    SessionState, SharedApprover, TokenHandle, TokenId,
+    SessionState, SharedApprover, TokenHandle, TokenId, TokenRecord,
 };
 use crate::journal::{Entry, Journal, Kind};
 use crate::output::CapturedOutput;
@@ -69,6 +69,12 @@ pub struct CallContext {
     pub consent_timeout: Duration,
     /// The mail store, if configured.
     pub mail: Option<Arc<Maildir>>,
+    /// The forum, if configured.
+    pub forum: Option<Arc<dyn crate::capability::forum::Forum>>,
+    /// The label template for forum posts.
+    pub forum_label: String,
+    /// The database for `data.query`, if configured.
+    pub data: Option<Arc<crate::capability::data::DataSource>>,
     /// The audit journal.
     pub journal: Arc<Journal>,
     /// The tool's component digest.
@@ -138,13 +144,15 @@ impl HostState {
     /// its outcome. A refusal, or a journal that cannot be written, means the
     /// effect never runs; `refused` turns the reason into the capability's
     /// error.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn through_gate<T, E>(
         &self,
         token: &Resource<TokenHandle>,
         capability: Capability,
         targets: &[String],
+        payload: Option<&str>,
         refused: impl FnOnce(String) -> E,
-        effect: impl FnOnce(&CallContext) -> Result<T, E>,
+        effect: impl FnOnce(&CallContext, &TokenRecord) -> Result<T, E>,
         describe: impl FnOnce(&Result<T, E>) -> String,
     ) -> wasmtime::Result<Result<T, E>> {
         let id = self.token_id(token)?;
@@ -155,27 +163,32 @@ impl HostState {
         let action = Action {
             capability,
             targets,
-            payload: None,
+            payload,
         };
-        if let Err(refusal) = call.gate.authorize(id, &call.session, &call.tool, action) {
-            let message = refusal.to_string();
-            let record = call
-                .entry(Kind::Refusal)
-                .capability(capability.as_str())
-                .targets(targets)
-                .detail("token", id)
-                .outcome(&message);
-            if let Err(e) = call.journal.append(record) {
-                tracing::error!("could not journal a refusal: {e}");
+        let record = match call.gate.authorize(id, &call.session, &call.tool, action) {
+            Ok(record) => record,
+            Err(refusal) => {
+                let message = refusal.to_string();
+                let record = call
+                    .entry(Kind::Refusal)
+                    .capability(capability.as_str())
+                    .targets(targets)
+                    .payload(payload)
+                    .detail("token", id)
+                    .outcome(&message);
+                if let Err(e) = call.journal.append(record) {
+                    tracing::error!("could not journal a refusal: {e}");
+                }
+                return Ok(Err(refused(message)));
             }
-            return Ok(Err(refused(message)));
-        }
-        let record = call
+        };
+        let entry = call
             .entry(Kind::Call)
             .capability(capability.as_str())
             .targets(targets)
+            .payload(payload)
             .detail("token", id);
-        let call_seq = match call.journal.append(record) {
+        let call_seq = match call.journal.append(entry) {
             Ok(seq) => seq,
             Err(e) => {
                 return Ok(Err(refused(format!(
@@ -183,7 +196,7 @@ impl HostState {
                 ))));
             }
         };
-        let result = effect(call);
+        let result = effect(call, &record);
         let record = call
             .entry(Kind::Outcome)
             .capability(capability.as_str())
@@ -268,6 +281,8 @@ struct Decided {
     decided_by: DecisionSource,
     ttl: Duration,
     uses: u32,
+    payload: Option<String>,
+    stamp: Option<String>,
 }
 
 fn reason_name(reason: wit_consent::DenialReason) -> &'static str {
@@ -337,10 +352,11 @@ impl CallContext {
                 tool: self.tool.clone(),
                 capability: d.capability,
                 targets: d.approved.clone(),
-                payload: None,
+                payload: d.payload.clone(),
                 ttl: d.ttl,
                 uses: d.uses,
                 decided_by: d.decided_by,
+                stamp: d.stamp.clone(),
             })
             .map_err(|refusal| denial(wit_consent::DenialReason::Stopped, refusal.to_string()))?;
         let minted = self
@@ -396,23 +412,60 @@ impl CallContext {
             }
             Some(g) => g,
         };
-        if intent.payload.is_some() {
-            return Err(denial(
-                Invalid,
-                format!("{capability} carries no content; the intent's payload must be empty"),
-            ));
+        match (&intent.payload, capability.carries_payload()) {
+            (Some(_), false) => {
+                return Err(denial(
+                    Invalid,
+                    format!("{capability} carries no content; the intent's payload must be empty"),
+                ));
+            }
+            (None, true) => {
+                return Err(denial(
+                    Invalid,
+                    format!("{capability} needs the exact content as the intent's payload"),
+                ));
+            }
+            _ => {}
         }
         let mut targets = intent.targets.clone();
         let mut seen = std::collections::HashSet::new();
         targets.retain(|t| seen.insert(t.clone()));
         let targets_requested = targets.len();
-        let (action, items) = capability::describe_intent(self, grant, capability, &targets)?;
+        let described = capability::describe_intent(
+            self,
+            grant,
+            capability,
+            &targets,
+            intent.payload.as_deref(),
+        )?;
+        let (action, items) = (described.action, described.items);
+        let targets = described.targets;
         if self.session_state.is_stopped() {
             return Err(denial(
                 Stopped,
                 format!("session {} was stopped", self.session),
             ));
         }
+        // Content that will be published carries the host's label; the
+        // human sees it exactly as it will appear, label included.
+        let approver_name = match grant.mode {
+            ConsentMode::Standing => "a standing grant of the operator".to_string(),
+            _ => format!("{} via {}", self.user, self.approver.channel()),
+        };
+        let stamp = (capability == Capability::ForumPost).then(|| {
+            crate::capability::forum::label(
+                &self.forum_label,
+                &self.tool,
+                &self.user,
+                &approver_name,
+                std::time::SystemTime::now(),
+            )
+        });
+        let shown_payload = match (&intent.payload, &stamp) {
+            (Some(body), Some(stamp)) => Some(crate::capability::forum::labelled(body, stamp)),
+            (payload, None) => payload.clone(),
+            (None, Some(_)) => None,
+        };
         let (approved, decided_by) = match grant.mode {
             ConsentMode::Standing => (targets, DecisionSource::StandingGrant),
             ConsentMode::Ask => {
@@ -423,7 +476,7 @@ impl CallContext {
                     capability,
                     action,
                     items,
-                    payload: None,
+                    payload: shown_payload,
                     tool_claim: intent.summary.clone(),
                 };
                 let asked =
@@ -481,6 +534,8 @@ impl CallContext {
             decided_by,
             ttl: grant.token_ttl(),
             uses: grant.max_uses,
+            payload: intent.payload.clone(),
+            stamp,
         })
     }
 }
@@ -618,6 +673,18 @@ pub fn linker_for(engine: &Engine, grants: &ToolPolicy) -> wasmtime::Result<Link
     wit_consent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     if grants.links_interface("mail") {
         wit_mail::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    if grants.links_interface("forum") {
+        bindings::agentcap::tools::forum::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
+    }
+    if grants.links_interface("data") {
+        bindings::agentcap::tools::data::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )?;
     }
     Ok(linker)
 }

@@ -75,6 +75,12 @@ pub struct Policy {
     /// Seconds a human has to answer a consent prompt; silence is a refusal.
     #[serde(default = "default_consent_timeout_secs")]
     pub consent_timeout_secs: u64,
+    /// The forum backend, if any tool may use the forum.
+    #[serde(default)]
+    pub forum: Option<ForumBackend>,
+    /// The database for `data.query`, if any tool may query.
+    #[serde(default)]
+    pub data: Option<DataBackend>,
     /// Where and how the audit journal is kept.
     #[serde(default)]
     pub journal: JournalSettings,
@@ -88,6 +94,63 @@ pub struct Policy {
 
 fn default_consent_timeout_secs() -> u64 {
     120
+}
+
+/// Where the forum is: a local SQLite forum, or a Discourse-style server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForumBackend {
+    /// A local forum database (SQLite), created if missing.
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+    /// The base URL of a Discourse-style server (`POST /posts.json`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable holding the server's API key (never shown
+    /// to tools).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The user the server posts as.
+    #[serde(default)]
+    pub api_username: Option<String>,
+    /// Seconds before a server request is abandoned.
+    #[serde(default = "default_http_timeout_secs")]
+    pub timeout_secs: u64,
+    /// The label stamped on every AI-written post. Placeholders: `{tool}`,
+    /// `{user}`, `{approver}`, `{time}`. It cannot be turned off.
+    #[serde(default = "default_label")]
+    pub label: String,
+}
+
+fn default_http_timeout_secs() -> u64 {
+    10
+}
+
+fn default_label() -> String {
+    "Posted by an AI agent (tool {tool}) on behalf of {user}; approved by {approver} at {time}."
+        .to_string()
+}
+
+/// The database `data.query` reads (opened read-only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataBackend {
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// Most rows a query returns.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    /// Milliseconds a query may run.
+    #[serde(default = "default_query_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_rows() -> usize {
+    1000
+}
+
+fn default_query_timeout_ms() -> u64 {
+    2000
 }
 
 /// The audit journal's settings.
@@ -148,6 +211,16 @@ pub struct Grant {
     /// absent = all folders.
     #[serde(default)]
     pub folders: Option<Vec<String>>,
+    /// Forum threads the capability may touch; absent = all threads.
+    #[serde(default)]
+    pub threads: Option<Vec<u64>>,
+    /// Tables a `data.query` may read; required for `data.query`.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+    /// Columns (`table.column`) a `data.query` may read; absent = every
+    /// column of the granted tables.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
     /// Lifetime of each token minted under this grant.
     #[serde(default = "default_expires_after_secs")]
     pub expires_after_secs: u64,
@@ -273,6 +346,18 @@ impl Policy {
             path: origin.to_path_buf(),
             message,
         };
+        if let Some(forum) = &policy.forum {
+            if forum.database.is_some() == forum.url.is_some() {
+                return Err(invalid(
+                    "[forum] needs exactly one of `database` or `url`".into(),
+                ));
+            }
+            if !forum.label.contains("{tool}") || !forum.label.contains("{user}") {
+                return Err(invalid(
+                    "[forum] label must name the tool and the user ({tool}, {user}); AI posts are always labelled".into(),
+                ));
+            }
+        }
         if policy.user.trim().is_empty() {
             return Err(invalid("`user` must name the person tools act for".into()));
         }
@@ -304,9 +389,20 @@ impl Policy {
                         "tools.{name}: grant for {capability}: expires_after_secs must be at least 1"
                     )));
                 }
-                if capability.interface() == "mail" && policy.mail.is_none() {
+                let missing = match capability.interface() {
+                    "mail" => policy.mail.is_none(),
+                    "forum" => policy.forum.is_none(),
+                    _ => policy.data.is_none(),
+                };
+                if missing {
                     return Err(invalid(format!(
-                        "tools.{name} is granted {capability}, but the policy has no [mail] backend"
+                        "tools.{name} is granted {capability}, but the policy has no [{}] backend",
+                        capability.interface()
+                    )));
+                }
+                if capability == Capability::DataQuery && grant.tables.is_none() {
+                    return Err(invalid(format!(
+                        "tools.{name}: a grant for data.query must list its `tables`"
                     )));
                 }
             }
@@ -330,6 +426,8 @@ impl Policy {
         Policy {
             user: user.to_string(),
             mail: None,
+            forum: None,
+            data: None,
             consent_timeout_secs: default_consent_timeout_secs(),
             journal: JournalSettings::default(),
             tools: BTreeMap::new(),

@@ -10,6 +10,8 @@ use serde_json::Value;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
+use crate::capability::data::DataSource;
+use crate::capability::forum::Forum;
 use crate::capability::mail::Maildir;
 use crate::consent::{Gate, SessionId, SharedApprover};
 use crate::engine::AgentEngine;
@@ -241,6 +243,8 @@ pub struct Runtime {
     gate: Arc<Gate>,
     approver: SharedApprover,
     mail: Option<Arc<Maildir>>,
+    forum: Option<Arc<dyn Forum>>,
+    data: Option<Arc<DataSource>>,
     journal: Arc<Journal>,
 }
 
@@ -261,6 +265,24 @@ impl Runtime {
             }
             None => None,
         };
+        let forum = match &policy.forum {
+            Some(settings) => Some(
+                crate::capability::forum::open(settings, |p| policy.resolve(p))
+                    .map_err(|e| LoadError::Setup(format!("cannot open the forum: {e}")))?,
+            ),
+            None => None,
+        };
+        let data = match &policy.data {
+            Some(settings) => Some(Arc::new(
+                DataSource::new(
+                    &policy.resolve(&settings.database),
+                    settings.max_rows,
+                    Duration::from_millis(settings.timeout_ms),
+                )
+                .map_err(|e| LoadError::Setup(format!("cannot open the database: {e}")))?,
+            )),
+            None => None,
+        };
         let journal = Journal::open(&policy.journal_path(), policy.journal.record_payloads)
             .map_err(|e| LoadError::Setup(format!("cannot open the audit journal: {e}")))?;
         Ok(Runtime {
@@ -269,6 +291,8 @@ impl Runtime {
             gate: Arc::new(Gate::new()),
             approver,
             mail,
+            forum,
+            data,
             journal: Arc::new(journal),
         })
     }
@@ -454,6 +478,14 @@ impl Runtime {
             approver: self.approver.clone(),
             consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
             mail: self.mail.clone(),
+            forum: self.forum.clone(),
+            forum_label: self
+                .policy
+                .forum
+                .as_ref()
+                .map(|f| f.label.clone())
+                .unwrap_or_default(),
+            data: self.data.clone(),
             journal: self.journal.clone(),
             tool_digest: tool.info.digest.clone(),
             session_state,

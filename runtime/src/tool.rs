@@ -14,7 +14,7 @@ use crate::schema::{Unsupported, schema_of};
 pub const TOOLS_PACKAGE: &str = "agentcap:tools";
 
 /// Capability interfaces this runtime can link (besides `consent`).
-pub const CAPABILITY_INTERFACES: &[&str] = &["mail"];
+pub const CAPABILITY_INTERFACES: &[&str] = &["mail", "forum", "data"];
 
 /// What an import is, and whether it can ever be linked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

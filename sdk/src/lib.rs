@@ -54,7 +54,7 @@ mod bindings {
     });
 }
 
-pub use bindings::agentcap::tools::{consent, mail};
+pub use bindings::agentcap::tools::{consent, data, forum, mail};
 pub use consent::{Denial, DenialReason, Token};
 
 use std::fmt;
@@ -134,6 +134,27 @@ pub trait Explain {
 impl Explain for Denial {
     fn explain(&self) -> String {
         format!("consent {}: {}", self.reason, self.message)
+    }
+}
+
+impl Explain for forum::ForumError {
+    fn explain(&self) -> String {
+        match self {
+            forum::ForumError::Refused(m) => format!("refused: {m}"),
+            forum::ForumError::NotFound(m) => format!("not found: {m}"),
+            forum::ForumError::Invalid(m) => format!("invalid: {m}"),
+            forum::ForumError::Backend(m) => format!("forum error: {m}"),
+        }
+    }
+}
+
+impl Explain for data::DataError {
+    fn explain(&self) -> String {
+        match self {
+            data::DataError::Refused(m) => format!("refused: {m}"),
+            data::DataError::Invalid(m) => format!("invalid: {m}"),
+            data::DataError::Backend(m) => format!("database error: {m}"),
+        }
     }
 }
 

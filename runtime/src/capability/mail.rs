@@ -414,6 +414,11 @@ impl Maildir {
             Capability::MailDelete => {
                 format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
             }
+            other => {
+                return Err(MailError::Invalid(format!(
+                    "{other} is not a mail capability"
+                )));
+            }
         };
         Ok((action, items))
     }
@@ -505,8 +510,9 @@ impl HostState {
             &token,
             capability,
             &ids,
+            None,
             wit_mail::MailError::Refused,
-            |call| call.mail_store()?.move_to(&ids, dest).map_err(to_wit_error),
+            |call, _| call.mail_store()?.move_to(&ids, dest).map_err(to_wit_error),
             |r| describe_outcome(r, |moved| format!("moved {} to {dest}", moved.len())),
         )
     }
@@ -522,8 +528,9 @@ impl wit_mail::Host for HostState {
             &token,
             Capability::MailList,
             std::slice::from_ref(&folder),
+            None,
             wit_mail::MailError::Refused,
-            |call| {
+            |call, _| {
                 let list = call.mail_store()?.list(&folder).map_err(to_wit_error)?;
                 Ok(list.into_iter().map(to_wit_summary).collect())
             },
@@ -540,8 +547,9 @@ impl wit_mail::Host for HostState {
             &token,
             Capability::MailRead,
             std::slice::from_ref(&id),
+            None,
             wit_mail::MailError::Refused,
-            |call| {
+            |call, _| {
                 let m = call.mail_store()?.read(&id).map_err(to_wit_error)?;
                 Ok(wit_mail::Message {
                     summary: to_wit_summary(m.summary),

@@ -31,6 +31,14 @@ pub enum Capability {
     MailArchive,
     /// `mail.delete`: move messages to Trash. Targets: message ids.
     MailDelete,
+    /// `forum.list-threads`: list the forum's threads. Target: `threads`.
+    ForumListThreads,
+    /// `forum.read-thread`: read threads. Targets: thread ids.
+    ForumReadThread,
+    /// `forum.post`: reply to one thread with exactly the approved body.
+    ForumPost,
+    /// `data.query`: run exactly the approved read-only SQL.
+    DataQuery,
 }
 
 impl Capability {
@@ -40,6 +48,10 @@ impl Capability {
         Capability::MailRead,
         Capability::MailArchive,
         Capability::MailDelete,
+        Capability::ForumListThreads,
+        Capability::ForumReadThread,
+        Capability::ForumPost,
+        Capability::DataQuery,
     ];
 
     /// The name used in intents and policies.
@@ -49,6 +61,10 @@ impl Capability {
             Capability::MailRead => "mail.read",
             Capability::MailArchive => "mail.archive",
             Capability::MailDelete => "mail.delete",
+            Capability::ForumListThreads => "forum.list-threads",
+            Capability::ForumReadThread => "forum.read-thread",
+            Capability::ForumPost => "forum.post",
+            Capability::DataQuery => "data.query",
         }
     }
 
@@ -64,12 +80,24 @@ impl Capability {
             | Capability::MailRead
             | Capability::MailArchive
             | Capability::MailDelete => "mail",
+            Capability::ForumListThreads | Capability::ForumReadThread | Capability::ForumPost => {
+                "forum"
+            }
+            Capability::DataQuery => "data",
         }
     }
 
     /// Whether the action changes anything (as opposed to reading).
     pub fn is_side_effecting(self) -> bool {
-        matches!(self, Capability::MailArchive | Capability::MailDelete)
+        matches!(
+            self,
+            Capability::MailArchive | Capability::MailDelete | Capability::ForumPost
+        )
+    }
+
+    /// Whether an intent for it must carry the exact content (payload).
+    pub fn carries_payload(self) -> bool {
+        matches!(self, Capability::ForumPost | Capability::DataQuery)
     }
 }
 
@@ -144,6 +172,8 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// Who allowed it.
     pub decided_by: DecisionSource,
+    /// The host's label for content published with this token.
+    pub stamp: Option<String>,
 }
 
 impl TokenRecord {
@@ -315,6 +345,8 @@ pub struct Mint {
     pub uses: u32,
     /// Who decided.
     pub decided_by: DecisionSource,
+    /// The host's label for content published with it.
+    pub stamp: Option<String>,
 }
 
 impl Gate {
@@ -340,6 +372,7 @@ impl Gate {
             uses_left: mint.uses,
             revoked: false,
             decided_by: mint.decided_by,
+            stamp: mint.stamp,
         };
         self.tokens.lock().unwrap().insert(id, record);
         Ok(id)
@@ -521,6 +554,7 @@ mod tests {
             ttl: Duration::from_millis(ttl_ms),
             uses,
             decided_by: DecisionSource::StandingGrant,
+            stamp: None,
         })
         .unwrap()
     }
@@ -631,6 +665,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
                 uses: 1,
                 decided_by: DecisionSource::StandingGrant,
+                stamp: None,
             }),
             Err(Refusal::Stopped(_))
         ));
@@ -649,6 +684,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 uses: 3,
                 decided_by: DecisionSource::StandingGrant,
+                stamp: None,
             })
             .unwrap();
         let ids = vec!["x".to_string()];
