@@ -218,10 +218,7 @@ impl SqliteForum {
     }
 
     /// The provenance stored with a post: (generated_by, tool, digest, approver, token).
-    pub fn provenance(
-        &self,
-        post: u64,
-    ) -> Result<Option<(String, String, String, String, i64)>, ForumError> {
+    pub fn provenance(&self, post: u64) -> Result<Option<StoredProvenance>, ForumError> {
         let conn = self.conn.lock().unwrap();
         conn.query_row(
             "SELECT generated_by, tool, component_digest, approver, token_id FROM posts WHERE id = ?1 AND generated_by IS NOT NULL",
