@@ -18,6 +18,7 @@ fn live_token(gate: &Gate, session: &SessionId) -> u64 {
         ttl: Duration::from_secs(3600),
         uses: u32::MAX,
         decided_by: DecisionSource::StandingGrant,
+        stamp: None,
     })
     .unwrap()
 }
