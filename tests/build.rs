@@ -11,6 +11,8 @@ const GUESTS: &[&str] = &[
     "mail-sweeper",
     "hostile-mail",
     "hostile-imports",
+    "hostile-forum",
+    "forum-reply",
     "hostile-resources",
 ];
 

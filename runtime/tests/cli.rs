@@ -54,6 +54,20 @@ fn inspect_json_lists_functions_and_exactly_the_imported_capabilities() {
 }
 
 #[test]
+fn inspect_lists_forum_and_data_for_forum_reply() {
+    let dir = workspace();
+    let out = agentcap(&["inspect", "forum_reply.wasm", "--json"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["capabilities"],
+        serde_json::json!(["consent", "forum", "data"])
+    );
+    let out = agentcap(&["inspect", "forum_reply.wasm"], dir.path());
+    assert!(text(&out.stdout).contains("Capabilities imported: consent, forum, data"));
+}
+
+#[test]
 fn call_with_standing_grants_works_without_a_terminal() {
     let dir = workspace();
     let out = agentcap(
@@ -175,6 +189,11 @@ fn demo_runs_unattended_and_summarises() {
         "On disk now:  INBOX 26, Archive 12, Trash 8",
         "Alice has seen enough and presses STOP",
         "Deleted before the stop: 3 (each approved by Alice). Changed after the stop: 0.",
+        "Scripted user: declines (Alice wants to check the numbers herself first).",
+        "the thread has 1 post(s): nothing was posted.",
+        "  | Posted by an AI agent (tool forum-reply) on behalf of alice; approved by alice via scripted-user at",
+        "Provenance stored with it: generated_by=ai-agent, tool=forum-reply",
+        "Refused: consent not granted: data.query: the query reads table user_accounts, outside the grant (tables: service_metrics)",
     ] {
         assert!(
             stdout.contains(expected),
