@@ -138,3 +138,55 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
 pub fn shared<A: agentcap::consent::Approver + 'static>(approver: A) -> SharedApprover {
     Arc::new(approver)
 }
+
+/// An approver that never answers: a request stays pending until a timeout
+/// or a stop ends it.
+pub struct Silent;
+
+impl agentcap::consent::Approver for Silent {
+    fn channel(&self) -> &str {
+        "silent"
+    }
+
+    fn decide<'a>(
+        &'a self,
+        _prompt: &'a agentcap::consent::ConsentPrompt,
+    ) -> agentcap::consent::DecisionFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// A small xorshift generator for randomized tests. The seed comes from
+/// `env_var` when set, else from the clock, and is printed so that a failing
+/// run can be repeated.
+pub struct Rng {
+    state: u64,
+    /// The seed this generator started from.
+    pub seed: u64,
+}
+
+impl Rng {
+    /// A generator seeded from `$env_var` or the clock.
+    pub fn from_env(env_var: &str) -> Rng {
+        let seed = std::env::var(env_var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+                    | 1
+            });
+        eprintln!("random seed: {seed} (set {env_var} to repeat)");
+        Rng { state: seed, seed }
+    }
+
+    /// A number below `below`.
+    pub fn below(&mut self, below: u64) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % below
+    }
+}

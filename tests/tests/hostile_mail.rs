@@ -2,14 +2,9 @@
 //! every attack fails with an error that names what was refused, and the
 //! Maildir is unchanged (or changed only by what the user approved).
 
-use std::future::Future;
-use std::pin::Pin;
-
-use agentcap::consent::{
-    Approver, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId,
-};
+use agentcap::consent::{Approver, Decision, ScriptedApprover, SessionId};
 use agentcap::{CallError, LoadError, LoadedTool, Runtime};
-use agentcap_tests::{Workspace, guest, shared};
+use agentcap_tests::{Silent, Workspace, guest, shared};
 use serde_json::{Value, json};
 
 const POLICY: &str = r#"
@@ -271,21 +266,6 @@ async fn a_declined_request_gives_no_token() {
         "{message}"
     );
     assert_eq!(ws.snapshot(), before);
-}
-
-/// An approver that never answers.
-struct Silent;
-
-impl Approver for Silent {
-    fn channel(&self) -> &str {
-        "silent"
-    }
-
-    fn decide<'a>(&'a self, _prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
-        let pending: Pin<Box<dyn Future<Output = Decision> + Send>> =
-            Box::pin(std::future::pending());
-        pending
-    }
 }
 
 #[tokio::test]

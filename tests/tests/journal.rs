@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agentcap::consent::{Decision, ScriptedApprover, SessionId};
 use agentcap::journal::{Journal, Record};
@@ -225,34 +225,11 @@ async fn an_unwritable_journal_stops_the_effect() {
     assert_eq!(ws.snapshot(), before, "no journal, no effect");
 }
 
-/// A small pseudo-random generator (xorshift), seeded from the clock; the
-/// seed is printed so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_never_loses_an_intent() {
     const TRIALS: usize = 50;
-    let seed = std::env::var("AGENTCAP_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("crash test seed: {seed} (set AGENTCAP_CRASH_SEED to repeat)");
-    let mut rng = Rng(seed);
+    let mut rng = agentcap_tests::Rng::from_env("AGENTCAP_CRASH_SEED");
+    let seed = rng.seed;
     let cache = tempfile::tempdir().unwrap();
     let mut killed_mid_effect = 0;
     let mut deleted_total = 0;
@@ -278,7 +255,7 @@ fn sigkill_at_random_moments_never_loses_an_intent() {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "started", "trial {trial}: child did not start");
-        std::thread::sleep(Duration::from_micros(rng.next(80_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(80_000)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 

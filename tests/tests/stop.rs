@@ -2,16 +2,12 @@
 //! answers its pending consent requests with `stopped`, interrupts running
 //! guest code, and once acknowledged no further side effect happens.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use agentcap::consent::{
-    Approver, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId,
-};
+use agentcap::consent::{Approver, Decision, ScriptedApprover, SessionId};
 use agentcap::{AgentEngine, CallError, LoadedTool, Runtime};
-use agentcap_tests::{Workspace, guest, shared};
+use agentcap_tests::{Silent, Workspace, guest, shared};
 use serde_json::json;
 
 fn sweeper_policy() -> String {
@@ -32,20 +28,6 @@ fn runtime_in(
 ) -> Runtime {
     let engine = AgentEngine::new(cache.map(|c| c.to_path_buf())).unwrap();
     Runtime::new(engine, ws.policy(policy), approver).unwrap()
-}
-
-/// Never answers: a consent request stays pending until something else ends it.
-struct Silent;
-
-impl Approver for Silent {
-    fn channel(&self) -> &str {
-        "silent"
-    }
-    fn decide<'a>(&'a self, _prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
-        let pending: Pin<Box<dyn Future<Output = Decision> + Send>> =
-            Box::pin(std::future::pending());
-        pending
-    }
 }
 
 fn spawn_call(
@@ -162,24 +144,8 @@ async fn stop_answers_a_pending_consent_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_effect_after_an_acknowledged_stop_at_100_random_points() {
     const TRIALS: u64 = 100;
-    let seed = std::env::var("AGENTCAP_STOP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("stop test seed: {seed} (set AGENTCAP_STOP_SEED to repeat)");
-    let mut state = seed;
-    let mut random = |below: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % below
-    };
+    let mut rng = agentcap_tests::Rng::from_env("AGENTCAP_STOP_SEED");
+    let seed = rng.seed;
     let cache = tempfile::tempdir().unwrap();
     let approver: Arc<dyn Approver> =
         Arc::new(ScriptedApprover::new("unused", Decision::approve_all));
@@ -200,7 +166,7 @@ async fn no_effect_after_an_acknowledged_stop_at_100_random_points() {
             "sweep",
             json!({"folder": "INBOX"}),
         );
-        tokio::time::sleep(Duration::from_micros(random(30_000))).await;
+        tokio::time::sleep(Duration::from_micros(rng.below(30_000))).await;
         let ack = {
             let runtime = runtime.clone();
             tokio::task::spawn_blocking(move || {

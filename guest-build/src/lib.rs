@@ -1,0 +1,53 @@
+//! Used by build scripts to compile guest components (tool crates) for
+//! `wasm32-wasip2` with a nested cargo. The nested build uses its own target
+//! directory (`target/guests`), so it never waits on the outer build's lock,
+//! and none of the outer build's compiler settings leak into it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Variables of the outer build that must not reach the guest build.
+const OUTER_SETTINGS: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_PROFILE_RELEASE_DEBUG",
+];
+
+/// Build `packages` of the workspace at `root` (release, wasm32-wasip2) and
+/// return the folder holding their `.wasm` files. Also tells cargo to rerun
+/// the calling build script when any of `watched` (relative to `root`)
+/// changes. Panics with a clear message when the build fails.
+pub fn build_guests(root: &Path, packages: &[&str], watched: &[&str]) -> PathBuf {
+    for path in watched {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+    let target_dir = root.join("target").join("guests");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    for var in OUTER_SETTINGS {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("run cargo to build guest components");
+    assert!(
+        status.success(),
+        "building the guest components for wasm32-wasip2 failed ({status}). \
+         Is the target installed? `rustup target add wasm32-wasip2` \
+         (rust-toolchain.toml asks rustup to install it)."
+    );
+    target_dir.join("wasm32-wasip2").join("release")
+}
