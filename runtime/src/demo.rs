@@ -163,8 +163,8 @@ pub struct PurgeSummary {
     pub deleted_before_stop: usize,
     /// Messages that changed after the stop was acknowledged (must be 0).
     pub changed_after_stop: usize,
-    /// The stop's acknowledgement time.
-    pub acknowledged_after_us: u64,
+    /// The stop's acknowledgement time, when it was sent by the script.
+    pub acknowledged_after_us: Option<u64>,
     /// How the tool's call ended.
     pub call_ended: String,
 }
@@ -383,16 +383,9 @@ pub async fn run_demo(
         report,
     };
     print_summary(&summary);
-    let scripted = user == DemoUser::Scripted;
     let summary = DemoSummary {
-        purge: match scripted {
-            true => Some(run_purge(workspace, &policy_path, cache_dir.clone()).await?),
-            false => None,
-        },
-        forum: match scripted {
-            true => Some(run_forum(workspace, &policy_path, cache_dir).await?),
-            false => None,
-        },
+        purge: Some(run_purge(workspace, &policy_path, cache_dir.clone(), user).await?),
+        forum: Some(run_forum(workspace, &policy_path, cache_dir, user).await?),
         ..summary
     };
     print_journal(&runtime);
@@ -405,6 +398,7 @@ async fn run_forum(
     workspace: &Path,
     policy_path: &Path,
     cache_dir: Option<PathBuf>,
+    user_kind: DemoUser,
 ) -> anyhow::Result<ForumSummary> {
     let asked = std::sync::atomic::AtomicUsize::new(0);
     let user = ScriptedApprover::new("scripted-user", move |prompt: &ConsentPrompt| {
@@ -418,11 +412,15 @@ async fn run_forum(
             Decision::approve_all(prompt)
         }
     });
-    let runtime = Runtime::new(
-        AgentEngine::new(cache_dir)?,
-        Policy::load(policy_path)?,
-        Arc::new(user),
-    )?;
+    let policy = Policy::load(policy_path)?;
+    let approver: SharedApprover = match user_kind {
+        DemoUser::Scripted => Arc::new(user),
+        DemoUser::Terminal => Arc::new(
+            TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs))
+                .context("stdin is not a terminal")?,
+        ),
+    };
+    let runtime = Runtime::new(AgentEngine::new(cache_dir)?, policy, approver)?;
     let tool = runtime.load_tool("forum-reply")?;
     let forum = crate::capability::forum::SqliteForum::open(&workspace.join("forum.sqlite"))?;
     use crate::capability::forum::Forum as _;
@@ -433,20 +431,26 @@ async fn run_forum(
         "Thread #1 \u{201c}{title}\u{201d} by {author}. The tool `forum-reply` reads it, may query service_metrics, and asks before posting."
     );
 
-    let first = runtime
-        .call(&tool, &session, "reply", &json!({"thread": 1}))
-        .await?;
-    let posts_after_decline = forum.read_thread(1)?.posts.len();
-    println!(
-        "Result: {}; the thread has {posts_after_decline} post(s): nothing was posted.",
-        first.result["ok"]["refusal"]
-            .as_str()
-            .unwrap_or("no refusal?")
-    );
-
+    // The scripted Alice declines once, then approves; a person decides once.
+    let mut posts_after_decline = forum.read_thread(1)?.posts.len();
+    if user_kind == DemoUser::Scripted {
+        let first = runtime
+            .call(&tool, &session, "reply", &json!({"thread": 1}))
+            .await?;
+        posts_after_decline = forum.read_thread(1)?.posts.len();
+        println!(
+            "Result: {}; the thread has {posts_after_decline} post(s): nothing was posted.",
+            first.result["ok"]["refusal"]
+                .as_str()
+                .unwrap_or("no refusal?")
+        );
+    }
     let second = runtime
         .call(&tool, &session, "reply", &json!({"thread": 1}))
         .await?;
+    if let Some(refusal) = second.result["ok"]["refusal"].as_str() {
+        println!("Result: {refusal}; nothing was posted.");
+    }
     let published = second.result["ok"]["published"]
         .as_str()
         .unwrap_or("")
@@ -495,6 +499,7 @@ async fn run_purge(
     workspace: &Path,
     policy_path: &Path,
     cache_dir: Option<PathBuf>,
+    user_kind: DemoUser,
 ) -> anyhow::Result<PurgeSummary> {
     let n = PURGE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let session = SessionId(format!("purge-{}-{n}", std::process::id()));
@@ -506,13 +511,23 @@ async fn run_purge(
         maildir: maildir.clone(),
         stop: Default::default(),
     });
-    let runtime = Runtime::new(
-        AgentEngine::new(cache_dir)?,
-        Policy::load(policy_path)?,
-        user.clone(),
-    )?;
-    let _control = ControlSocket::start(&control::control_dir(), runtime.stop_handle())
-        .context("start the control socket for the STOP")?;
+    let policy = Policy::load(policy_path)?;
+    let approver: SharedApprover = match user_kind {
+        DemoUser::Scripted => user.clone(),
+        DemoUser::Terminal => Arc::new(
+            TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs))
+                .context("stdin is not a terminal")?,
+        ),
+    };
+    let runtime = Runtime::new(AgentEngine::new(cache_dir)?, policy, approver)?;
+    let _control = match user_kind {
+        DemoUser::Scripted => Some(
+            ControlSocket::start(&control::control_dir(), runtime.stop_handle())
+                .context("start the control socket for the STOP")?,
+        ),
+        // A person stops with Ctrl-C or `agentcap stop` from another terminal.
+        DemoUser::Terminal => control::stoppable(runtime.stop_handle()),
+    };
     let tool = runtime.load_tool("inbox-triage")?;
     let store = Maildir::open(&maildir)?;
     let inbox_before = store.list(INBOX)?.len();
@@ -521,6 +536,11 @@ async fn run_purge(
     println!(
         "Session {session}: tool `purge` deletes promotions one request at a time and ignores refusals."
     );
+    if user_kind == DemoUser::Terminal {
+        println!(
+            "Approve a few deletions, then press Ctrl-C (or run `agentcap stop {session}` in another terminal) to STOP it."
+        );
+    }
     let ended = match runtime
         .call(&tool, &session, "purge", &json!({"folder": INBOX}))
         .await
@@ -530,25 +550,50 @@ async fn run_purge(
     };
     let inbox_after: Vec<String> = store.list(INBOX)?.into_iter().map(|m| m.id).collect();
     let deleted = store.list(TRASH).map(|l| l.len()).unwrap_or(0) - trash_before;
-    let stop = user
-        .stop
-        .lock()
-        .unwrap()
-        .take()
-        .context("Alice never pressed STOP")?;
-    let (report, inbox_at_ack) = stop.await?.context("the STOP was not acknowledged")?;
-    let changed_after_stop = inbox_at_ack
-        .iter()
-        .filter(|id| !inbox_after.contains(id))
-        .count()
-        + inbox_after
+    // The journal says when the stop was acknowledged and whether any call
+    // of the session started after it.
+    let records: Vec<_> = runtime
+        .journal()
+        .all()?
+        .into_iter()
+        .filter(|r| r.session == session.0)
+        .collect();
+    let stop_seq = records.iter().find(|r| r.kind == "stop").map(|r| r.seq);
+    let calls_after_stop = match stop_seq {
+        Some(stop) => records
             .iter()
-            .filter(|id| !inbox_at_ack.contains(id))
-            .count();
-    println!(
-        "STOP acknowledged after {} µs ({} live token(s) revoked). The tool's call: {ended}.",
-        report.acknowledged_after_us, report.revoked
-    );
+            .filter(|r| r.kind == "call" && r.seq > stop)
+            .count(),
+        None => 0,
+    };
+    let pending_stop = user.stop.lock().unwrap().take();
+    let (acknowledged_after_us, changed_after_stop) = match pending_stop {
+        Some(stop) => {
+            let (report, inbox_at_ack) = stop.await?.context("the STOP was not acknowledged")?;
+            let changed = inbox_at_ack
+                .iter()
+                .filter(|id| !inbox_after.contains(id))
+                .count()
+                + inbox_after
+                    .iter()
+                    .filter(|id| !inbox_at_ack.contains(id))
+                    .count();
+            (
+                Some(report.acknowledged_after_us),
+                changed + calls_after_stop,
+            )
+        }
+        None => (None, calls_after_stop),
+    };
+    match (stop_seq, acknowledged_after_us) {
+        (Some(seq), Some(us)) => {
+            println!("STOP acknowledged after {us} µs (journal #{seq}). The tool's call: {ended}.")
+        }
+        (Some(seq), None) => {
+            println!("STOP acknowledged (journal #{seq}). The tool's call: {ended}.")
+        }
+        (None, _) => println!("No STOP was pressed; the tool's call: {ended}."),
+    }
     println!(
         "Deleted before the stop: {deleted} (each approved by Alice). Changed after the stop: {changed_after_stop}. Still in INBOX: {}.",
         inbox_after.len()
@@ -558,7 +603,7 @@ async fn run_purge(
         inbox_before,
         deleted_before_stop: deleted,
         changed_after_stop,
-        acknowledged_after_us: report.acknowledged_after_us,
+        acknowledged_after_us,
         call_ended: ended,
     })
 }
