@@ -42,6 +42,10 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(POLICY)
+}
+
+fn setup_with(policy: &str) -> Setup {
     let ws = Workspace::new();
     let forum = SqliteForum::open(&ws.dir.path().join("forum.sqlite")).unwrap();
     forum
@@ -59,7 +63,7 @@ fn setup() -> Setup {
         .execute_batch(agentcap::demo::COMPANY_SQL)
         .unwrap();
     let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
-    let (runtime, tool) = ws.load_guest(POLICY, approver.clone(), "hostile", "hostile_forum");
+    let (runtime, tool) = ws.load_guest(policy, approver.clone(), "hostile", "hostile_forum");
     Setup {
         ws,
         runtime,
@@ -310,4 +314,29 @@ async fn only_the_approved_sql_runs() {
         .await
         .unwrap_err();
     assert!(err.contains("content differs"), "{err}");
+}
+
+#[tokio::test]
+async fn a_column_scope_is_enforced_by_the_authorizer() {
+    let policy = POLICY.replace(
+        "tables = [\"service_metrics\"]",
+        "tables = [\"service_metrics\"]\ncolumns = [\"service_metrics.service\", \"service_metrics.day\"]",
+    );
+    let s = setup_with(&policy);
+    let ok = s.call("query", json!({"sql": "SELECT service, day FROM service_metrics", "tables": ["service_metrics"]})).await;
+    assert_eq!(ok.unwrap(), json!(12));
+    for sql in [
+        "SELECT p99_latency_ms FROM service_metrics",
+        "SELECT * FROM service_metrics",
+        "SELECT service FROM service_metrics WHERE error_rate > 0.01",
+    ] {
+        let err = s
+            .call("query", json!({"sql": sql, "tables": ["service_metrics"]}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("is outside the grant") && err.contains("column service_metrics."),
+            "{sql}: {err}"
+        );
+    }
 }
