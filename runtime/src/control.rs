@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::consent::SessionId;
+use crate::consent::{SessionId, SessionInfo};
 use crate::session::{StopHandle, StopReport};
 
 /// Something asked of a running agentcap.
@@ -35,8 +35,8 @@ pub struct Reply {
     pub pid: u32,
     /// Sessions stopped by this request (acknowledged: nothing in flight).
     pub stopped: Vec<StopReport>,
-    /// Sessions the process knows, with whether each is stopped.
-    pub sessions: Vec<(String, bool)>,
+    /// Sessions the process knows.
+    pub sessions: Vec<SessionInfo>,
 }
 
 /// The folder holding control sockets: `$AGENTCAP_CONTROL_DIR`, else
@@ -128,7 +128,7 @@ async fn answer(stream: UnixStream, stop: StopHandle) -> std::io::Result<()> {
     let reply = Reply {
         pid: std::process::id(),
         stopped: stopped.0,
-        sessions: stopped.1.into_iter().map(|(id, s)| (id.0, s)).collect(),
+        sessions: stopped.1,
     };
     let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
     text.push('\n');

@@ -240,11 +240,14 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
             );
         }
         if matches!(request, control::Request::Sessions) {
-            for (session, stopped) in &reply.sessions {
+            for s in &reply.sessions {
                 println!(
-                    "process {} session {session}{}",
+                    "process {} session {} started {} tools [{}]{}",
                     reply.pid,
-                    if *stopped { " (stopped)" } else { "" }
+                    s.id,
+                    s.started,
+                    s.tools.join(", "),
+                    if s.stopped { " (stopped)" } else { "" }
                 );
             }
         }
@@ -252,7 +255,7 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
     if let control::Request::Stop { session } = &request {
         let known = replies
             .iter()
-            .any(|r| r.sessions.iter().any(|(s, _)| s == session));
+            .any(|r| r.sessions.iter().any(|s| &s.id == session));
         if !known {
             println!("no running agentcap has a session named {session}");
             return Ok(ExitCode::from(1));

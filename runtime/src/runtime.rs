@@ -453,6 +453,7 @@ impl Runtime {
                     limit: tool.grants.limits.max_concurrent_calls,
                 })?;
         let session_state = self.gate.session(session);
+        session_state.note_tool(&tool.name);
         if session_state.is_stopped() {
             return Err(CallError::Stopped {
                 tool: tool.name.clone(),

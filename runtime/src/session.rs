@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::consent::{Gate, SessionId};
+use crate::consent::{Gate, SessionId, SessionInfo};
 use crate::journal::{Entry, Journal, Kind};
 
 /// The error a stopped call traps with (distinguishes a stop from a bug).
@@ -72,8 +72,8 @@ impl StopHandle {
         self.gate
             .sessions()
             .into_iter()
-            .filter(|(_, stopped)| !stopped)
-            .map(|(session, _)| self.stop_session(&session, by))
+            .filter(|s| !s.stopped)
+            .map(|s| self.stop_session(&SessionId(s.id), by))
             .collect()
     }
 
@@ -82,8 +82,8 @@ impl StopHandle {
         self.gate.knows(session)
     }
 
-    /// Sessions known to this runtime, with whether each is stopped.
-    pub fn sessions(&self) -> Vec<(SessionId, bool)> {
+    /// Sessions known to this runtime.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
         self.gate.sessions()
     }
 }

@@ -438,7 +438,8 @@ fn sigint_stops_the_sessions_of_a_running_call() {
     let (run, session) = PromptingCall::start();
     let listed = run.agentcap(&["stop", "--list"]);
     assert!(
-        text(&listed.stdout).contains(&format!("session {session}")),
+        text(&listed.stdout).contains(&format!("session {session} started "))
+            && text(&listed.stdout).contains("tools [inbox-triage]"),
         "{}",
         text(&listed.stdout)
     );

@@ -286,14 +286,46 @@ pub enum Refusal {
 /// What all calls of one session share: the stop flag, a wake-up for
 /// consent requests that are waiting, and the guard that lets a stop wait
 /// for effects already inside a backend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionState {
     stopped: AtomicBool,
     stop_signal: tokio::sync::Notify,
     effects: RwLock<()>,
+    started: SystemTime,
+    tools: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        SessionState {
+            stopped: AtomicBool::new(false),
+            stop_signal: tokio::sync::Notify::new(),
+            effects: RwLock::new(()),
+            started: SystemTime::now(),
+            tools: Mutex::default(),
+        }
+    }
+}
+
+/// What is known about a session, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    /// The id.
+    pub id: String,
+    /// Whether it was stopped.
+    pub stopped: bool,
+    /// When it began (RFC 3339).
+    pub started: String,
+    /// Tools it has called.
+    pub tools: Vec<String>,
 }
 
 impl SessionState {
+    /// Note that `tool` ran in this session.
+    pub fn note_tool(&self, tool: &str) {
+        self.tools.lock().unwrap().insert(tool.to_string());
+    }
+
     /// Whether the session was stopped.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
@@ -474,14 +506,19 @@ impl Gate {
             .clone()
     }
 
-    /// Every session the Gate knows, with whether it is stopped.
-    pub fn sessions(&self) -> Vec<(SessionId, bool)> {
+    /// Every session the Gate knows.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
         let sessions = self.sessions.lock().unwrap();
         let mut list: Vec<_> = sessions
             .iter()
-            .map(|(id, s)| (id.clone(), s.is_stopped()))
+            .map(|(id, s)| SessionInfo {
+                id: id.0.clone(),
+                stopped: s.is_stopped(),
+                started: humantime::format_rfc3339_seconds(s.started).to_string(),
+                tools: s.tools.lock().unwrap().iter().cloned().collect(),
+            })
             .collect();
-        list.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        list.sort_by(|a, b| a.id.cmp(&b.id));
         list
     }
 
