@@ -12,6 +12,7 @@ const GUESTS: &[&str] = &[
     "hostile-imports",
     "hostile-forum",
     "hostile-resources",
+    "hostile-network",
 ];
 
 fn main() {

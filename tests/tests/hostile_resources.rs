@@ -183,3 +183,41 @@ async fn concurrent_calls_and_result_size_are_capped() {
     );
     assert_host_alive(&runtime, &tool).await;
 }
+
+#[tokio::test]
+async fn no_ambient_authority_env_args_or_files() {
+    // SAFETY: a variable only this test sets; the guest must not see it.
+    unsafe { std::env::set_var("AGENTCAP_TEST_SECRET", "hunter2") };
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let outcome = call(&runtime, &tool, "ambient", json!({})).await.unwrap();
+    assert_eq!(
+        outcome.result,
+        json!([]),
+        "the guest saw something of the host"
+    );
+}
+
+#[tokio::test]
+async fn a_tool_that_uses_the_network_is_refused_at_link_time() {
+    let ws = Workspace::new();
+    let runtime = ws.runtime(
+        "user = \"alice\"\n[tools.t]\ncomponent = \"x.wasm\"\n",
+        shared(agentcap_tests::Silent),
+    );
+    let bytes = std::fs::read(agentcap_tests::guest("hostile_network")).unwrap();
+    let grants = runtime.policy().tools["t"].clone();
+    let err = match runtime.load_component("t", grants, &bytes) {
+        Err(e) => e,
+        Ok(_) => panic!("a component importing wasi:sockets was linked"),
+    };
+    assert!(
+        matches!(err, agentcap::LoadError::Forbidden { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wasi:sockets")
+            && err.to_string().contains("network access is never granted"),
+        "{err}"
+    );
+}

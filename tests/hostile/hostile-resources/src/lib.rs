@@ -20,6 +20,9 @@ wit_bindgen::generate!({
             export recurse: func(depth: u64) -> u64;
             /// Print text that looks like JSON-RPC on stdout and stderr.
             export chatty: func() -> string;
+            /// What the ambient environment offers: env vars, args, and
+            /// attempts to read host files and the clock.
+            export ambient: func() -> list<string>;
             /// Ask for `n` tokens and keep them all.
             export request-flood: func(n: u32) -> result<u32, string>;
         }
@@ -74,6 +77,22 @@ impl Guest for Hostile {
             );
         }
         "done".to_string()
+    }
+
+    fn ambient() -> Vec<String> {
+        let mut seen: Vec<String> = std::env::vars()
+            .map(|(k, v)| format!("env {k}={v}"))
+            .collect();
+        seen.extend(std::env::args().map(|a| format!("arg {a}")));
+        for path in ["/etc/passwd", "/", ".", "/proc/self/environ"] {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                seen.push(format!("read {path}: {} bytes", text.len()));
+            }
+            if let Ok(dir) = std::fs::read_dir(path) {
+                seen.push(format!("listed {path}: {} entries", dir.count()));
+            }
+        }
+        seen
     }
 
     fn request_flood(n: u32) -> Result<u32, String> {
