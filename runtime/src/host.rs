@@ -172,7 +172,7 @@ impl HostState {
                 let record = call
                     .entry(Kind::Refusal)
                     .capability(capability.as_str())
-                    .targets(targets)
+                    .targets(&bounded(targets))
                     .payload(payload)
                     .detail("token", id)
                     .outcome(&message);
@@ -273,6 +273,23 @@ fn check_intent_size(intent: &wit_consent::Intent) -> Result<(), wit_consent::De
     Ok(())
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary).
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// At most 100 targets of at most 300 bytes each, for the journal.
+fn bounded(targets: &[String]) -> Vec<String> {
+    targets.iter().take(100).map(|t| clip(t, 300)).collect()
+}
+
 /// A decided, approved request, before its token is minted.
 struct Decided {
     capability: Capability,
@@ -303,12 +320,15 @@ impl CallContext {
         &self,
         intent: wit_consent::Intent,
     ) -> Result<TokenId, wit_consent::Denial> {
+        // What a guest sends is bounded before it is journaled: an oversized
+        // intent is refused below, but it must not bloat the journal first.
         let request = self
             .entry(Kind::ConsentRequest)
-            .capability(&intent.capability)
-            .targets(&intent.targets)
+            .capability(&clip(&intent.capability, 200))
+            .targets(&bounded(&intent.targets))
             .payload(intent.payload.as_deref())
-            .detail("tool_claim", &intent.summary);
+            .detail("targets_total", intent.targets.len())
+            .detail("tool_claim", clip(&intent.summary, MAX_SUMMARY_LEN));
         let request_seq = self.journal.append(request).map_err(|e| {
             denial(
                 wit_consent::DenialReason::NotGranted,
@@ -324,7 +344,7 @@ impl CallContext {
                 .decided_by(d.decided_by.to_string())
                 .outcome(format!("approved {} of {}", d.approved.len(), d.requested)),
             Err(denied) => record
-                .capability(&intent.capability)
+                .capability(&clip(&intent.capability, 200))
                 .decided_by(match denied.reason {
                     wit_consent::DenialReason::Declined | wit_consent::DenialReason::TimedOut => {
                         format!("human via {}", self.approver.channel())

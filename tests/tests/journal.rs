@@ -297,3 +297,35 @@ fn sigkill_at_random_moments_never_loses_an_intent() {
         "the kills all landed before any effect; the test proved nothing"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_intent_is_refused_without_bloating_the_journal() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, Decision::approve_all);
+    let huge: Vec<String> = (0..2000)
+        .map(|i| format!("INBOX/{i}.{}", "x".repeat(2000)))
+        .collect();
+    let outcome = runtime
+        .call(
+            &tool,
+            &SessionId("s".into()),
+            "delete-beyond-approval",
+            &json!({"ids": huge}),
+        )
+        .await
+        .unwrap();
+    let err = outcome.result["err"].as_str().unwrap();
+    assert!(err.contains("at most 1000 targets"), "{err}");
+    let records = runtime.journal().all().unwrap();
+    assert_eq!(records.len(), 2, "request and decision");
+    assert_eq!(records[0].targets.len(), 100);
+    assert!(records[0].targets.iter().all(|t| t.len() <= 304));
+    assert_eq!(records[0].detail["targets_total"], 2000);
+    assert!(
+        records[1]
+            .outcome
+            .as_deref()
+            .unwrap()
+            .starts_with("invalid: ")
+    );
+}
