@@ -132,12 +132,15 @@ impl AgentEngine {
             dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
         });
         if let Some(file) = &cache_file
-            && file.exists()
+            && let Ok(cached) = std::fs::read(file)
         {
-            // SAFETY: the file was written by `Component::serialize` of an
+            // Read into memory rather than mapping the file: another process
+            // replacing or damaging the entry can then never fault us.
+            // SAFETY: the bytes were written by `Component::serialize` of an
             // engine with the same compatibility hash (it is in the name) into
-            // a folder only this user can write (see `create_private_dir`).
-            match unsafe { Component::deserialize_file(&self.engine, file) } {
+            // a folder only this user can write (see `create_private_dir`);
+            // wasmtime checks the header and rejects anything else.
+            match unsafe { Component::deserialize(&self.engine, &cached) } {
                 Ok(component) => {
                     return Ok(Compiled {
                         component,
