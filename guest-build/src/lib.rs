@@ -17,6 +17,35 @@ const OUTER_SETTINGS: &[&str] = &[
     "CARGO_PROFILE_RELEASE_DEBUG",
 ];
 
+/// Make sure the standard library for `wasm32-wasip2` is installed. The
+/// toolchain file lists the target, but rustup installs listed targets only
+/// when it installs the toolchain; on a machine that already had the
+/// toolchain, add it now.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir()) {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", "wasm32-wasip2"]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() => {
+            println!("cargo:warning=installed the wasm32-wasip2 target with rustup");
+        }
+        _ => println!(
+            "cargo:warning=the wasm32-wasip2 target is missing and rustup could not add it"
+        ),
+    }
+}
+
 /// Build `packages` of the workspace at `root` (release, wasm32-wasip2) and
 /// return the folder holding their `.wasm` files. Also tells cargo to rerun
 /// the calling build script when any of `watched` (relative to `root`)
@@ -25,6 +54,7 @@ pub fn build_guests(root: &Path, packages: &[&str], watched: &[&str]) -> PathBuf
     for path in watched {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
+    ensure_wasm_target();
     let target_dir = root.join("target").join("guests");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
