@@ -22,21 +22,28 @@ const OUTER_SETTINGS: &[&str] = &[
 /// when it installs the toolchain; on a machine that already had the
 /// toolchain, add it now.
 fn ensure_wasm_target() {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(&rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if sysroot.is_some_and(|s| s.join("lib/rustlib/wasm32-wasip2").is_dir()) {
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    let with_toolchain = |cmd: &mut Command| {
+        if let Some(t) = &toolchain {
+            cmd.args(["--toolchain", t]);
+        }
+    };
+    let mut list = Command::new("rustup");
+    list.args(["target", "list", "--installed"]);
+    with_toolchain(&mut list);
+    let Ok(installed) = list.output() else {
+        return; // no rustup: the toolchain is managed some other way
+    };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
         return;
     }
-    let mut rustup = Command::new("rustup");
-    rustup.args(["target", "add", "wasm32-wasip2"]);
-    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
-        rustup.args(["--toolchain", &toolchain]);
-    }
-    match rustup.status() {
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", "wasm32-wasip2"]);
+    with_toolchain(&mut add);
+    match add.status() {
         Ok(status) if status.success() => {
             println!("cargo:warning=installed the wasm32-wasip2 target with rustup");
         }

@@ -11,6 +11,10 @@ wit_bindgen::generate!({
             /// Delete every message of `folder`, one per consent request;
             /// returns how many were deleted before the first refusal.
             export sweep: func(folder: string) -> result<u32, string>;
+
+            /// List `folder` and read its first message (two consent
+            /// requests, two capability calls); returns the subject.
+            export read-first: func(folder: string) -> result<string, string>;
         }
     "#,
     path: "../../../tools-wit/wit",
@@ -46,6 +50,23 @@ impl Guest for Sweeper {
             deleted += 1;
         }
         Ok(deleted)
+    }
+
+    fn read_first(folder: String) -> Result<String, String> {
+        let token = request(Intent::new("mail.list").target(&folder).summary("look"))
+            .map_err(|d| d.explain())?;
+        let first = mail::list(&token, &folder)
+            .map_err(|e| e.explain())?
+            .into_iter()
+            .next()
+            .ok_or("empty folder")?;
+        let ids = [first.id];
+        let token = request(Intent::new("mail.read").targets(&ids).summary("read it"))
+            .map_err(|d| d.explain())?;
+        Ok(mail::read(&token, &ids[0])
+            .map_err(|e| e.explain())?
+            .summary
+            .subject)
     }
 }
 

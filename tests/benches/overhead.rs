@@ -1,0 +1,148 @@
+//! What agentcap costs over bare wasmtime, per call (a fresh instance each
+//! time, as agentcap does):
+//! - `floor`: bare wasmtime, same engine, WASI linked, instantiate + call a
+//!   trivial export;
+//! - `agentcap_trivial`: the same export through `Runtime::call` (JSON in
+//!   and out, limits, epoch callback, capture);
+//! - `agentcap_mail_read`: list a folder and read one message, each with a
+//!   standing-grant token, through the Gate and the journal;
+//! - `throughput_64`: 64 concurrent trivial calls on 2 worker threads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentcap::consent::{DenyApprover, SessionId};
+use agentcap::{AgentEngine, Runtime};
+use agentcap_tests::{Workspace, guest};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+struct Bare {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bytes = std::fs::read(guest("echo_types")).unwrap();
+
+    // Bare wasmtime on agentcap's engine configuration.
+    let engine = AgentEngine::new(None).unwrap();
+    let component = Component::new(engine.engine(), &bytes).unwrap();
+    let mut linker: Linker<Bare> = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let nothing = component.get_export_index(None, "nothing").unwrap();
+    c.bench_function("floor", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut store = Store::new(
+                engine.engine(),
+                Bare {
+                    ctx: WasiCtx::builder().build(),
+                    table: ResourceTable::new(),
+                },
+            );
+            store.set_epoch_deadline(u64::MAX / 2);
+            let instance = pre.instantiate_async(&mut store).await.unwrap();
+            let func = instance.get_func(&mut store, nothing).unwrap();
+            func.call_async(&mut store, &[], &mut []).await.unwrap();
+        })
+    });
+
+    let ws = Workspace::new();
+    let policy = format!(
+        "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n\
+         [tools.echo]\ncomponent = {:?}\nlimits = {{ max_concurrent_calls = 64 }}\n\
+         [tools.sweeper]\ncomponent = {:?}\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n",
+        guest("echo_types"),
+        guest("mail_sweeper")
+    );
+    let runtime = Arc::new(
+        Runtime::new(
+            AgentEngine::new(None).unwrap(),
+            ws.policy(&policy),
+            Arc::new(DenyApprover::new("bench")),
+        )
+        .unwrap(),
+    );
+    let echo = Arc::new(runtime.load_tool("echo").unwrap());
+    let sweeper = runtime.load_tool("sweeper").unwrap();
+    let session = SessionId("bench".into());
+    c.bench_function("agentcap_trivial", |b| {
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .call(&echo, &session, "nothing", &json!({}))
+                .await
+                .unwrap()
+        })
+    });
+    let mut group = c.benchmark_group("capability");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("agentcap_mail_read", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = runtime
+                .call(
+                    &sweeper,
+                    &session,
+                    "read-first",
+                    &json!({"folder": "INBOX"}),
+                )
+                .await
+                .unwrap();
+            assert!(!out.is_error, "{}", out.result);
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("throughput");
+    group.sample_size(20);
+    group.bench_function("64_concurrent_trivial_calls", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (runtime, echo) = (runtime.clone(), echo.clone());
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let calls: Vec<_> = (0..64)
+                        .map(|i| {
+                            let (runtime, echo) = (runtime.clone(), echo.clone());
+                            tokio::spawn(async move {
+                                runtime
+                                    .call(&echo, &SessionId(format!("t{i}")), "nothing", &json!({}))
+                                    .await
+                                    .unwrap()
+                            })
+                        })
+                        .collect();
+                    for call in calls {
+                        call.await.unwrap();
+                    }
+                }
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
