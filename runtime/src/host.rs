@@ -169,16 +169,7 @@ impl HostState {
             Ok(record) => record,
             Err(refusal) => {
                 let message = refusal.to_string();
-                let record = call
-                    .entry(Kind::Refusal)
-                    .capability(capability.as_str())
-                    .targets(&bounded(targets))
-                    .payload(payload)
-                    .detail("token", id)
-                    .outcome(&message);
-                if let Err(e) = call.journal.append(record) {
-                    tracing::error!("could not journal a refusal: {e}");
-                }
+                call.journal_refusal(capability, targets, payload, Some(id), &message);
                 return Ok(Err(refused(message)));
             }
         };
@@ -395,6 +386,31 @@ impl CallContext {
             ));
         }
         Ok(id)
+    }
+
+    /// Journal a refused capability call (the Gate's, or a capability's own
+    /// check before the Gate). Refused either way; a journal failure is
+    /// logged, not fatal, since nothing happened.
+    pub(crate) fn journal_refusal(
+        &self,
+        capability: Capability,
+        targets: &[String],
+        payload: Option<&str>,
+        token: Option<TokenId>,
+        message: &str,
+    ) {
+        let mut record = self
+            .entry(Kind::Refusal)
+            .capability(capability.as_str())
+            .targets(&bounded(targets))
+            .payload(payload)
+            .outcome(message);
+        if let Some(id) = token {
+            record = record.detail("token", id);
+        }
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!("could not journal a refusal of {capability}: {e}");
+        }
     }
 
     /// A journal entry for this call's session and tool.

@@ -349,15 +349,13 @@ impl wit_data::Host for HostState {
         {
             Ok(t) => t,
             Err(e) => {
-                let record = self
-                    .call
-                    .entry(crate::journal::Kind::Refusal)
-                    .capability(Capability::DataQuery.as_str())
-                    .payload(Some(&sql))
-                    .outcome(format!("{e:?}"));
-                if let Err(j) = self.call.journal.append(record) {
-                    tracing::error!("could not journal a refused query: {j}");
-                }
+                self.call.journal_refusal(
+                    Capability::DataQuery,
+                    &[],
+                    Some(&sql),
+                    None,
+                    &format!("{e:?}"),
+                );
                 return Ok(Err(e));
             }
         };
