@@ -170,6 +170,12 @@ pub async fn send(dir: &Path, request: &Request) -> std::io::Result<Vec<Reply>> 
 /// Make a running runtime stoppable (inside a tokio runtime): a control socket for `agentcap stop`,
 /// and SIGINT/SIGTERM (first: stop every session; second: exit).
 pub fn stoppable(stop: StopHandle) -> Option<ControlSocket> {
+    stoppable_with(stop, false)
+}
+
+/// [`stoppable`]; with `exit_after_stop` the first signal stops every
+/// session and then exits the process (a server has nothing to show after).
+pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<ControlSocket> {
     let socket = match ControlSocket::start(&control_dir(), stop.clone()) {
         Ok(socket) => Some(socket),
         Err(e) => {
@@ -201,6 +207,13 @@ pub fn stoppable(stop: StopHandle) -> Option<ControlSocket> {
                 tokio::task::spawn_blocking(move || stop.stop_all(&format!("signal {name}")))
                     .await
                     .unwrap_or_default();
+            if exit_after_stop {
+                eprintln!(
+                    "{name}: stopped {} session(s); no further side effect will happen. Exiting.",
+                    reports.len()
+                );
+                std::process::exit(130);
+            }
             eprintln!(
                 "\n{name}: stopped {} session(s); no further side effect will happen. Press Ctrl-C again to exit.",
                 reports.len()

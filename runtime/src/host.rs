@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -81,6 +82,10 @@ pub struct CallContext {
     pub tool_digest: String,
     /// The session's stop state.
     pub session_state: Arc<SessionState>,
+    /// Cancels this call alone (an MCP `notifications/cancelled`): the guest
+    /// traps at the next epoch tick and a pending consent request is
+    /// answered `stopped`. Effects already past the Gate finish.
+    pub cancel: CancellationToken,
 }
 
 /// The state of one store (one call of one tool).
@@ -523,6 +528,12 @@ impl CallContext {
                         return Err(denial(
                             Stopped,
                             format!("session {} was stopped while {capability} awaited a decision", self.session),
+                        ));
+                    }
+                    () = self.cancel.cancelled() => {
+                        return Err(denial(
+                            Stopped,
+                            format!("the call was cancelled while {capability} awaited a decision"),
                         ));
                     }
                 };

@@ -6,12 +6,14 @@
 //! `ARCHITECTURE.md` for the layers.
 
 pub mod capability;
+pub mod cli;
 pub mod consent;
 pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod host;
 pub mod journal;
+pub mod mcp;
 pub mod output;
 pub mod policy;
 pub mod runtime;
@@ -22,4 +24,4 @@ pub mod tool;
 pub use consent::{Gate, SessionId};
 pub use engine::AgentEngine;
 pub use policy::Policy;
-pub use runtime::{CallError, CallOutcome, LoadError, LoadedTool, Runtime};
+pub use runtime::{CallError, CallOptions, CallOutcome, LoadError, LoadedTool, Runtime};

@@ -21,6 +21,7 @@ use crate::policy::{Policy, ToolPolicy};
 use crate::schema::{ArgumentError, json_to_val, val_to_json};
 use crate::session::{SessionStopped, StopHandle, StopReport};
 use crate::tool::{ImportKind, ToolInfo};
+use tokio_util::sync::CancellationToken;
 
 /// A tool that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,13 @@ pub enum CallError {
         /// The session.
         session: String,
     },
+    /// The caller cancelled this call (for instance an MCP
+    /// `notifications/cancelled`); effects already past the Gate finished.
+    #[error("tool `{tool}` was interrupted: the call was cancelled by its caller")]
+    Cancelled {
+        /// The tool.
+        tool: String,
+    },
     /// Instantiation failed.
     #[error("tool `{tool}` could not start: {message}")]
     Instantiate {
@@ -207,6 +215,21 @@ pub struct CallOutcome {
     /// What the tool wrote to stderr.
     pub stderr: String,
 }
+
+/// Per-call settings of [`Runtime::call_with`].
+#[derive(Default, Clone)]
+pub struct CallOptions {
+    /// Who answers this call's `ask` requests instead of the runtime's
+    /// approver (an MCP server asks its client).
+    pub approver: Option<SharedApprover>,
+    /// Cancels this call alone.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// The guest was interrupted because its call was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was cancelled")]
+struct CallCancelled;
 
 /// A tool ready to run: linked against exactly its grants.
 pub struct LoadedTool {
@@ -423,6 +446,19 @@ impl Runtime {
         function: &str,
         args: &Value,
     ) -> Result<CallOutcome, CallError> {
+        self.call_with(tool, session, function, args, CallOptions::default())
+            .await
+    }
+
+    /// [`Runtime::call`] with a per-call approver and cancellation.
+    pub async fn call_with(
+        &self,
+        tool: &LoadedTool,
+        session: &SessionId,
+        function: &str,
+        args: &Value,
+        options: CallOptions,
+    ) -> Result<CallOutcome, CallError> {
         let spec = tool
             .info
             .function(function)
@@ -476,7 +512,7 @@ impl Runtime {
             grants: tool.grants.clone(),
             user: self.policy.user.clone(),
             gate: self.gate.clone(),
-            approver: self.approver.clone(),
+            approver: options.approver.unwrap_or_else(|| self.approver.clone()),
             consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
             mail: self.mail.clone(),
             forum: self.forum.clone(),
@@ -490,6 +526,7 @@ impl Runtime {
             journal: self.journal.clone(),
             tool_digest: tool.info.digest.clone(),
             session_state,
+            cancel: options.cancel.unwrap_or_default(),
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);
         let state = HostState::new(call, store_limits, wall_time);
@@ -500,6 +537,9 @@ impl Runtime {
             let call = &ctx.data().call;
             if call.session_state.is_stopped() {
                 return Err(wasmtime::Error::new(SessionStopped(call.session.clone())));
+            }
+            if call.cancel.is_cancelled() {
+                return Err(wasmtime::Error::new(CallCancelled));
             }
             if Instant::now() >= ctx.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
@@ -589,6 +629,11 @@ fn classify_trap(
         return CallError::Stopped {
             tool: tool.to_string(),
             session: session.0.clone(),
+        };
+    }
+    if error.downcast_ref::<CallCancelled>().is_some() {
+        return CallError::Cancelled {
+            tool: tool.to_string(),
         };
     }
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {

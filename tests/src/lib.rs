@@ -190,3 +190,74 @@ impl Rng {
         self.state % below
     }
 }
+
+/// The version of the Python MCP SDK the MCP tests drive agentcap with.
+pub const PYTHON_MCP_VERSION: &str = "2.3.0";
+
+/// A Python interpreter that can `import mcp` (the official MCP SDK), for
+/// tests that drive `agentcap serve` with a client not written by us.
+///
+/// Uses `$AGENTCAP_TEST_PYTHON` if set, else a virtualenv under `target/`
+/// that it creates (`pip install mcp==PYTHON_MCP_VERSION`) on first use.
+/// `None` only when no `python3` exists; a failed install panics with pip's
+/// output, since then the test could not prove anything.
+pub fn python_with_mcp() -> Option<PathBuf> {
+    static PYTHON: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Ok(python) = std::env::var("AGENTCAP_TEST_PYTHON") {
+                return Some(PathBuf::from(python));
+            }
+            let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-venv");
+            let python = venv.join("bin/python");
+            let has_mcp = |python: &Path| {
+                std::process::Command::new(python)
+                    .args(["-c", "import mcp, mcp_types"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if has_mcp(&python) {
+                return Some(python);
+            }
+            let system = std::process::Command::new("python3")
+                .arg("--version")
+                .output();
+            if !system.is_ok_and(|o| o.status.success()) {
+                return None;
+            }
+            eprintln!(
+                "installing the Python MCP SDK (mcp=={PYTHON_MCP_VERSION}) into {}",
+                venv.display()
+            );
+            let run = |program: &Path, args: &[&str]| {
+                let out = std::process::Command::new(program)
+                    .args(args)
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+                assert!(
+                    out.status.success(),
+                    "{} {args:?} failed:\n{}{}",
+                    program.display(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(
+                Path::new("python3"),
+                &["-m", "venv", venv.to_str().expect("utf-8 path")],
+            );
+            run(
+                &python,
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    &format!("mcp=={PYTHON_MCP_VERSION}"),
+                ],
+            );
+            assert!(has_mcp(&python), "mcp installed but cannot be imported");
+            Some(python)
+        })
+        .clone()
+}

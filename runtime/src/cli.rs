@@ -1,0 +1,558 @@
+//! The `agentcap` command line: inspect tools, call them under a policy,
+//! serve them over MCP, stop sessions, read the journal, run the demo. Thin
+//! over the library; `main.rs` only calls [`main`].
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::consent::{DenyApprover, SessionId, SharedApprover, TerminalApprover};
+use crate::control;
+use crate::demo::{DemoUser, run_demo};
+use crate::journal::Journal;
+use crate::policy::ToolPolicy;
+use crate::runtime::read_component;
+use crate::tool::ToolInfo;
+use crate::{AgentEngine, Policy, Runtime};
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// A WebAssembly capability runtime for AI-agent tools: every side effect
+/// needs a live consent token.
+#[derive(Parser)]
+#[command(name = "agentcap", version, about)]
+struct Cli {
+    /// Do not use the on-disk cache of compiled components.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a tool's functions (with JSON Schemas) and the capabilities it
+    /// imports, without running it.
+    Inspect {
+        /// The component file.
+        tool: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one function of a tool; consent is asked on the terminal or
+    /// given by the policy's standing grants.
+    Call {
+        /// The component file.
+        tool: PathBuf,
+        /// The function to call (see `inspect`).
+        function: String,
+        /// Arguments: a JSON object keyed by parameter name.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The operator's policy file. Without one, nothing is granted.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The tool's name in the policy (default: the entry whose component
+        /// is TOOL, else the file name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop a session of a running agentcap (or all of them): its tokens are
+    /// revoked, pending consent requests answered `stopped`, running tools
+    /// interrupted. Returns once every process acknowledged.
+    Stop {
+        /// The session to stop.
+        #[arg(required_unless_present_any = ["all", "list"], conflicts_with_all = ["all", "list"])]
+        session: Option<String>,
+        /// Stop every session of every running agentcap.
+        #[arg(long)]
+        all: bool,
+        /// Only list the sessions of running agentcaps.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Serve the policy's tools to AI agents over the Model Context Protocol
+    /// (stdio by default). Consent is asked through the client's
+    /// elicitation; a client that cannot ask gets refusals, never approvals.
+    Serve {
+        /// The operator's policy file: its tools are served.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Serve streamable HTTP at this address (path `/mcp`) instead of
+        /// stdio, e.g. 127.0.0.1:8765.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// With --http: a Host name clients use besides localhost (checked
+        /// against DNS rebinding). Repeatable.
+        #[arg(long, value_name = "HOST", requires = "http")]
+        allow_host: Vec<String>,
+    },
+    /// Read and check the audit journal.
+    Journal {
+        /// The journal file (default: the policy's, else the user's default).
+        #[arg(long, global = true)]
+        journal: Option<PathBuf>,
+        /// Take the journal location from this policy file.
+        #[arg(long, global = true)]
+        policy: Option<PathBuf>,
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+    /// Replay the "confirm before acting" incident on bundled data, offline.
+    Demo {
+        /// Where to lay out the demo (default: a new temporary folder).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Use the scripted user even on a terminal.
+        #[arg(long)]
+        scripted: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// Show the last records.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', default_value_t = 20)]
+        count: usize,
+        /// Keep printing new records as they are written (Ctrl-C to end).
+        #[arg(long)]
+        follow: bool,
+        /// Only this session's records.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Check the hash chain; exits 1 and names the first broken record.
+    Verify,
+    /// Write every record to stdout.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+}
+
+fn cache_dir(no_cache: bool) -> Option<PathBuf> {
+    if no_cache {
+        None
+    } else {
+        AgentEngine::default_cache_dir()
+    }
+}
+
+/// Run the command line (parses `std::env::args`).
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AGENTCAP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { tool, json } => inspect(&tool, json, cache_dir(cli.no_cache)),
+        Command::Call {
+            tool,
+            function,
+            args,
+            policy,
+            name,
+        } => {
+            call(
+                &tool,
+                &function,
+                &args,
+                policy.as_deref(),
+                name,
+                cache_dir(cli.no_cache),
+            )
+            .await
+        }
+        Command::Stop { session, all, list } => stop_command(session, all, list).await,
+        Command::Serve {
+            policy,
+            http,
+            allow_host,
+        } => serve(&policy, http, allow_host, cache_dir(cli.no_cache)).await,
+        Command::Journal {
+            journal,
+            policy,
+            action,
+        } => journal_command(journal, policy, action).await,
+        Command::Demo {
+            workspace,
+            scripted,
+        } => {
+            let workspace = match workspace {
+                Some(w) => w,
+                None => tempfile::Builder::new()
+                    .prefix("agentcap-demo-")
+                    .tempdir()
+                    .context("create a temporary folder for the demo")?
+                    .keep(),
+            };
+            let user = if scripted || !crate::demo::interactive() {
+                DemoUser::Scripted
+            } else {
+                DemoUser::Terminal
+            };
+            run_demo(&workspace, user, cache_dir(cli.no_cache)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow::Result<ExitCode> {
+    let dir = control::control_dir();
+    let request = match (session, all, list) {
+        (_, _, true) => control::Request::Sessions,
+        (_, true, _) => control::Request::StopAll,
+        (Some(session), _, _) => control::Request::Stop { session },
+        (None, false, false) => bail!("name a session, or use --all or --list"),
+    };
+    let replies = control::send(&dir, &request).await.with_context(|| {
+        format!(
+            "cannot reach running agentcap processes in {}",
+            dir.display()
+        )
+    })?;
+    if replies.is_empty() {
+        println!(
+            "no running agentcap found (control sockets in {})",
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut stopped_any = false;
+    for reply in &replies {
+        for s in &reply.stopped {
+            stopped_any = true;
+            println!(
+                "stopped session {} in process {}: {} live token(s) revoked, acknowledged after {} µs",
+                s.session, reply.pid, s.revoked, s.acknowledged_after_us
+            );
+        }
+        if matches!(request, control::Request::Sessions) {
+            for s in &reply.sessions {
+                println!(
+                    "process {} session {} started {} tools [{}]{}",
+                    reply.pid,
+                    s.id,
+                    s.started,
+                    s.tools.join(", "),
+                    if s.stopped { " (stopped)" } else { "" }
+                );
+            }
+        }
+    }
+    if let control::Request::Stop { session } = &request {
+        let known = replies
+            .iter()
+            .any(|r| r.sessions.iter().any(|s| &s.id == session));
+        if !known {
+            println!("no running agentcap has a session named {session}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    if matches!(request, control::Request::StopAll) && !stopped_any {
+        println!("no running session to stop");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn journal_command(
+    journal: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    action: JournalAction,
+) -> anyhow::Result<ExitCode> {
+    let path = match (journal, policy) {
+        (Some(j), _) => j,
+        (None, Some(p)) => Policy::load(&p)?.journal_path(),
+        (None, None) => Journal::default_path(),
+    };
+    if !path.exists() {
+        bail!(
+            "no journal at {} (use --journal or --policy)",
+            path.display()
+        );
+    }
+    let journal = Journal::open(&path, false)?;
+    match action {
+        JournalAction::Tail {
+            count,
+            follow,
+            session,
+        } => {
+            let mut last = 0;
+            for r in journal.tail(count, session.as_deref())? {
+                println!("{}", r.summary_line());
+                last = r.seq;
+            }
+            if follow {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    for r in journal.after(last, session.as_deref())? {
+                        println!("{}", r.summary_line());
+                        last = r.seq;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JournalAction::Verify => {
+            let check = journal.verify()?;
+            if !check.unfinished.is_empty() {
+                let list: Vec<String> = check.unfinished.iter().map(|s| format!("#{s}")).collect();
+                println!(
+                    "started, outcome unknown (the process ended during the effect): {}",
+                    list.join(", ")
+                );
+            }
+            match check.broken {
+                None => {
+                    println!(
+                        "ok: {} records, chain intact ({})",
+                        check.records,
+                        path.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some((seq, why)) => {
+                    println!("BROKEN at record #{seq}: {why} ({})", path.display());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        JournalAction::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for r in journal.all()? {
+                match writeln!(out, "{}", serde_json::to_string(&r)?) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    other => other?,
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn inspect(path: &Path, json: bool, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let bytes = read_component(path)?;
+    let engine = AgentEngine::new(cache)?;
+    let compiled = engine
+        .compile(&bytes)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let info = ToolInfo::describe(engine.engine(), &compiled.component, &compiled.digest);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info.to_json())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} (sha256 {})", path.display(), info.digest);
+    println!("Capabilities imported: {}", {
+        let caps = info.capabilities();
+        if caps.is_empty() {
+            "none".to_string()
+        } else {
+            caps.join(", ")
+        }
+    });
+    println!("Functions:");
+    for f in &info.functions {
+        println!("  {}", f.name);
+        println!("    arguments: {}", serde_json::to_string(&f.input_schema)?);
+        if let Some(out) = &f.output_schema {
+            println!("    result:    {}", serde_json::to_string(out)?);
+        }
+        if let Some(why) = &f.unavailable {
+            println!("    unavailable: {why}");
+        }
+    }
+    println!("Imports:");
+    for i in &info.imports {
+        println!(
+            "  {} ({})",
+            i.name,
+            serde_json::to_value(&i.kind)?["kind"]
+                .as_str()
+                .unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(
+    path: &Path,
+    function: &str,
+    args: &str,
+    policy_path: Option<&Path>,
+    name: Option<String>,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let args: serde_json::Value =
+        serde_json::from_str(args).with_context(|| format!("--args is not valid JSON: {args}"))?;
+    let policy = match policy_path {
+        Some(p) => Policy::load(p)?,
+        None => Policy::deny_all(&std::env::var("USER").unwrap_or_else(|_| "user".into())),
+    };
+    let (name, grants) = match name {
+        Some(n) => {
+            let grants = policy.tools.get(&n).cloned();
+            let Some(grants) = grants else {
+                bail!("the policy has no tool named `{n}`");
+            };
+            (n, grants)
+        }
+        None => match policy.tool_by_component(path) {
+            Some((n, t)) => (n.to_string(), t.clone()),
+            None => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "tool".into());
+                eprintln!(
+                    "note: the policy does not list {}; running it as `{stem}` with no capabilities granted",
+                    path.display()
+                );
+                (
+                    stem,
+                    ToolPolicy {
+                        component: path.to_path_buf(),
+                        grants: Vec::new(),
+                        limits: Default::default(),
+                    },
+                )
+            }
+        },
+    };
+    let approver: SharedApprover =
+        match TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs)) {
+            Some(t) => Arc::new(t),
+            None => Arc::new(DenyApprover::new(
+                "stdin is not a terminal, so no human can be asked; only standing grants apply",
+            )),
+        };
+    let bytes = read_component(path)?;
+    let engine = AgentEngine::new(cache)?;
+    let runtime = Runtime::new(engine, policy, approver)?;
+    let tool = runtime.load_component(&name, grants, &bytes)?;
+    let session = SessionId(format!("cli-{}", std::process::id()));
+    let _control = control::stoppable(runtime.stop_handle());
+    eprintln!("session {session} (stop it with: agentcap stop {session})");
+    let outcome = runtime.call(&tool, &session, function, &args).await?;
+    for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        for line in text.lines() {
+            eprintln!("[{name} {stream}] {line}");
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&outcome.result)?);
+    Ok(if outcome.is_error {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn serve(
+    policy_path: &Path,
+    http: Option<std::net::SocketAddr>,
+    allow_host: Vec<String>,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let policy = Policy::load(policy_path)?;
+    let timeout = Duration::from_secs(policy.consent_timeout_secs);
+    // Over stdio the terminal carries the protocol; over HTTP an operator's
+    // terminal can answer for clients without elicitation.
+    let terminal = if http.is_some() {
+        TerminalApprover::for_stdin(timeout)
+    } else {
+        None
+    };
+    let fallback: SharedApprover = match terminal {
+        Some(t) => Arc::new(t),
+        None => Arc::new(DenyApprover::new(
+            "the MCP client cannot show consent requests (no elicitation) and no operator terminal is attached",
+        )),
+    };
+    let engine = AgentEngine::new(cache)?;
+    let names: Vec<String> = policy.tools.keys().cloned().collect();
+    if names.is_empty() {
+        bail!("{} lists no tools to serve", policy_path.display());
+    }
+    let runtime = Arc::new(Runtime::new(engine, policy, fallback.clone())?);
+    let mut tools = Vec::new();
+    for name in &names {
+        tools.push(
+            runtime
+                .load_tool(name)
+                .with_context(|| format!("cannot load tool `{name}`"))?,
+        );
+    }
+    let server = crate::mcp::McpServer::new(runtime.clone(), tools, fallback)?;
+    let _control = control::stoppable_with(runtime.stop_handle(), true);
+    eprintln!(
+        "agentcap serve: {} MCP tool(s) from {} ({}); journal {}; stop with `agentcap stop --all`",
+        server.tools().len(),
+        policy_path.display(),
+        names.join(", "),
+        runtime.policy().journal_path().display()
+    );
+    match http {
+        None => server.serve_stdio().await?,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+            hosts.extend(allow_host);
+            let bearer = if bound.ip().is_loopback() {
+                std::env::var("AGENTCAP_MCP_SECRET").ok()
+            } else {
+                Some(
+                    std::env::var("AGENTCAP_MCP_SECRET")
+                        .unwrap_or_else(|_| crate::mcp::random_secret()),
+                )
+            };
+            eprintln!("agentcap serve: MCP over streamable HTTP at http://{bound}/mcp");
+            if let Some(secret) = &bearer {
+                eprintln!("agentcap serve: clients must send `Authorization: Bearer {secret}`");
+            }
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            server.serve_http(listener, hosts, bearer, shutdown).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

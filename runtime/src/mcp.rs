@@ -1,0 +1,767 @@
+//! agentcap as a Model Context Protocol server (`agentcap serve`).
+//!
+//! Every exported function of every tool in the policy is an MCP tool named
+//! `tool.function`. A call runs in its own store, in its own task; the MCP
+//! connection is the runtime's session. When a tool asks for consent, the
+//! human is asked through the client:
+//!
+//! - protocol revisions up to 2025-11-25: an `elicitation/create` request to
+//!   the client while the call runs;
+//! - 2026-07-28 and later (no server-to-client requests): the call answers
+//!   with an `InputRequiredResult` carrying the elicitation and an opaque
+//!   `requestState` handle; the guest stays suspended in the Gate until the
+//!   client retries with the answer.
+//!
+//! A client without elicitation gets the fallback approver (the operator's
+//! terminal when there is one), else a refusal: never an approval.
+//! `notifications/cancelled` interrupts the call's guest; effects already past
+//! the Gate finish and are journaled.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ElicitRequest, ElicitRequestParams,
+    ElicitResult, ElicitationAction, Implementation, InputRequest, InputRequiredResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
+};
+use rmcp::service::{Peer, RequestContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::consent::{
+    Approver, Capability, ConsentPrompt, Decision, DecisionFuture, SessionId, SharedApprover,
+};
+use crate::policy::ConsentMode;
+use crate::runtime::{CallError, CallOptions, CallOutcome, LoadedTool, Runtime};
+
+/// Longest MCP tool name (the MCP spec's limit).
+const MAX_TOOL_NAME: usize = 128;
+
+/// A server-side problem before serving starts.
+#[derive(Debug, thiserror::Error)]
+pub enum McpSetupError {
+    /// Two functions map to the same MCP tool name.
+    #[error("two functions are both published as MCP tool `{0}`; rename a tool in the policy")]
+    DuplicateName(String),
+    /// The HTTP listener could not start.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("the MCP connection failed: {0}")]
+    Transport(String),
+}
+
+/// One published MCP tool: a function of a loaded tool.
+struct Published {
+    tool: Arc<LoadedTool>,
+    function: String,
+    listing: Tool,
+}
+
+/// A call that waits for the client to answer a consent request it was sent
+/// in an `InputRequiredResult` (protocol 2026-07-28+).
+struct Parked {
+    running: RunningCall,
+    answer: oneshot::Sender<Decision>,
+    items: usize,
+    tool_name: String,
+    parked_at: Instant,
+}
+
+/// A tool call running in its own task.
+struct RunningCall {
+    task: JoinHandle<Result<CallOutcome, CallError>>,
+    asks: mpsc::Receiver<Ask>,
+    cancel: CancellationToken,
+}
+
+/// A consent request the Gate hands to the MCP layer to put to the client.
+struct Ask {
+    prompt: ConsentPrompt,
+    answer: oneshot::Sender<Decision>,
+}
+
+/// The MCP server: the tools of one runtime, shared by every connection.
+pub struct McpServer {
+    runtime: Arc<Runtime>,
+    published: Vec<Published>,
+    fallback: SharedApprover,
+    parked: Mutex<HashMap<String, Parked>>,
+    sessions: AtomicU64,
+}
+
+impl McpServer {
+    /// Publish every JSON-callable function of `tools`. `fallback` answers
+    /// consent requests of clients that cannot show them (no elicitation).
+    pub fn new(
+        runtime: Arc<Runtime>,
+        tools: Vec<LoadedTool>,
+        fallback: SharedApprover,
+    ) -> Result<Arc<McpServer>, McpSetupError> {
+        let mut published: Vec<Published> = Vec::new();
+        for tool in tools {
+            let tool = Arc::new(tool);
+            let capabilities = effective_capabilities(&runtime, &tool);
+            for function in &tool.info().functions {
+                if function.unavailable.is_some() {
+                    continue;
+                }
+                let listing = describe(&tool, function, &capabilities);
+                if published.iter().any(|p| p.listing.name == listing.name) {
+                    return Err(McpSetupError::DuplicateName(listing.name.to_string()));
+                }
+                published.push(Published {
+                    tool: tool.clone(),
+                    function: function.name.clone(),
+                    listing,
+                });
+            }
+        }
+        Ok(Arc::new(McpServer {
+            runtime,
+            published,
+            fallback,
+            parked: Mutex::new(HashMap::new()),
+            sessions: AtomicU64::new(0),
+        }))
+    }
+
+    /// The MCP tools as listed to clients.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.published.iter().map(|p| p.listing.clone()).collect()
+    }
+
+    /// A handler for one connection, with a session of its own.
+    pub fn connection(self: &Arc<Self>, transport: &str) -> McpConnection {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        McpConnection {
+            server: self.clone(),
+            session: SessionId(format!("mcp-{transport}-{}-{n}", std::process::id())),
+        }
+    }
+
+    /// Serve one client over stdin/stdout until it disconnects.
+    pub async fn serve_stdio(self: &Arc<Self>) -> Result<(), McpSetupError> {
+        let connection = self.connection("stdio");
+        let running = connection
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| McpSetupError::Transport(e.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| McpSetupError::Transport(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Serve streamable HTTP on `listener` at `/mcp` until `shutdown`.
+    /// `bearer` (required beyond loopback) must be sent as
+    /// `Authorization: Bearer ...`; `allowed_hosts` guard against DNS
+    /// rebinding and browser Origins are refused.
+    pub async fn serve_http(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        allowed_hosts: Vec<String>,
+        bearer: Option<String>,
+        shutdown: CancellationToken,
+    ) -> Result<(), McpSetupError> {
+        use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+        use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+        let config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts)
+            .enforce_origin_validation()
+            .with_cancellation_token(shutdown.child_token());
+        let factory = {
+            let server = self.clone();
+            move || Ok(server.connection("http"))
+        };
+        let service =
+            StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config);
+        let mut router = axum::Router::new().nest_service("/mcp", service);
+        if let Some(secret) = bearer {
+            let expected = Arc::new(format!("Bearer {secret}"));
+            router = router.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let expected = expected.clone();
+                    async move {
+                        let given = request
+                            .headers()
+                            .get(axum::http::header::AUTHORIZATION)
+                            .map(|v| v.as_bytes().to_vec())
+                            .unwrap_or_default();
+                        if constant_time_eq(&given, expected.as_bytes()) {
+                            next.run(request).await
+                        } else {
+                            axum::response::IntoResponse::into_response((
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "agentcap: missing or wrong bearer secret\n",
+                            ))
+                        }
+                    }
+                },
+            ));
+        }
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(|e| McpSetupError::Transport(e.to_string()))
+    }
+
+    fn find(&self, name: &str) -> Option<&Published> {
+        self.published.iter().find(|p| p.listing.name == name)
+    }
+
+    /// Keep parked calls whose client may still answer; drop the rest (their
+    /// consent request has long timed out in the Gate).
+    fn sweep_parked(&self) {
+        let limit = Duration::from_secs(self.runtime.policy().consent_timeout_secs + 60);
+        self.parked
+            .lock()
+            .unwrap()
+            .retain(|_, p| p.parked_at.elapsed() < limit);
+    }
+}
+
+/// One MCP connection (its own runtime session).
+#[derive(Clone)]
+pub struct McpConnection {
+    server: Arc<McpServer>,
+    session: SessionId,
+}
+
+impl McpConnection {
+    /// The runtime session of this connection.
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    async fn start_call(
+        &self,
+        published: &Published,
+        arguments: Value,
+        approver: SharedApprover,
+        asks: mpsc::Receiver<Ask>,
+    ) -> RunningCall {
+        let cancel = CancellationToken::new();
+        let runtime = self.server.runtime.clone();
+        let tool = published.tool.clone();
+        let function = published.function.clone();
+        let session = self.session.clone();
+        let options = CallOptions {
+            approver: Some(approver),
+            cancel: Some(cancel.clone()),
+        };
+        let task = tokio::spawn(async move {
+            runtime
+                .call_with(&tool, &session, &function, &arguments, options)
+                .await
+        });
+        RunningCall { task, asks, cancel }
+    }
+
+    /// Wait for `running` to end, or to need the client's answer (then park
+    /// it and return the elicitation as an `InputRequiredResult`).
+    async fn drive(
+        &self,
+        mut running: RunningCall,
+        tool_name: &str,
+        ct: &CancellationToken,
+    ) -> CallToolResponse {
+        // A closed `asks` channel (no deferred approver) disables its branch.
+        tokio::select! {
+            finished = &mut running.task => CallToolResponse::Complete(call_result(finished)),
+            Some(ask) = running.asks.recv() => {
+                let handle = random_handle();
+                let request = elicitation_request(&ask.prompt);
+                let items = ask.prompt.items.len();
+                self.server.sweep_parked();
+                self.server.parked.lock().unwrap().insert(handle.clone(), Parked {
+                    running,
+                    answer: ask.answer,
+                    items,
+                    tool_name: tool_name.to_string(),
+                    parked_at: Instant::now(),
+                });
+                let mut requests = rmcp::model::InputRequests::new();
+                requests.insert(CONSENT_INPUT.to_string(), InputRequest::Elicitation(request));
+                CallToolResponse::InputRequired(InputRequiredResult::new(Some(requests), Some(handle)))
+            }
+            () = ct.cancelled() => {
+                running.cancel.cancel();
+                let finished = (&mut running.task).await;
+                CallToolResponse::Complete(call_result(finished))
+            }
+        }
+    }
+}
+
+/// The key of the consent elicitation in `inputRequests`.
+const CONSENT_INPUT: &str = "consent";
+
+impl ServerHandler for McpConnection {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("agentcap", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Sandboxed tools. Every side effect needs the user's consent, which agentcap asks \
+             for itself (through elicitation when the client supports it); a refusal is final \
+             for that action."
+                .into(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.server.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.server.find(name).map(|p| p.listing.clone())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if let Some(handle) = &request.request_state {
+            // A retry carrying the answer to a parked consent request.
+            let parked = self.server.parked.lock().unwrap().remove(handle);
+            let Some(parked) = parked else {
+                return Err(McpError::invalid_params(
+                    "requestState names no waiting call (unknown, already answered, or expired)",
+                    None,
+                ));
+            };
+            if parked.tool_name != request.name {
+                parked.running.cancel.cancel();
+                return Err(McpError::invalid_params(
+                    format!(
+                        "requestState belongs to a call of `{}`, not `{}`; that call was cancelled",
+                        parked.tool_name, request.name
+                    ),
+                    None,
+                ));
+            }
+            let answer = request
+                .input_responses
+                .as_ref()
+                .and_then(|r| r.get(CONSENT_INPUT))
+                .map_or(
+                    Decision::Decline("the client sent no answer to the consent request".into()),
+                    |v| decision_from_json(v, parked.items),
+                );
+            // The Gate may have given up already (timeout, stop): then the
+            // call has ended or will, and its result is what the client gets.
+            let _ = parked.answer.send(answer);
+            return Ok(self
+                .drive(parked.running, &parked.tool_name, &context.ct)
+                .await);
+        }
+        let Some(published) = self.server.find(&request.name) else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool `{}` (tools/list shows what this server offers)",
+                    request.name
+                ),
+                None,
+            ));
+        };
+        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        let (asks_tx, asks_rx) = mpsc::channel(1);
+        let client = context
+            .client_info()
+            .map(|c| c.name)
+            .unwrap_or_else(|| "unnamed".into());
+        let approver: SharedApprover = match consent_route(&context) {
+            ConsentRoute::ElicitNow => Arc::new(ElicitingApprover {
+                peer: context.peer.clone(),
+                channel: format!("MCP client `{client}` (elicitation)"),
+            }),
+            ConsentRoute::InputRequired => Arc::new(DeferredApprover {
+                asks: asks_tx,
+                channel: format!("MCP client `{client}` (elicitation)"),
+            }),
+            ConsentRoute::Fallback => self.server.fallback.clone(),
+        };
+        let running = self
+            .start_call(published, arguments, approver, asks_rx)
+            .await;
+        Ok(self.drive(running, &request.name, &context.ct).await)
+    }
+}
+
+/// How a consent request of this call reaches a human.
+enum ConsentRoute {
+    /// Send `elicitation/create` to the client now (handshake-era revisions).
+    ElicitNow,
+    /// Answer with an `InputRequiredResult` (2026-07-28+).
+    InputRequired,
+    /// The client cannot elicit: the server's fallback approver.
+    Fallback,
+}
+
+fn consent_route(context: &RequestContext<RoleServer>) -> ConsentRoute {
+    let elicits = context
+        .client_capabilities()
+        .and_then(|c| c.elicitation)
+        // An empty `elicitation: {}` means form mode (backwards compatible).
+        .is_some_and(|e| e.form.is_some() || e.url.is_none());
+    if !elicits {
+        return ConsentRoute::Fallback;
+    }
+    let modern = context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+    if modern {
+        ConsentRoute::InputRequired
+    } else {
+        ConsentRoute::ElicitNow
+    }
+}
+
+/// Asks through `elicitation/create` while the call waits.
+struct ElicitingApprover {
+    peer: Peer<RoleServer>,
+    channel: String,
+}
+
+impl Approver for ElicitingApprover {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        Box::pin(async move {
+            let params = elicitation_params(prompt);
+            match self.peer.create_elicitation(params).await {
+                Ok(result) => decision_from_result(&result, prompt.items.len()),
+                Err(e) => Decision::Decline(format!("the MCP client could not ask: {e}")),
+            }
+        })
+    }
+}
+
+/// Hands the request to the call's driver, which parks the call and returns
+/// the elicitation to the client as an `InputRequiredResult`.
+struct DeferredApprover {
+    asks: mpsc::Sender<Ask>,
+    channel: String,
+}
+
+impl Approver for DeferredApprover {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        Box::pin(async move {
+            let (answer, answered) = oneshot::channel();
+            let ask = Ask {
+                prompt: prompt.clone(),
+                answer,
+            };
+            if self.asks.send(ask).await.is_err() {
+                return Decision::Decline("the MCP request that asked has ended".into());
+            }
+            answered.await.unwrap_or_else(|_| {
+                Decision::Decline("the MCP client never answered the consent request".into())
+            })
+        })
+    }
+}
+
+/// The form shown to the human: the host's rendering of the action, and
+/// either one yes/no field or, for several items, a multi-select of them
+/// (all selected by default; unselect what must not happen).
+fn elicitation_schema(prompt: &ConsentPrompt) -> Value {
+    if prompt.items.len() > 1 {
+        let choices: Vec<Value> = prompt
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| json!({"const": (i + 1).to_string(), "title": item.description}))
+            .collect();
+        let all: Vec<String> = (1..=prompt.items.len()).map(|i| i.to_string()).collect();
+        json!({
+            "type": "object",
+            "properties": {
+                "approve": {
+                    "type": "array",
+                    "title": format!("Approve {} for these items", prompt.capability),
+                    "description": "Only the selected items are approved; nothing else happens.",
+                    "items": {"anyOf": choices},
+                    "default": all,
+                }
+            },
+            "required": ["approve"],
+        })
+    } else {
+        json!({
+            "type": "object",
+            "properties": {
+                "approve": {
+                    "type": "boolean",
+                    "title": format!("Approve {}", prompt.capability),
+                    "description": "Exactly the action described above, nothing else.",
+                    "default": false,
+                }
+            },
+            "required": ["approve"],
+        })
+    }
+}
+
+fn elicitation_params(prompt: &ConsentPrompt) -> ElicitRequestParams {
+    serde_json::from_value(json!({
+        "mode": "form",
+        "message": prompt.render(),
+        "requestedSchema": elicitation_schema(prompt),
+    }))
+    .expect("the consent form is a valid elicitation")
+}
+
+fn elicitation_request(prompt: &ConsentPrompt) -> ElicitRequest {
+    serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": elicitation_params(prompt),
+    }))
+    .expect("the consent form is a valid elicitation request")
+}
+
+fn decision_from_json(value: &Value, items: usize) -> Decision {
+    match serde_json::from_value::<ElicitResult>(value.clone()) {
+        Ok(result) => decision_from_result(&result, items),
+        Err(e) => Decision::Decline(format!(
+            "the client's answer is not an elicitation result: {e}"
+        )),
+    }
+}
+
+/// Read the human's answer. Anything but a clear approval is a refusal.
+fn decision_from_result(result: &ElicitResult, items: usize) -> Decision {
+    match result.action {
+        ElicitationAction::Decline => {
+            return Decision::Decline("declined in the MCP client".into());
+        }
+        ElicitationAction::Accept => {}
+        _ => return Decision::Decline("dismissed in the MCP client".into()),
+    }
+    let approve = result.content.as_ref().and_then(|c| c.get("approve"));
+    match approve {
+        // A yes/no form is shown only for a single item; a multi-item form
+        // needs the selection itself.
+        Some(Value::Bool(true)) if items <= 1 => Decision::Approve((0..items).collect()),
+        Some(Value::Array(selected)) => {
+            let mut chosen: Vec<usize> = selected
+                .iter()
+                .filter_map(|v| v.as_str()?.parse::<usize>().ok())
+                .filter(|n| (1..=items).contains(n))
+                .map(|n| n - 1)
+                .collect();
+            chosen.sort_unstable();
+            chosen.dedup();
+            if chosen.is_empty() {
+                Decision::Decline("no item was selected in the MCP client".into())
+            } else {
+                Decision::Approve(chosen)
+            }
+        }
+        _ => Decision::Decline("not approved in the MCP client".into()),
+    }
+}
+
+/// The capabilities a tool can actually use: granted (not `deny`) and
+/// imported by the component.
+fn effective_capabilities(runtime: &Runtime, tool: &LoadedTool) -> Vec<(Capability, ConsentMode)> {
+    let imported = tool.info().capabilities();
+    runtime
+        .policy()
+        .tools
+        .get(tool.name())
+        .map(|p| {
+            p.grants
+                .iter()
+                .filter(|g| g.mode != ConsentMode::Deny)
+                .map(|g| (g.parsed_capability(), g.mode))
+                .filter(|(c, _)| imported.iter().any(|i| i == c.interface()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An MCP tool name: `tool.function`, limited to the characters MCP allows.
+pub fn mcp_tool_name(tool: &str, function: &str) -> String {
+    format!("{tool}.{function}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_TOOL_NAME)
+        .collect()
+}
+
+fn describe(
+    tool: &LoadedTool,
+    function: &crate::tool::ToolFunction,
+    capabilities: &[(Capability, ConsentMode)],
+) -> Tool {
+    let side_effects: Vec<Capability> = capabilities
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| c.is_side_effecting())
+        .collect();
+    let granted = if capabilities.is_empty() {
+        "no capabilities: it cannot read or change anything outside itself".to_string()
+    } else {
+        capabilities
+            .iter()
+            .map(|(c, mode)| match mode {
+                ConsentMode::Standing => format!("{c} (standing grant)"),
+                _ => format!("{c} (asks the user each time)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let description = format!(
+        "`{}` of the sandboxed tool `{}`. Capabilities: {granted}. The user's consent is \
+         requested by agentcap itself; a refused action simply does not happen.",
+        function.name,
+        tool.name()
+    );
+    let mut annotations = json!({
+        "title": format!("{} ({})", function.name, tool.name()),
+        "readOnlyHint": side_effects.is_empty(),
+        "openWorldHint": capabilities.iter().any(|(c, _)| *c == Capability::ForumPost),
+    });
+    if !side_effects.is_empty() {
+        annotations["destructiveHint"] = json!(side_effects.contains(&Capability::MailDelete));
+    }
+    let mut listing = json!({
+        "name": mcp_tool_name(tool.name(), &function.name),
+        "title": format!("{} ({})", function.name, tool.name()),
+        "description": description,
+        "inputSchema": function.input_schema,
+        "annotations": annotations,
+    });
+    if let Some(output) = &function.output_schema {
+        listing["outputSchema"] = json!({
+            "type": "object",
+            "properties": {"result": output},
+            "required": ["result"],
+        });
+    }
+    serde_json::from_value(listing).expect("a tool listing is a valid MCP Tool")
+}
+
+/// A finished call as an MCP result. The tool's own error and every
+/// refusal or limit are `isError` results the model can read; guest
+/// stdout/stderr are never included.
+fn call_result(
+    finished: Result<Result<CallOutcome, CallError>, tokio::task::JoinError>,
+) -> CallToolResult {
+    let value = match finished {
+        Ok(Ok(outcome)) => {
+            let structured = json!({"result": outcome.result});
+            let text = serde_json::to_string(&outcome.result).unwrap_or_default();
+            json!({
+                "content": [{"type": "text", "text": text}],
+                "structuredContent": structured,
+                "isError": outcome.is_error,
+            })
+        }
+        Ok(Err(error)) => json!({
+            "content": [{"type": "text", "text": format!("agentcap: {error}")}],
+            "isError": true,
+        }),
+        Err(join) => json!({
+            "content": [{"type": "text", "text": format!("agentcap: the call's task failed: {join}")}],
+            "isError": true,
+        }),
+    };
+    let mut value = value;
+    // Required from 2026-07-28; rmcp strips it for older peers.
+    value["resultType"] = json!("complete");
+    serde_json::from_value(value).expect("a call result is a valid MCP CallToolResult")
+}
+
+/// 128 random bits, hex: the handle of a parked call.
+fn random_handle() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    hex::encode(bytes)
+}
+
+/// A fresh random secret (for bearer authentication).
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    hex::encode(bytes)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_mcp_names() {
+        assert_eq!(mcp_tool_name("inbox-triage", "plan"), "inbox-triage.plan");
+        assert_eq!(mcp_tool_name("my tool", "api.get/x"), "my_tool.api.get_x");
+        assert_eq!(mcp_tool_name(&"x".repeat(200), "f").len(), MAX_TOOL_NAME);
+    }
+
+    fn answer(action: &str, content: Value) -> ElicitResult {
+        serde_json::from_value(json!({"action": action, "content": content})).unwrap()
+    }
+
+    #[test]
+    fn only_a_clear_approval_approves() {
+        let yes = answer("accept", json!({"approve": true}));
+        assert_eq!(decision_from_result(&yes, 1), Decision::Approve(vec![0]));
+        for refusal in [
+            answer("accept", json!({"approve": false})),
+            answer("accept", json!({})),
+            answer("accept", json!({"approve": "yes"})),
+            answer("decline", json!({"approve": true})),
+            answer("cancel", json!({"approve": true})),
+            answer("accept", json!({"approve": []})),
+            answer("accept", json!({"approve": ["0", "9", "x"]})),
+            answer("accept", json!({"approve": true})),
+        ] {
+            assert!(
+                matches!(decision_from_result(&refusal, 3), Decision::Decline(_)),
+                "{refusal:?}"
+            );
+        }
+        let subset = answer("accept", json!({"approve": ["3", "1", "1", "7"]}));
+        assert_eq!(
+            decision_from_result(&subset, 3),
+            Decision::Approve(vec![0, 2])
+        );
+    }
+}

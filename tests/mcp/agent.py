@@ -1,0 +1,87 @@
+"""An agent driving `agentcap serve` with the official Python MCP SDK.
+
+Usage: agent.py PLAN_JSON
+
+PLAN_JSON is an object:
+  server: {"command": ..., "args": [...], "env": {...}} (stdio), or
+          {"url": ..., "headers": {...}} (streamable HTTP)
+  mode:   "legacy" (initialize handshake, server-to-client elicitation) or
+          "2026-07-28" (per-request envelope, InputRequired round trips)
+  elicitation: false to connect as a client that cannot show forms
+  steps:  a list of operations, run in order:
+    {"op": "list"}
+    {"op": "call", "name": ..., "args": {...}, "answers": [ANSWER, ...]}
+    {"op": "cancel", "name": ..., "args": {...}, "after_ms": N}
+  ANSWER: {"action": "accept", "approve": true | ["1", "3"]} or
+          {"action": "decline"} or {"action": "cancel"}
+
+Prints one JSON object: the protocol version and one report per step,
+including every elicitation the server sent (message and schema).
+"""
+
+import json
+import sys
+import time
+
+import anyio
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import ElicitResult
+
+
+def dump(model):
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def main(plan):
+    asked = []
+    answers = []
+
+    async def on_elicit(context, params):
+        asked.append({"message": params.message, "schema": params.requested_schema})
+        answer = answers.pop(0) if answers else {"action": "decline"}
+        if answer["action"] != "accept":
+            return ElicitResult(action=answer["action"])
+        return ElicitResult(action="accept", content={"approve": answer["approve"]})
+
+    server = plan["server"]
+    if "url" in server:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = httpx2.AsyncClient(headers=server.get("headers", {}), timeout=120)
+        target = streamable_http_client(server["url"], http_client=http)
+    else:
+        target = StdioServerParameters(
+            command=server["command"], args=server["args"], env=server.get("env")
+        )
+    reports = []
+    # Without a callback the client declares no elicitation capability.
+    callback = on_elicit if plan.get("elicitation", True) else None
+    async with Client(target, mode=plan["mode"], elicitation_callback=callback) as client:
+        for step in plan["steps"]:
+            asked.clear()
+            answers[:] = list(step.get("answers", []))
+            started = time.monotonic()
+            if step["op"] == "list":
+                listed = await client.list_tools()
+                report = {"tools": [dump(t) for t in listed.tools]}
+            elif step["op"] == "call":
+                result = await client.call_tool(step["name"], step.get("args", {}))
+                report = {"result": dump(result)}
+            elif step["op"] == "cancel":
+                finished = None
+                with anyio.move_on_after(step["after_ms"] / 1000):
+                    finished = dump(await client.call_tool(step["name"], step.get("args", {})))
+                report = {"finished_before_cancel": finished}
+            else:
+                raise SystemExit(f"unknown op {step['op']}")
+            report["elicitations"] = list(asked)
+            report["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+            reports.append(report)
+        protocol = client.protocol_version
+    print(json.dumps({"protocol": protocol, "steps": reports}))
+
+
+if __name__ == "__main__":
+    anyio.run(main, json.loads(sys.argv[1]))

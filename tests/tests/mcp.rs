@@ -1,0 +1,404 @@
+//! `agentcap serve` driven by MCP clients we did not write: the official
+//! Python SDK (both protocol eras, stdio and streamable HTTP) and rmcp's own
+//! client. Every consent is answered through the client's elicitation, and
+//! the Maildir on disk shows exactly what was approved.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use agentcap::journal::Journal;
+use agentcap_tests::{Workspace, guest, python_with_mcp};
+use serde_json::{Value, json};
+
+const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
+
+/// A workspace with a policy serving inbox-triage (asks for every move),
+/// the type-echo tool (no capabilities) and the hostile resource tool.
+fn served_workspace() -> (Workspace, PathBuf) {
+    let ws = Workspace::new();
+    let policy = format!(
+        r#"
+user = "alice"
+consent_timeout_secs = 60
+
+[mail]
+maildir = "Maildir"
+
+[tools.inbox-triage]
+component = "{triage}"
+
+[[tools.inbox-triage.grants]]
+capability = "mail.list"
+mode = "standing"
+folders = ["INBOX"]
+
+[[tools.inbox-triage.grants]]
+capability = "mail.archive"
+mode = "ask"
+folders = ["INBOX"]
+
+[[tools.inbox-triage.grants]]
+capability = "mail.delete"
+mode = "ask"
+folders = ["INBOX"]
+
+[tools.echo]
+component = "{echo}"
+
+[tools.hostile]
+component = "{hostile}"
+limits = {{ wall_time_ms = 60000 }}
+"#,
+        triage = guest("inbox_triage").display(),
+        echo = guest("echo_types").display(),
+        hostile = guest("hostile_resources").display(),
+    );
+    ws.policy(&policy);
+    let path = ws.dir.path().join("agentcap.toml");
+    (ws, path)
+}
+
+/// Run tests/mcp/agent.py with `plan`; its JSON report.
+fn run_agent(python: &Path, plan: &Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/agent.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(plan.to_string())
+        .output()
+        .expect("run the Python agent");
+    assert!(
+        out.status.success(),
+        "the Python MCP client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "agent output is not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn python_or_skip() -> Option<PathBuf> {
+    let python = python_with_mcp();
+    if python.is_none() {
+        eprintln!("SKIPPED: python3 is not installed, so the Python MCP SDK cannot be run");
+    }
+    python
+}
+
+fn stdio_server(policy: &Path) -> Value {
+    json!({"command": AGENTCAP, "args": ["--no-cache", "serve", "--policy", policy]})
+}
+
+fn tool<'a>(listing: &'a Value, name: &str) -> &'a Value {
+    listing["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("tools/list lacks {name}: {listing}"))
+}
+
+fn journal_lines(ws: &Workspace) -> Vec<String> {
+    let journal = Journal::open(&ws.dir.path().join("journal.sqlite"), false).unwrap();
+    journal
+        .all()
+        .unwrap()
+        .iter()
+        .map(|r| r.summary_line())
+        .collect()
+}
+
+fn count(ws: &Workspace, folder: &str) -> usize {
+    ws.ids_in(folder).len()
+}
+
+/// The whole agent session, in the handshake era (server-to-client
+/// `elicitation/create`) and in 2026-07-28 (InputRequired round trips).
+#[test]
+fn python_sdk_over_stdio_in_both_protocol_eras() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    for (mode, expected_protocol) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let (ws, policy) = served_workspace();
+        let before = ws.snapshot();
+        let plan = json!({
+            "server": stdio_server(&policy),
+            "mode": mode,
+            "steps": [
+                {"op": "list"},
+                {"op": "call", "name": "echo.api.greet", "args": {"name": "bob"}},
+                {"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
+                 "answers": [{"action": "accept", "approve": ["1", "3"]}, {"action": "decline"}]},
+                {"op": "cancel", "name": "hostile.spin", "after_ms": 300},
+                {"op": "call", "name": "echo.api.greet", "args": {"name": "again"}},
+                {"op": "call", "name": "hostile.chatty"},
+                {"op": "call", "name": "inbox-triage.plan", "args": {"folder": "Archive"}},
+            ]
+        });
+        let report = run_agent(&python, &plan);
+        assert_eq!(report["protocol"], expected_protocol, "{mode}");
+        let steps = report["steps"].as_array().unwrap();
+
+        // tools/list: names, schemas from WIT, annotations from the grants.
+        let listing = &steps[0];
+        let triage = tool(listing, "inbox-triage.triage");
+        assert_eq!(triage["annotations"]["readOnlyHint"], false);
+        assert_eq!(triage["annotations"]["destructiveHint"], true);
+        assert_eq!(triage["inputSchema"]["required"], json!(["folder"]));
+        assert_eq!(triage["outputSchema"]["type"], "object");
+        let greet = tool(listing, "echo.api.greet");
+        assert_eq!(greet["annotations"]["readOnlyHint"], true);
+        assert!(
+            greet["description"]
+                .as_str()
+                .unwrap()
+                .contains("no capabilities")
+        );
+
+        // A read-only tool answers with structured content.
+        let hello = &steps[1]["result"];
+        assert_eq!(hello["structuredContent"], json!({"result": "hello, bob"}));
+        assert_eq!(hello["isError"], false);
+
+        // Consent through elicitation: items 1 and 3 of 12 archives, deletes
+        // declined. The host's rendering names the mail, item by item.
+        let asked = steps[2]["elicitations"].as_array().unwrap();
+        assert_eq!(asked.len(), 2, "{mode}: {asked:?}");
+        let archive_form = &asked[0];
+        assert!(
+            archive_form["message"]
+                .as_str()
+                .unwrap()
+                .contains("move 12 messages to Archive")
+        );
+        let choices = archive_form["schema"]["properties"]["approve"]["items"]["anyOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(choices.len(), 12);
+        assert!(
+            asked[1]["message"]
+                .as_str()
+                .unwrap()
+                .contains("delete 9 messages")
+        );
+        let outcome = &steps[2]["result"]["structuredContent"]["result"]["ok"];
+        assert_eq!(
+            outcome["archived"].as_array().unwrap().len(),
+            2,
+            "{outcome}"
+        );
+        assert_eq!(outcome["deleted"], json!([]));
+        assert_eq!(
+            count(&ws, "Archive"),
+            2,
+            "{mode}: exactly the approved subset"
+        );
+        assert_eq!(
+            count(&ws, "Trash"),
+            0,
+            "{mode}: the declined deletes never happened"
+        );
+        let after = ws.snapshot();
+        let moved = before.keys().filter(|k| !after.contains_key(*k)).count();
+        assert_eq!(moved, 2, "{mode}: nothing else changed on disk");
+
+        // Cancelling a runaway call interrupts its guest and leaves the
+        // connection usable.
+        assert_eq!(steps[3]["finished_before_cancel"], Value::Null);
+        assert_eq!(
+            steps[4]["result"]["structuredContent"],
+            json!({"result": "hello, again"})
+        );
+
+        // 4000 lines of JSON-RPC-looking output on the guest's stdout and
+        // stderr never reach the protocol stream.
+        let chatty = &steps[5]["result"];
+        assert_eq!(chatty["structuredContent"], json!({"result": "done"}));
+        assert!(!chatty.to_string().contains("pwned"));
+        // Folders outside the grant are refused, and the refusal is readable.
+        let refused = &steps[6]["result"];
+        assert_eq!(refused["isError"], true, "{refused}");
+        assert!(refused.to_string().contains("Archive"), "{refused}");
+
+        let journal = journal_lines(&ws);
+        let decided = |needle: &str| journal.iter().any(|l| l.contains(needle));
+        assert!(
+            decided("by human via MCP client `mcp` (elicitation): approved 2 of 12"),
+            "{journal:#?}"
+        );
+        assert!(decided(
+            "mail.delete was declined: declined in the MCP client"
+        ));
+        assert!(
+            decided("hostile tool-failure: tool `hostile` was interrupted: the call was cancelled"),
+            "{journal:#?}"
+        );
+    }
+}
+
+/// A client that cannot show a form gets refusals, never approvals.
+#[test]
+fn a_client_without_elicitation_is_refused() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    let (ws, policy) = served_workspace();
+    let before = ws.snapshot();
+    let plan = json!({
+        "server": stdio_server(&policy),
+        "mode": "legacy",
+        "elicitation": false,
+        "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"}}],
+    });
+    let report = run_agent(&python, &plan);
+    let outcome = &report["steps"][0]["result"]["structuredContent"]["result"]["ok"];
+    assert_eq!(outcome["archived"], json!([]), "{outcome}");
+    assert_eq!(outcome["deleted"], json!([]));
+    assert!(
+        outcome["refusals"]
+            .to_string()
+            .contains("no operator terminal is attached"),
+        "{outcome}"
+    );
+    assert_eq!(ws.snapshot(), before);
+}
+
+/// `agentcap serve --http`: a server process on a free loopback port.
+struct HttpServer {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl HttpServer {
+    fn start(policy: &Path, secret: Option<&str>) -> HttpServer {
+        let mut command = Command::new(AGENTCAP);
+        command
+            .args(["--no-cache", "serve", "--http", "127.0.0.1:0", "--policy"])
+            .arg(policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match secret {
+            Some(s) => command.env("AGENTCAP_MCP_SECRET", s),
+            None => command.env_remove("AGENTCAP_MCP_SECRET"),
+        };
+        let mut child = command.spawn().expect("start agentcap serve --http");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("http://").nth(1) {
+                    let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address");
+        HttpServer { child, addr }
+    }
+
+    /// POST an `initialize` to /mcp with extra headers; the status code.
+    fn status(&self, headers: &[(&str, &str)]) -> u16 {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}})
+        .to_string();
+        let mut request = format!(
+            "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        if !headers.iter().any(|(k, _)| *k == "Host") {
+            request.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read the status line; SSE bodies may stay open.
+        while !response.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&response);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {line}"))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Streamable HTTP with the Python SDK (2026-07-28), and the guards in front
+/// of it: DNS rebinding (Host), browsers (Origin), the bearer secret.
+#[test]
+fn python_sdk_over_streamable_http_and_its_guards() {
+    let Some(python) = python_or_skip() else {
+        return;
+    };
+    let (ws, policy) = served_workspace();
+    let server = HttpServer::start(&policy, Some("s3cret"));
+    let auth = [("Authorization", "Bearer s3cret")];
+    assert_eq!(server.status(&auth), 200, "a proper request passes");
+    assert_eq!(server.status(&[]), 401, "no secret");
+    assert_eq!(
+        server.status(&[("Authorization", "Bearer guess")]),
+        401,
+        "wrong secret"
+    );
+    let forged_host = server.status(&[auth[0], ("Host", "evil.example")]);
+    assert!(
+        (400..500).contains(&forged_host),
+        "forged Host: {forged_host}"
+    );
+    let origin = server.status(&[auth[0], ("Origin", "http://evil.example")]);
+    assert!((400..500).contains(&origin), "browser Origin: {origin}");
+
+    let plan = json!({
+        "server": {"url": format!("http://{}/mcp", server.addr),
+                   "headers": {"Authorization": "Bearer s3cret"}},
+        "mode": "2026-07-28",
+        "steps": [
+            {"op": "list"},
+            {"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
+             "answers": [{"action": "accept", "approve": ["2"]},
+                         {"action": "accept", "approve": true}]},
+        ]
+    });
+    let report = run_agent(&python, &plan);
+    assert_eq!(report["protocol"], "2026-07-28");
+    assert!(report["steps"][0]["tools"].as_array().unwrap().len() >= 3);
+    let outcome = &report["steps"][1]["result"]["structuredContent"]["result"]["ok"];
+    assert_eq!(
+        outcome["archived"].as_array().unwrap().len(),
+        1,
+        "{outcome}"
+    );
+    // `true` on a multi-item form is not a selection: nothing is deleted.
+    assert_eq!(outcome["deleted"], json!([]), "{outcome}");
+    assert_eq!(count(&ws, "Archive"), 1);
+    assert_eq!(count(&ws, "Trash"), 0);
+}
