@@ -18,7 +18,9 @@
 //! the Gate finish and are journaled.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +35,6 @@ use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::consent::{
@@ -81,9 +82,14 @@ struct Parked {
     parked_at: Instant,
 }
 
-/// A tool call running in its own task.
+/// A tool call's future. It runs inside the request's handler (no extra
+/// task hop); only a call parked for an `InputRequiredResult` is spawned, so
+/// that it keeps running (timeouts, stops) while the client decides.
+type CallFuture = Pin<Box<dyn Future<Output = Result<CallOutcome, CallError>> + Send>>;
+
+/// A tool call in progress.
 struct RunningCall {
-    task: JoinHandle<Result<CallOutcome, CallError>>,
+    call: CallFuture,
     asks: mpsc::Receiver<Ask>,
     cancel: CancellationToken,
 }
@@ -157,7 +163,7 @@ impl McpServer {
     pub async fn serve_stdio(self: &Arc<Self>) -> Result<(), McpSetupError> {
         let connection = self.connection("stdio");
         let running = connection
-            .serve(rmcp::transport::stdio())
+            .serve(rmcp::transport::stdio_pipes())
             .await
             .map_err(|e| McpSetupError::Transport(e.to_string()))?;
         running
@@ -264,12 +270,12 @@ impl McpConnection {
             approver: Some(approver),
             cancel: Some(cancel.clone()),
         };
-        let task = tokio::spawn(async move {
+        let call = Box::pin(async move {
             runtime
                 .call_with(&tool, &session, &function, &arguments, options)
                 .await
         });
-        RunningCall { task, asks, cancel }
+        RunningCall { call, asks, cancel }
     }
 
     /// Wait for `running` to end, or to need the client's answer (then park
@@ -282,8 +288,17 @@ impl McpConnection {
     ) -> CallToolResponse {
         // A closed `asks` channel (no deferred approver) disables its branch.
         tokio::select! {
-            finished = &mut running.task => CallToolResponse::Complete(call_result(finished)),
+            finished = &mut running.call => CallToolResponse::Complete(call_result(finished)),
             Some(ask) = running.asks.recv() => {
+                let task = tokio::spawn(running.call);
+                let tool = tool_name.to_string();
+                running.call = Box::pin(async move {
+                    task.await.unwrap_or_else(|e| Err(CallError::Trap {
+                        tool,
+                        message: format!("the call's task failed: {e}"),
+                        logs: String::new(),
+                    }))
+                });
                 let handle = random_handle();
                 let request = elicitation_request(&ask.prompt);
                 let items = ask.prompt.items.len();
@@ -301,7 +316,7 @@ impl McpConnection {
             }
             () = ct.cancelled() => {
                 running.cancel.cancel();
-                let finished = (&mut running.task).await;
+                let finished = (&mut running.call).await;
                 CallToolResponse::Complete(call_result(finished))
             }
         }
@@ -678,11 +693,9 @@ fn describe(
 /// A finished call as an MCP result. The tool's own error and every
 /// refusal or limit are `isError` results the model can read; guest
 /// stdout/stderr are never included.
-fn call_result(
-    finished: Result<Result<CallOutcome, CallError>, tokio::task::JoinError>,
-) -> CallToolResult {
+fn call_result(finished: Result<CallOutcome, CallError>) -> CallToolResult {
     let value = match finished {
-        Ok(Ok(outcome)) => {
+        Ok(outcome) => {
             let structured = json!({"result": outcome.result});
             let text = serde_json::to_string(&outcome.result).unwrap_or_default();
             json!({
@@ -691,12 +704,8 @@ fn call_result(
                 "isError": outcome.is_error,
             })
         }
-        Ok(Err(error)) => json!({
+        Err(error) => json!({
             "content": [{"type": "text", "text": format!("agentcap: {error}")}],
-            "isError": true,
-        }),
-        Err(join) => json!({
-            "content": [{"type": "text", "text": format!("agentcap: the call's task failed: {join}")}],
             "isError": true,
         }),
     };
