@@ -108,6 +108,10 @@ enum Command {
         /// Use the scripted user even on a terminal.
         #[arg(long)]
         scripted: bool,
+        /// Only lay out the workspace (tools, mail, forum, database, policy)
+        /// and print the policy's path, e.g. for `agentcap serve`.
+        #[arg(long, requires = "workspace")]
+        prepare_only: bool,
     },
 }
 
@@ -169,7 +173,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(async {
+        let outcome = run(cli).await;
+        control::settle().await;
+        outcome
+    }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -212,6 +220,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo {
             workspace,
             scripted,
+            prepare_only,
         } => {
             let workspace = match workspace {
                 Some(w) => w,
@@ -221,6 +230,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .context("create a temporary folder for the demo")?
                     .keep(),
             };
+            if prepare_only {
+                let policy = crate::demo::prepare_workspace(&workspace)
+                    .with_context(|| format!("cannot lay out {}", workspace.display()))?;
+                println!("{}", policy.display());
+                return Ok(ExitCode::SUCCESS);
+            }
             let user = if scripted || !crate::demo::interactive() {
                 DemoUser::Scripted
             } else {

@@ -11,6 +11,24 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::consent::{SessionId, SessionInfo};
+
+/// Set while a signal-triggered stop is being carried out and reported.
+static SIGNAL_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Woken when it ends.
+static SIGNAL_STOP_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Wait (a few seconds at most) for a stop triggered by a signal to be
+/// reported: the stopped call may return before the stop's report is
+/// printed, and the process must not exit in between.
+pub async fn settle() {
+    for _ in 0..50 {
+        let done = SIGNAL_STOP_DONE.notified();
+        if !SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), done).await;
+    }
+}
 use crate::session::{StopHandle, StopReport};
 
 /// Something asked of a running agentcap.
@@ -202,6 +220,7 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
                 std::process::exit(130);
             }
             first = false;
+            SIGNAL_STOP.store(true, std::sync::atomic::Ordering::SeqCst);
             let stop = stop.clone();
             let reports =
                 tokio::task::spawn_blocking(move || stop.stop_all(&format!("signal {name}")))
@@ -218,6 +237,8 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
                 "\n{name}: stopped {} session(s); no further side effect will happen. Press Ctrl-C again to exit.",
                 reports.len()
             );
+            SIGNAL_STOP.store(false, std::sync::atomic::Ordering::SeqCst);
+            SIGNAL_STOP_DONE.notify_waiters();
         }
     });
     socket

@@ -6,8 +6,13 @@
 //! reordered record breaks the chain at a named sequence number.
 //!
 //! Write-ahead: the `call` record of a side effect is committed (WAL,
-//! `synchronous=FULL`) before the backend is touched, and an `outcome`
-//! record referring to it follows. A `call` without an outcome is reported by
+//! `synchronous=FULL`, so the fsync also carries every earlier record: the
+//! consent request, decision and token) before the backend is touched, and
+//! an `outcome` record referring to it follows. Records that precede no
+//! effect (requests, decisions, outcomes, refusals) are committed without
+//! their own fsync: the WAL is appended in order, so the next `call` or
+//! `stop` makes them durable, and a crash of the process (not of the
+//! machine) loses nothing. A `call` without an outcome is reported by
 //! [`Journal::verify`] as "started, outcome unknown". If the journal cannot
 //! be written, the effect does not happen.
 
@@ -67,6 +72,14 @@ pub enum Kind {
     Stop,
     /// A tool call ended in a trap or limit (forged handle, loop, ...).
     ToolFailure,
+}
+
+impl Kind {
+    /// Whether the record must be on disk before `append` returns: the
+    /// intent of an effect, and the acknowledgement of a stop.
+    pub fn is_durability_point(self) -> bool {
+        matches!(self, Kind::Call | Kind::Stop | Kind::Revocation)
+    }
 }
 
 impl Kind {
@@ -302,9 +315,18 @@ impl Journal {
         }
     }
 
-    /// Append a record; returns its sequence number once it is durable.
+    /// Append a record; returns its sequence number once it is committed,
+    /// and for a [`Kind::is_durability_point`] once it (and every record
+    /// before it) is on disk.
     pub fn append(&self, entry: Entry) -> Result<i64, JournalError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let synchronous = if entry.kind.is_durability_point() {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(|e| self.sqlite(e))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.sqlite(e))?;

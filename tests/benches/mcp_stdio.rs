@@ -211,8 +211,6 @@ fn main() {
         hwm as f64 / 1024.0,
     );
 
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
-    std::fs::create_dir_all(&out).unwrap();
     let results = json!({
         "trivial_call_us": {
             "n": CALLS,
@@ -239,9 +237,5 @@ fn main() {
             "peak": hwm as f64 / 1024.0,
         },
     });
-    std::fs::write(
-        out.join("mcp_stdio.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    agentcap_tests::write_bench_results("mcp_stdio", &results);
 }

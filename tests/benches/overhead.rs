@@ -6,6 +6,8 @@
 //!   and out, limits, epoch callback, capture);
 //! - `agentcap_mail_read`: list a folder and read one message, each with a
 //!   standing-grant token, through the Gate and the journal;
+//! - `agentcap_mail_read_tmpfs`: the same with Maildir and journal on
+//!   tmpfs (no disk fsync): the runtime's own cost;
 //! - `throughput_64`: 64 concurrent trivial calls on 2 worker threads.
 
 use std::sync::Arc;
@@ -112,6 +114,33 @@ fn bench(c: &mut Criterion) {
             assert!(!out.is_error, "{}", out.result);
         })
     });
+    // The same with the Maildir and the journal on tmpfs: the runtime's
+    // cost without the disk's fsync.
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        let ws = Workspace::new_in(shm);
+        let runtime = Runtime::new(
+            AgentEngine::new(None).unwrap(),
+            ws.policy(&policy),
+            Arc::new(DenyApprover::new("bench")),
+        )
+        .unwrap();
+        let sweeper = runtime.load_tool("sweeper").unwrap();
+        group.bench_function("agentcap_mail_read_tmpfs", |b| {
+            b.to_async(&rt).iter(|| async {
+                let out = runtime
+                    .call(
+                        &sweeper,
+                        &session,
+                        "read-first",
+                        &json!({"folder": "INBOX"}),
+                    )
+                    .await
+                    .unwrap();
+                assert!(!out.is_error, "{}", out.result);
+            })
+        });
+    }
     group.finish();
 
     let mut group = c.benchmark_group("throughput");

@@ -16,10 +16,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn report(name: &str, mut ack: Vec<Duration>, mut trapped: Vec<Duration>) {
+fn report(name: &str, mut ack: Vec<Duration>, mut trapped: Vec<Duration>) -> serde_json::Value {
     ack.sort();
     trapped.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let summary = json!({
+        "n": ack.len(),
+        "ack_p50_us": us(percentile(&ack, 0.5)),
+        "ack_p99_us": us(percentile(&ack, 0.99)),
+        "trapped_p50_us": us(percentile(&trapped, 0.5)),
+        "trapped_p99_us": us(percentile(&trapped, 0.99)),
+        "trapped_max_us": us(*trapped.last().unwrap()),
+        "trapped_samples_us": trapped.iter().map(|d| us(*d)).collect::<Vec<_>>(),
+    });
     println!(
         "{name:<18} n={:<4} ack p50 {:>8.1} µs  p99 {:>8.1} µs | trapped p50 {:>8.1} µs  p99 {:>8.1} µs  max {:>8.1} µs",
         ack.len(),
@@ -29,6 +38,7 @@ fn report(name: &str, mut ack: Vec<Duration>, mut trapped: Vec<Duration>) {
         us(percentile(&trapped, 0.99)),
         us(*trapped.last().unwrap()),
     );
+    summary
 }
 
 async fn measure(
@@ -78,7 +88,7 @@ fn main() {
             ack.push(a);
             trapped.push(t);
         }
-        report("busy loop", ack, trapped);
+        let busy = report("busy loop", ack, trapped);
 
         // Capability loop: one consent request and one delete per message.
         let (mut ack, mut trapped) = (Vec::new(), Vec::new());
@@ -97,6 +107,10 @@ fn main() {
             ack.push(a);
             trapped.push(t);
         }
-        report("capability loop", ack, trapped);
+        let capability = report("capability loop", ack, trapped);
+        agentcap_tests::write_bench_results(
+            "stop_latency",
+            &json!({"busy_loop": busy, "capability_loop": capability}),
+        );
     });
 }

@@ -44,7 +44,13 @@ pub struct Workspace {
 impl Workspace {
     /// Copy the fixture Maildir into a new temporary folder.
     pub fn new() -> Workspace {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Workspace::new_in(&std::env::temp_dir())
+    }
+
+    /// [`Workspace::new`] under `parent` (e.g. a tmpfs, to take the disk
+    /// out of a measurement).
+    pub fn new_in(parent: &Path) -> Workspace {
+        let dir = tempfile::tempdir_in(parent).expect("temp dir");
         copy_tree(&fixture_maildir(), &dir.path().join("Maildir")).expect("copy fixture");
         Workspace { dir }
     }
@@ -189,6 +195,18 @@ impl Rng {
         self.state ^= self.state << 17;
         self.state % below
     }
+}
+
+/// Write `results` as `target/bench-results/<name>.json` for
+/// `scripts/bench-report`.
+pub fn write_bench_results(name: &str, results: &serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results");
+    std::fs::create_dir_all(&dir).expect("create target/bench-results");
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(results).expect("JSON"),
+    )
+    .expect("write bench results");
 }
 
 /// The version of the Python MCP SDK the MCP tests drive agentcap with.
