@@ -22,6 +22,17 @@ const OUTER_SETTINGS: &[&str] = &[
 /// when it installs the toolchain; on a machine that already had the
 /// toolchain, add it now.
 fn ensure_wasm_target() {
+    // The target's standard library in the sysroot is what the build needs.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() {
+        let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if Path::new(&sysroot)
+            .join("lib/rustlib/wasm32-wasip2")
+            .is_dir()
+        {
+            return;
+        }
+    }
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
     let with_toolchain = |cmd: &mut Command| {
         if let Some(t) = &toolchain {

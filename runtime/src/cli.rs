@@ -88,6 +88,18 @@ enum Command {
         /// against DNS rebinding). Repeatable.
         #[arg(long, value_name = "HOST", requires = "http")]
         allow_host: Vec<String>,
+        /// Where the approvals page listens (its URL, with a secret, is
+        /// printed at start). To reach it from a phone use e.g.
+        /// 0.0.0.0:8790 with --approvals-host.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        approvals: std::net::SocketAddr,
+        /// A name (or name:port) the phone uses to reach the approvals page,
+        /// e.g. the machine's LAN address. Repeatable.
+        #[arg(long, value_name = "HOST")]
+        approvals_host: Vec<String>,
+        /// Do not serve the approvals page.
+        #[arg(long, conflicts_with_all = ["approvals", "approvals_host"])]
+        no_approvals: bool,
     },
     /// Read and check the audit journal.
     Journal {
@@ -211,7 +223,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             policy,
             http,
             allow_host,
-        } => serve(&policy, http, allow_host, cache_dir(cli.no_cache)).await,
+            approvals,
+            approvals_host,
+            no_approvals,
+        } => {
+            let page = (!no_approvals).then_some((approvals, approvals_host));
+            serve(&policy, http, allow_host, page, cache_dir(cli.no_cache)).await
+        }
         Command::Journal {
             journal,
             policy,
@@ -504,29 +522,31 @@ async fn serve(
     policy_path: &Path,
     http: Option<std::net::SocketAddr>,
     allow_host: Vec<String>,
+    page: Option<(std::net::SocketAddr, Vec<String>)>,
     cache: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let policy = Policy::load(policy_path)?;
     let timeout = Duration::from_secs(policy.consent_timeout_secs);
-    // Over stdio the terminal carries the protocol; over HTTP an operator's
-    // terminal can answer for clients without elicitation.
-    let terminal = if http.is_some() {
-        TerminalApprover::for_stdin(timeout)
-    } else {
-        None
-    };
-    let fallback: SharedApprover = match terminal {
-        Some(t) => Arc::new(t),
-        None => Arc::new(DenyApprover::new(
-            "the MCP client cannot show consent requests (no elicitation) and no operator terminal is attached",
-        )),
-    };
+    // Channels asked alongside the client: the approvals page, and over HTTP
+    // an operator's terminal (over stdio the terminal carries the protocol).
+    let mut channels: Vec<SharedApprover> = Vec::new();
+    if http.is_some()
+        && let Some(terminal) = TerminalApprover::for_stdin(timeout)
+    {
+        channels.push(Arc::new(terminal));
+    }
+    let board = crate::approvals::ApprovalsBoard::new();
+    if page.is_some() {
+        channels.push(board.approver());
+    }
+    let fallback: SharedApprover =
+        Arc::new(DenyApprover::new("no approver is attached to this runtime"));
     let engine = AgentEngine::new(cache)?;
     let names: Vec<String> = policy.tools.keys().cloned().collect();
     if names.is_empty() {
         bail!("{} lists no tools to serve", policy_path.display());
     }
-    let runtime = Arc::new(Runtime::new(engine, policy, fallback.clone())?);
+    let runtime = Arc::new(Runtime::new(engine, policy, fallback)?);
     let mut tools = Vec::new();
     for name in &names {
         tools.push(
@@ -535,8 +555,32 @@ async fn serve(
                 .with_context(|| format!("cannot load tool `{name}`"))?,
         );
     }
-    let server = crate::mcp::McpServer::new(runtime.clone(), tools, fallback)?;
+    let server = crate::mcp::McpServer::new(runtime.clone(), tools, channels)?;
     let _control = control::stoppable_with(runtime.stop_handle(), true);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    if let Some((addr, hosts)) = page {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
+        let bound = listener.local_addr()?;
+        let page = crate::approvals::ApprovalsPage::new(
+            board,
+            runtime.stop_handle(),
+            runtime.journal().clone(),
+            bound,
+            &hosts,
+        );
+        eprintln!(
+            "agentcap serve: approvals page (pending requests, activity, STOP): {}",
+            page.url(bound)
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = page.serve(listener, shutdown).await {
+                eprintln!("agentcap serve: the approvals page stopped: {e}");
+            }
+        });
+    }
     eprintln!(
         "agentcap serve: {} MCP tool(s) from {} ({}); journal {}; stop with `agentcap stop --all`",
         server.tools().len(),
@@ -558,16 +602,18 @@ async fn serve(
             } else {
                 Some(
                     std::env::var("AGENTCAP_MCP_SECRET")
-                        .unwrap_or_else(|_| crate::mcp::random_secret()),
+                        .unwrap_or_else(|_| crate::secret::random_hex(24)),
                 )
             };
             eprintln!("agentcap serve: MCP over streamable HTTP at http://{bound}/mcp");
             if let Some(secret) = &bearer {
                 eprintln!("agentcap serve: clients must send `Authorization: Bearer {secret}`");
             }
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            server.serve_http(listener, hosts, bearer, shutdown).await?;
+            server
+                .serve_http(listener, hosts, bearer, shutdown.clone())
+                .await?;
         }
     }
+    shutdown.cancel();
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capability;
 use crate::capability::mail::Maildir;
 use crate::consent::{
-    Action, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
+    Action, Answer, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
     SessionState, SharedApprover, TokenHandle, TokenId, TokenRecord,
 };
 use crate::journal::{Entry, Journal, Kind};
@@ -287,6 +287,21 @@ fn bounded(targets: &[String]) -> Vec<String> {
 }
 
 /// A decided, approved request, before its token is minted.
+/// A refused consent request, and who refused it when a human did.
+struct Refused {
+    denial: wit_consent::Denial,
+    decided_by: Option<String>,
+}
+
+impl From<wit_consent::Denial> for Refused {
+    fn from(denial: wit_consent::Denial) -> Refused {
+        Refused {
+            denial,
+            decided_by: None,
+        }
+    }
+}
+
 struct Decided {
     capability: Capability,
     requested: usize,
@@ -339,19 +354,19 @@ impl CallContext {
                 .targets(&d.approved)
                 .decided_by(d.decided_by.to_string())
                 .outcome(format!("approved {} of {}", d.approved.len(), d.requested)),
-            Err(denied) => record
+            Err(Refused { denial, decided_by }) => record
                 .capability(&clip(&intent.capability, 200))
-                .decided_by(match denied.reason {
-                    wit_consent::DenialReason::Declined | wit_consent::DenialReason::TimedOut => {
-                        format!("human via {}", self.approver.channel())
+                .decided_by(decided_by.clone().unwrap_or_else(|| {
+                    match denial.reason {
+                        wit_consent::DenialReason::Stopped => "stop",
+                        _ => "policy",
                     }
-                    wit_consent::DenialReason::Stopped => "stop".to_string(),
-                    _ => "policy".to_string(),
-                })
+                    .to_string()
+                }))
                 .outcome(format!(
                     "{}: {}",
-                    reason_name(denied.reason),
-                    denied.message
+                    reason_name(denial.reason),
+                    denial.message
                 )),
         };
         self.journal.append(record).map_err(|e| {
@@ -360,7 +375,7 @@ impl CallContext {
                 format!("the journal cannot be written, so nothing can be approved: {e}"),
             )
         })?;
-        let d = decided?;
+        let d = decided.map_err(|refused| refused.denial)?;
         let id = self
             .gate
             .mint(Mint {
@@ -426,7 +441,7 @@ impl CallContext {
     /// Decide a consent request: policy first (grant, mode, scope), then the
     /// host's own description of the action, then a human if the grant says
     /// `ask`.
-    async fn decide(&self, intent: &wit_consent::Intent) -> Result<Decided, wit_consent::Denial> {
+    async fn decide(&self, intent: &wit_consent::Intent) -> Result<Decided, Refused> {
         use wit_consent::DenialReason::*;
         check_intent_size(intent)?;
         let capability = Capability::parse(&intent.capability).ok_or_else(|| {
@@ -443,13 +458,15 @@ impl CallContext {
                 return Err(denial(
                     NotGranted,
                     format!("tool `{}` has no grant for {capability}", self.tool),
-                ));
+                )
+                .into());
             }
             Some(g) if g.mode == ConsentMode::Deny => {
                 return Err(denial(
                     NotGranted,
                     format!("the policy denies {capability} to tool `{}`", self.tool),
-                ));
+                )
+                .into());
             }
             Some(g) => g,
         };
@@ -458,13 +475,15 @@ impl CallContext {
                 return Err(denial(
                     Invalid,
                     format!("{capability} carries no content; the intent's payload must be empty"),
-                ));
+                )
+                .into());
             }
             (None, true) => {
                 return Err(denial(
                     Invalid,
                     format!("{capability} needs the exact content as the intent's payload"),
-                ));
+                )
+                .into());
             }
             _ => {}
         }
@@ -482,10 +501,7 @@ impl CallContext {
         let (action, items) = (described.action, described.items);
         let targets = described.targets;
         if self.session_state.is_stopped() {
-            return Err(denial(
-                Stopped,
-                format!("session {} was stopped", self.session),
-            ));
+            return Err(denial(Stopped, format!("session {} was stopped", self.session)).into());
         }
         // Content that will be published carries the host's label; the
         // human sees it exactly as it will appear, label included.
@@ -521,38 +537,56 @@ impl CallContext {
                     tool_claim: intent.summary.clone(),
                 };
                 let asked =
-                    tokio::time::timeout(self.consent_timeout, self.approver.decide(&prompt));
-                let decision = tokio::select! {
-                    decision = asked => decision.unwrap_or(Decision::TimedOut),
+                    tokio::time::timeout(self.consent_timeout, self.approver.answer(&prompt));
+                let answer = tokio::select! {
+                    answer = asked => answer.unwrap_or_else(|_| Answer {
+                        decision: Decision::TimedOut,
+                        channel: self.approver.channel().to_string(),
+                    }),
                     () = self.session_state.stopped() => {
                         return Err(denial(
                             Stopped,
                             format!("session {} was stopped while {capability} awaited a decision", self.session),
-                        ));
+                        ).into());
                     }
                     () = self.cancel.cancelled() => {
                         return Err(denial(
                             Stopped,
                             format!("the call was cancelled while {capability} awaited a decision"),
-                        ));
+                        ).into());
                     }
                 };
-                let channel = self.approver.channel().to_string();
-                match decision {
+                let channel = answer.channel;
+                let by_human = |denial: wit_consent::Denial| Refused {
+                    denial,
+                    decided_by: Some(format!("human via {channel}")),
+                };
+                match answer.decision {
                     Decision::TimedOut => {
-                        return Err(denial(
+                        return Err(by_human(denial(
                             TimedOut,
                             format!(
                                 "nobody answered the request for {capability} within {}s",
                                 self.consent_timeout.as_secs()
                             ),
-                        ));
+                        )));
                     }
                     Decision::Decline(reason) => {
-                        return Err(denial(
+                        return Err(by_human(denial(
                             Declined,
                             format!("{capability} was declined: {reason}"),
-                        ));
+                        )));
+                    }
+                    Decision::Unavailable(why) => {
+                        return Err(Refused {
+                            denial: denial(
+                                Declined,
+                                format!(
+                                    "{capability} cannot be approved: no human could be asked ({why})"
+                                ),
+                            ),
+                            decided_by: Some(format!("policy (no approver: {channel})")),
+                        });
                     }
                     Decision::Approve(indices) => {
                         let approved: Vec<String> = prompt
@@ -563,10 +597,10 @@ impl CallContext {
                             .map(|(_, item)| item.target.clone())
                             .collect();
                         if approved.is_empty() {
-                            return Err(denial(
+                            return Err(by_human(denial(
                                 Declined,
                                 format!("{capability} was declined: no item was approved"),
-                            ));
+                            )));
                         }
                         (approved, DecisionSource::Human { channel })
                     }

@@ -5,6 +5,7 @@
 //! operator's standing grant) issued for that exact action. See
 //! `ARCHITECTURE.md` for the layers.
 
+pub mod approvals;
 pub mod capability;
 pub mod cli;
 pub mod consent;
@@ -18,6 +19,7 @@ pub mod output;
 pub mod policy;
 pub mod runtime;
 pub mod schema;
+pub mod secret;
 pub mod session;
 pub mod tool;
 

@@ -12,8 +12,10 @@
 //!   `requestState` handle; the guest stays suspended in the Gate until the
 //!   client retries with the answer.
 //!
-//! A client without elicitation gets the fallback approver (the operator's
-//! terminal when there is one), else a refusal: never an approval.
+//! The server's own channels (the approvals page, an operator's terminal)
+//! are asked at the same time; the first answer decides. A client without
+//! elicitation is served by those alone, and without any, refused: never
+//! approved.
 //! `notifications/cancelled` interrupts the call's guest; effects already past
 //! the Gate finish and are journaled.
 
@@ -38,10 +40,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::consent::{
-    Approver, Capability, ConsentPrompt, Decision, DecisionFuture, SessionId, SharedApprover,
+    Approver, Capability, ConsentPrompt, Decision, DecisionFuture, DenyApprover, FirstAnswer,
+    SessionId, SharedApprover,
 };
 use crate::policy::ConsentMode;
 use crate::runtime::{CallError, CallOptions, CallOutcome, LoadedTool, Runtime};
+use crate::secret::{constant_time_eq, random_hex};
 
 /// Longest MCP tool name (the MCP spec's limit).
 const MAX_TOOL_NAME: usize = 128;
@@ -104,18 +108,21 @@ struct Ask {
 pub struct McpServer {
     runtime: Arc<Runtime>,
     published: Vec<Published>,
-    fallback: SharedApprover,
+    channels: Vec<SharedApprover>,
     parked: Mutex<HashMap<String, Parked>>,
     sessions: AtomicU64,
 }
 
 impl McpServer {
-    /// Publish every JSON-callable function of `tools`. `fallback` answers
-    /// consent requests of clients that cannot show them (no elicitation).
+    /// Publish every JSON-callable function of `tools`. `channels` (the
+    /// approvals page, an operator's terminal) are asked alongside the
+    /// client's elicitation, and alone for clients that cannot elicit; the
+    /// first answer decides. With no channel at all, such requests are
+    /// refused.
     pub fn new(
         runtime: Arc<Runtime>,
         tools: Vec<LoadedTool>,
-        fallback: SharedApprover,
+        channels: Vec<SharedApprover>,
     ) -> Result<Arc<McpServer>, McpSetupError> {
         let mut published: Vec<Published> = Vec::new();
         for tool in tools {
@@ -139,7 +146,7 @@ impl McpServer {
         Ok(Arc::new(McpServer {
             runtime,
             published,
-            fallback,
+            channels,
             parked: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
         }))
@@ -299,7 +306,7 @@ impl McpConnection {
                         logs: String::new(),
                     }))
                 });
-                let handle = random_handle();
+                let handle = random_hex(16);
                 let request = elicitation_request(&ask.prompt);
                 let items = ask.prompt.items.len();
                 self.server.sweep_parked();
@@ -405,16 +412,26 @@ impl ServerHandler for McpConnection {
             .client_info()
             .map(|c| c.name)
             .unwrap_or_else(|| "unnamed".into());
-        let approver: SharedApprover = match consent_route(&context) {
-            ConsentRoute::ElicitNow => Arc::new(ElicitingApprover {
+        let client_channel: Option<SharedApprover> = match consent_route(&context) {
+            ConsentRoute::ElicitNow => Some(Arc::new(ElicitingApprover {
                 peer: context.peer.clone(),
                 channel: format!("MCP client `{client}` (elicitation)"),
-            }),
-            ConsentRoute::InputRequired => Arc::new(DeferredApprover {
+            })),
+            ConsentRoute::InputRequired => Some(Arc::new(DeferredApprover {
                 asks: asks_tx,
                 channel: format!("MCP client `{client}` (elicitation)"),
-            }),
-            ConsentRoute::Fallback => self.server.fallback.clone(),
+            })),
+            ConsentRoute::CannotElicit => None,
+        };
+        let mut channels: Vec<SharedApprover> = client_channel.into_iter().collect();
+        channels.extend(self.server.channels.iter().cloned());
+        let approver: SharedApprover = match channels.len() {
+            0 => Arc::new(DenyApprover::new(
+                "the MCP client cannot show consent requests (no elicitation) and neither an \
+                 approvals page nor an operator terminal is available",
+            )),
+            1 => channels.remove(0),
+            _ => Arc::new(FirstAnswer::new(channels)),
         };
         let running = self
             .start_call(published, arguments, approver, asks_rx)
@@ -429,8 +446,8 @@ enum ConsentRoute {
     ElicitNow,
     /// Answer with an `InputRequiredResult` (2026-07-28+).
     InputRequired,
-    /// The client cannot elicit: the server's fallback approver.
-    Fallback,
+    /// The client cannot elicit: only the server's own channels.
+    CannotElicit,
 }
 
 fn consent_route(context: &RequestContext<RoleServer>) -> ConsentRoute {
@@ -440,7 +457,7 @@ fn consent_route(context: &RequestContext<RoleServer>) -> ConsentRoute {
         // An empty `elicitation: {}` means form mode (backwards compatible).
         .is_some_and(|e| e.form.is_some() || e.url.is_none());
     if !elicits {
-        return ConsentRoute::Fallback;
+        return ConsentRoute::CannotElicit;
     }
     let modern = context
         .protocol_version()
@@ -468,7 +485,7 @@ impl Approver for ElicitingApprover {
             let params = elicitation_params(prompt);
             match self.peer.create_elicitation(params).await {
                 Ok(result) => decision_from_result(&result, prompt.items.len()),
-                Err(e) => Decision::Decline(format!("the MCP client could not ask: {e}")),
+                Err(e) => Decision::Unavailable(format!("the MCP client could not ask: {e}")),
             }
         })
     }
@@ -494,7 +511,7 @@ impl Approver for DeferredApprover {
                 answer,
             };
             if self.asks.send(ask).await.is_err() {
-                return Decision::Decline("the MCP request that asked has ended".into());
+                return Decision::Unavailable("the MCP request that asked has ended".into());
             }
             answered.await.unwrap_or_else(|_| {
                 Decision::Decline("the MCP client never answered the consent request".into())
@@ -713,24 +730,6 @@ fn call_result(finished: Result<CallOutcome, CallError>) -> CallToolResult {
     // Required from 2026-07-28; rmcp strips it for older peers.
     value["resultType"] = json!("complete");
     serde_json::from_value(value).expect("a call result is a valid MCP CallToolResult")
-}
-
-/// 128 random bits, hex: the handle of a parked call.
-fn random_handle() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    hex::encode(bytes)
-}
-
-/// A fresh random secret (for bearer authentication).
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    hex::encode(bytes)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

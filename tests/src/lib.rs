@@ -279,3 +279,123 @@ pub fn python_with_mcp() -> Option<PathBuf> {
         })
         .clone()
 }
+
+/// One HTTP/1.1 request over a plain TCP connection, so that tests control
+/// every header (Host, Origin, Cookie) exactly; the status code and as much
+/// of the response as arrives before `Connection: close` or a 2 s pause.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    (status, text)
+}
+
+/// Node and Chromium for browser tests, with `playwright-core` installed
+/// under `target/web-e2e` on first use: `(node, chromium, node_modules
+/// parent)`. `None` when node or chromium is missing (the test says so and
+/// skips; `.ci/run` installs both).
+pub fn browser_tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
+    static TOOLS: std::sync::OnceLock<Option<(PathBuf, PathBuf, PathBuf)>> =
+        std::sync::OnceLock::new();
+    TOOLS
+        .get_or_init(|| {
+            let found =
+                |candidates: &[&str]| candidates.iter().map(PathBuf::from).find(|p| p.is_file());
+            let node = found(&["/usr/bin/node", "/usr/local/bin/node"])?;
+            let chromium = std::env::var_os("AGENTCAP_TEST_CHROMIUM")
+                .map(PathBuf::from)
+                .or_else(|| found(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]))?;
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-e2e");
+            if !dir.join("node_modules/playwright-core").is_dir() {
+                std::fs::create_dir_all(&dir).expect("create target/web-e2e");
+                eprintln!("installing playwright-core into {}", dir.display());
+                let out = std::process::Command::new("npm")
+                    .args([
+                        "install",
+                        "--silent",
+                        "--no-audit",
+                        "--no-fund",
+                        "playwright-core@1.65.1",
+                    ])
+                    .current_dir(&dir)
+                    .output()
+                    .expect("run npm");
+                assert!(
+                    out.status.success(),
+                    "npm install playwright-core failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Some((node, chromium, dir))
+        })
+        .clone()
+}
+
+/// A policy for this workspace serving `inbox-triage`: listing INBOX is a
+/// standing grant, archiving and deleting ask every time. `extra` (TOML)
+/// is appended, e.g. more tools.
+pub fn triage_policy(extra: &str) -> String {
+    format!(
+        r#"
+user = "alice"
+consent_timeout_secs = 60
+
+[mail]
+maildir = "Maildir"
+
+[tools.inbox-triage]
+component = "{triage}"
+
+[[tools.inbox-triage.grants]]
+capability = "mail.list"
+mode = "standing"
+folders = ["INBOX"]
+
+[[tools.inbox-triage.grants]]
+capability = "mail.archive"
+mode = "ask"
+folders = ["INBOX"]
+
+[[tools.inbox-triage.grants]]
+capability = "mail.delete"
+mode = "ask"
+folders = ["INBOX"]
+{extra}"#,
+        triage = guest("inbox_triage").display(),
+    )
+}

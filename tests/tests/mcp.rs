@@ -3,13 +3,12 @@
 //! client. Every consent is answered through the client's elicitation, and
 //! the Maildir on disk shows exactly what was approved.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, guest, python_with_mcp};
+use agentcap_tests::{Workspace, guest, http_request, python_with_mcp, triage_policy};
 use serde_json::{Value, json};
 
 const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
@@ -18,43 +17,11 @@ const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
 /// the type-echo tool (no capabilities) and the hostile resource tool.
 fn served_workspace() -> (Workspace, PathBuf) {
     let ws = Workspace::new();
-    let policy = format!(
-        r#"
-user = "alice"
-consent_timeout_secs = 60
-
-[mail]
-maildir = "Maildir"
-
-[tools.inbox-triage]
-component = "{triage}"
-
-[[tools.inbox-triage.grants]]
-capability = "mail.list"
-mode = "standing"
-folders = ["INBOX"]
-
-[[tools.inbox-triage.grants]]
-capability = "mail.archive"
-mode = "ask"
-folders = ["INBOX"]
-
-[[tools.inbox-triage.grants]]
-capability = "mail.delete"
-mode = "ask"
-folders = ["INBOX"]
-
-[tools.echo]
-component = "{echo}"
-
-[tools.hostile]
-component = "{hostile}"
-limits = {{ wall_time_ms = 60000 }}
-"#,
-        triage = guest("inbox_triage").display(),
-        echo = guest("echo_types").display(),
-        hostile = guest("hostile_resources").display(),
-    );
+    let policy = triage_policy(&format!(
+        "\n[tools.echo]\ncomponent = \"{}\"\n\n[tools.hostile]\ncomponent = \"{}\"\nlimits = {{ wall_time_ms = 60000 }}\n",
+        guest("echo_types").display(),
+        guest("hostile_resources").display(),
+    ));
     ws.policy(&policy);
     let path = ws.dir.path().join("agentcap.toml");
     (ws, path)
@@ -91,7 +58,7 @@ fn python_or_skip() -> Option<PathBuf> {
 }
 
 fn stdio_server(policy: &Path) -> Value {
-    json!({"command": AGENTCAP, "args": ["--no-cache", "serve", "--policy", policy]})
+    json!({"command": AGENTCAP, "args": ["--no-cache", "serve", "--no-approvals", "--policy", policy]})
 }
 
 fn tool<'a>(listing: &'a Value, name: &str) -> &'a Value {
@@ -263,7 +230,7 @@ fn a_client_without_elicitation_is_refused() {
     assert!(
         outcome["refusals"]
             .to_string()
-            .contains("no operator terminal is attached"),
+            .contains("neither an approvals page nor an operator terminal"),
         "{outcome}"
     );
     assert_eq!(ws.snapshot(), before);
@@ -295,7 +262,9 @@ impl HttpServer {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("http://").nth(1) {
+                if let Some(rest) = line.split("http://").nth(1)
+                    && rest.ends_with("/mcp")
+                {
                     let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
                 }
             }
@@ -312,36 +281,12 @@ impl HttpServer {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "raw", "version": "0"}}})
         .to_string();
-        let mut request = format!(
-            "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        if !headers.iter().any(|(k, _)| *k == "Host") {
-            request.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(&body);
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = Vec::new();
-        let mut buf = [0u8; 4096];
-        // Read the status line; SSE bodies may stay open.
-        while !response.windows(2).any(|w| w == b"\r\n") {
-            let n = stream.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&response);
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP status in {line}"))
+        let mut all = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+        ];
+        all.extend_from_slice(headers);
+        http_request(&self.addr, "POST", "/mcp", &all, &body).0
     }
 }
 

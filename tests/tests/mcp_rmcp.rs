@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, guest};
+use agentcap_tests::{Workspace, guest, triage_policy};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
     ClientRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
@@ -79,37 +79,11 @@ impl ClientHandler for TestClient {
 }
 
 fn policy(ws: &Workspace) -> std::path::PathBuf {
-    ws.policy(&format!(
-        r#"
-user = "alice"
-
-[mail]
-maildir = "Maildir"
-
-[tools.inbox-triage]
-component = "{triage}"
-
-[[tools.inbox-triage.grants]]
-capability = "mail.list"
-mode = "standing"
-folders = ["INBOX"]
-
-[[tools.inbox-triage.grants]]
-capability = "mail.delete"
-mode = "ask"
-folders = ["INBOX"]
-
-[tools.echo]
-component = "{echo}"
-
-[tools.hostile]
-component = "{hostile}"
-limits = {{ wall_time_ms = 60000 }}
-"#,
-        triage = guest("inbox_triage").display(),
-        echo = guest("echo_types").display(),
-        hostile = guest("hostile_resources").display(),
-    ));
+    ws.policy(&triage_policy(&format!(
+        "\n[tools.echo]\ncomponent = \"{}\"\n\n[tools.hostile]\ncomponent = \"{}\"\nlimits = {{ wall_time_ms = 60000 }}\n",
+        guest("echo_types").display(),
+        guest("hostile_resources").display(),
+    )));
     ws.dir.path().join("agentcap.toml")
 }
 

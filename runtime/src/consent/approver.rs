@@ -81,7 +81,24 @@ pub enum Decision {
     Decline(String),
     /// Nobody answered in time.
     TimedOut,
+    /// This channel could not put the request to a human (a client without
+    /// forms, a dropped connection). A refusal unless another channel
+    /// answers (see [`FirstAnswer`]).
+    Unavailable(String),
 }
+
+/// A decision and the channel that made it (`terminal`, `approvals page`,
+/// `MCP client ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What was decided.
+    pub decision: Decision,
+    /// Who decided.
+    pub channel: String,
+}
+
+/// The future [`Approver::answer`] returns.
+pub type AnswerFuture<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 
 impl Decision {
     /// Approve every item of `prompt`.
@@ -99,6 +116,70 @@ pub trait Approver: Send + Sync {
     fn channel(&self) -> &str;
     /// Ask; resolve when the human answers or the approver gives up.
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a>;
+    /// Ask, and name the channel that answered (approvers that combine
+    /// channels override this).
+    fn answer<'a>(&'a self, prompt: &'a ConsentPrompt) -> AnswerFuture<'a> {
+        Box::pin(async move {
+            Answer {
+                decision: self.decide(prompt).await,
+                channel: self.channel().to_string(),
+            }
+        })
+    }
+}
+
+/// Puts a request to several channels at once (terminal, MCP elicitation,
+/// approvals page): the first answer decides and the other requests are
+/// withdrawn (their futures dropped). A channel that cannot ask
+/// ([`Decision::Unavailable`]) does not decide; if none can, it is a refusal.
+pub struct FirstAnswer {
+    channels: Vec<SharedApprover>,
+    name: String,
+}
+
+impl FirstAnswer {
+    /// Ask through all of `channels`.
+    pub fn new(channels: Vec<SharedApprover>) -> FirstAnswer {
+        let name = channels
+            .iter()
+            .map(|c| c.channel().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        FirstAnswer { channels, name }
+    }
+}
+
+impl Approver for FirstAnswer {
+    fn channel(&self) -> &str {
+        &self.name
+    }
+
+    fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
+        Box::pin(async move { self.answer(prompt).await.decision })
+    }
+
+    fn answer<'a>(&'a self, prompt: &'a ConsentPrompt) -> AnswerFuture<'a> {
+        Box::pin(async move {
+            let mut asking: Vec<AnswerFuture<'a>> =
+                self.channels.iter().map(|c| c.answer(prompt)).collect();
+            let mut unavailable = Vec::new();
+            while !asking.is_empty() {
+                let (answer, _, rest) = futures_util::future::select_all(asking).await;
+                match answer.decision {
+                    Decision::Unavailable(why) => {
+                        unavailable.push(format!("{}: {why}", answer.channel));
+                        asking = rest;
+                    }
+                    // Dropping `rest` withdraws the request everywhere else.
+                    _ => return answer,
+                }
+            }
+            Answer {
+                decision: Decision::Unavailable(unavailable.join("; ")),
+                channel: self.name.clone(),
+            }
+        })
+    }
 }
 
 /// Refuses everything: used when no human can be reached (for instance stdin
@@ -124,7 +205,7 @@ impl Approver for DenyApprover {
 
     fn decide<'a>(&'a self, _prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         let reason = self.reason.clone();
-        Box::pin(async move { Decision::Decline(reason) })
+        Box::pin(async move { Decision::Unavailable(reason) })
     }
 }
 

@@ -10,8 +10,8 @@
 mod approver;
 
 pub use approver::{
-    Approver, ConsentPrompt, Decision, DecisionFuture, DenyApprover, PromptItem, ScriptedApprover,
-    SharedApprover, TerminalApprover, parse_answer,
+    Answer, AnswerFuture, Approver, ConsentPrompt, Decision, DecisionFuture, DenyApprover,
+    FirstAnswer, PromptItem, ScriptedApprover, SharedApprover, TerminalApprover, parse_answer,
 };
 
 use std::collections::HashMap;
