@@ -81,6 +81,7 @@ def main():
     trivial, trivial_samples = criterion("agentcap_trivial")
     mail_disk, _ = criterion("capability/agentcap_mail_read")
     mail_tmpfs, _ = criterion("capability/agentcap_mail_read_tmpfs")
+    read_one, _ = criterion("capability/agentcap_mail_read_one_tmpfs")
     gate_off, _ = criterion("gate_authorize_journal_off")
     append, _ = criterion("journal/append_durable")
     gate_on, _ = criterion("journal/gate_authorize_journal_on")
@@ -98,9 +99,11 @@ def main():
          fmt_time(floor), "", "(1)"),
         ("agentcap trivial call (`Runtime::call`: JSON in/out, limits, epochs, capture)",
          fmt_time(trivial), f"{trivial / floor:.2f}× (1)", "≤ 1.5× (1): " + status(trivial / floor <= 1.5)),
-        ("agentcap: instantiate + 2 standing tokens + `mail.list` + `mail.read`, Maildir and journal on tmpfs",
-         fmt_time(mail_tmpfs), f"{mail_tmpfs / floor:.1f}× (1)",
-         "≤ 1.5× (1): " + status(mail_tmpfs / floor <= 1.5)),
+        ("agentcap: instantiate + 1 standing token + one consented `mail.read`, Maildir and journal on tmpfs",
+         fmt_time(read_one), f"{read_one / floor:.1f}× (1)",
+         "≤ 1.5× (1): " + status(read_one / floor <= 1.5)),
+        ("agentcap: 2 standing tokens, `mail.list` (parses 46 messages) + `mail.read`, on tmpfs",
+         fmt_time(mail_tmpfs), f"{mail_tmpfs / floor:.1f}× (1)", ""),
         ("the same on disk (2 fsync'd intents)",
          fmt_time(mail_disk), f"{mail_disk / floor:.0f}× (1)", "durability cost"),
         ("Gate check (token lookup, expiry, scope), journal off",
@@ -148,12 +151,14 @@ def main():
         "",
         "Notes:",
         "",
-        "- A consented capability call is far above 1.5× the floor: each of the two tokens",
-        "  is requested, decided and minted, and each effect journals an intent and an",
-        "  outcome in a hash-chained SQLite journal (ten records). On tmpfs that bookkeeping",
-        "  is what remains; on disk the two fsync'd intents dominate. Durability of intents",
-        "  is an invariant, so the fsync stays; records that precede no effect share the next",
-        "  intent's fsync.",
+        "- A consented capability call is far above 1.5× the floor, and this target is",
+        "  missed by design: the token is requested, decided and minted, and the effect",
+        "  journals an intent and an outcome in a hash-chained SQLite journal (five",
+        "  transactions, each hashing its record), besides the Maildir read itself. On",
+        "  tmpfs that bookkeeping is what remains; on disk the fsync'd intent dominates.",
+        "  Durability of intents is an invariant, so the fsync stays; records that precede",
+        "  no effect share the next intent's fsync. The bare call (no capability) is",
+        "  within the target.",
         "- The MCP round trip includes a fresh instance per call; `ping` shows what the",
         "  protocol path alone costs.",
         "",

@@ -320,23 +320,22 @@ impl Journal {
     /// before it) is on disk.
     pub fn append(&self, entry: Entry) -> Result<i64, JournalError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // Statements are prepared once per connection (cached), not parsed
+        // on every append.
         let synchronous = if entry.kind.is_durability_point() {
-            "FULL"
+            "PRAGMA synchronous = FULL"
         } else {
-            "NORMAL"
+            "PRAGMA synchronous = NORMAL"
         };
-        conn.pragma_update(None, "synchronous", synchronous)
+        conn.prepare_cached(synchronous)
+            .and_then(|mut s| s.execute([]))
             .map_err(|e| self.sqlite(e))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.sqlite(e))?;
         let last: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(|e| self.sqlite(e))?;
         let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
         let mut record = Record {
@@ -365,11 +364,13 @@ impl Journal {
             hash: String::new(),
         };
         record.hash = record.content_hash();
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO records (seq, time, session, tool, tool_digest, kind, capability, targets,
                 payload_digest, payload, decided_by, outcome, ref_seq, detail, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
                 record.seq,
                 record.time,
                 record.session,
@@ -386,8 +387,8 @@ impl Journal {
                 record.detail.to_string(),
                 record.prev_hash,
                 record.hash,
-            ],
-        )
+            ])
+        })
         .map_err(|e| self.sqlite(e))?;
         tx.commit().map_err(|e| self.sqlite(e))?;
         Ok(record.seq)

@@ -8,6 +8,8 @@
 //!   standing-grant token, through the Gate and the journal;
 //! - `agentcap_mail_read_tmpfs`: the same with Maildir and journal on
 //!   tmpfs (no disk fsync): the runtime's own cost;
+//! - `agentcap_mail_read_one_tmpfs`: one standing token and one `mail.read`
+//!   of a known message, on tmpfs;
 //! - `throughput_64`: 64 concurrent trivial calls on 2 worker threads.
 
 use std::sync::Arc;
@@ -126,6 +128,16 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
         let sweeper = runtime.load_tool("sweeper").unwrap();
+        let id = ws.ids_in("INBOX").into_iter().next().expect("a message");
+        group.bench_function("agentcap_mail_read_one_tmpfs", |b| {
+            b.to_async(&rt).iter(|| async {
+                let out = runtime
+                    .call(&sweeper, &session, "read-one", &json!({"id": id}))
+                    .await
+                    .unwrap();
+                assert!(!out.is_error, "{}", out.result);
+            })
+        });
         group.bench_function("agentcap_mail_read_tmpfs", |b| {
             b.to_async(&rt).iter(|| async {
                 let out = runtime

@@ -15,6 +15,10 @@ wit_bindgen::generate!({
             /// List `folder` and read its first message (two consent
             /// requests, two capability calls); returns the subject.
             export read-first: func(folder: string) -> result<string, string>;
+
+            /// Read message `id` (one consent request, one capability
+            /// call); returns its subject.
+            export read-one: func(id: string) -> result<string, string>;
         }
     "#,
     path: "../../../tools-wit/wit",
@@ -60,7 +64,17 @@ impl Guest for Sweeper {
             .into_iter()
             .next()
             .ok_or("empty folder")?;
-        let ids = [first.id];
+        Self::read(first.id)
+    }
+
+    fn read_one(id: String) -> Result<String, String> {
+        Self::read(id)
+    }
+}
+
+impl Sweeper {
+    fn read(id: String) -> Result<String, String> {
+        let ids = [id];
         let token = request(Intent::new("mail.read").targets(&ids).summary("read it"))
             .map_err(|d| d.explain())?;
         Ok(mail::read(&token, &ids[0])
