@@ -33,7 +33,8 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
     Tool,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::model::{CancelledNotificationParam, ClientResult, ServerRequest};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -482,12 +483,55 @@ impl Approver for ElicitingApprover {
 
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         Box::pin(async move {
-            let params = elicitation_params(prompt);
-            match self.peer.create_elicitation(params).await {
-                Ok(result) => decision_from_result(&result, prompt.items.len()),
+            let request = ServerRequest::ElicitRequest(elicitation_request(prompt));
+            let handle = match self
+                .peer
+                .send_request_with_option(request, PeerRequestOptions::no_options())
+                .await
+            {
+                Ok(handle) => handle,
+                Err(e) => {
+                    return Decision::Unavailable(format!("the MCP client could not ask: {e}"));
+                }
+            };
+            // If another channel answers first, this future is dropped: tell
+            // the client to take its form down.
+            let mut withdraw = WithdrawElicitation {
+                peer: self.peer.clone(),
+                id: Some(handle.id.clone()),
+            };
+            let response = handle.await_response().await;
+            withdraw.id = None;
+            match response {
+                Ok(ClientResult::ElicitResult(result)) => {
+                    decision_from_result(&result, prompt.items.len())
+                }
+                Ok(_) => Decision::Unavailable("the MCP client answered something else".into()),
                 Err(e) => Decision::Unavailable(format!("the MCP client could not ask: {e}")),
             }
         })
+    }
+}
+
+/// Cancels an unanswered `elicitation/create` when its asker stops waiting.
+struct WithdrawElicitation {
+    peer: Peer<RoleServer>,
+    id: Option<rmcp::model::RequestId>,
+}
+
+impl Drop for WithdrawElicitation {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let peer = self.peer.clone();
+            tokio::spawn(async move {
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(
+                        Some(id),
+                        Some("answered on another channel, stopped or timed out".into()),
+                    ))
+                    .await;
+            });
+        }
     }
 }
 

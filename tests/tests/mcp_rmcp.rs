@@ -10,12 +10,13 @@ use std::time::Duration;
 use agentcap::journal::Journal;
 use agentcap_tests::{Workspace, guest, triage_policy};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
-    ClientRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
-    Implementation, ProtocolVersion,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientCapabilities, ClientConfig, ClientRequest, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationCapability, Implementation, ProtocolVersion,
 };
 use rmcp::service::{
-    ClientLifecycleMode, ClientServiceExt, PeerRequestOptions, RequestContext, RunningService,
+    ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RequestContext,
+    RunningService,
 };
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{ClientHandler, ErrorData, RoleClient};
@@ -36,9 +37,22 @@ enum Human {
 struct TestClient {
     human: Human,
     asked: Arc<Mutex<Vec<String>>>,
+    /// Reasons of `notifications/cancelled` the server sent.
+    withdrawn: Arc<Mutex<Vec<String>>>,
 }
 
 impl ClientHandler for TestClient {
+    async fn on_cancelled(
+        &self,
+        params: CancelledNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.withdrawn
+            .lock()
+            .unwrap()
+            .push(params.reason.unwrap_or_default());
+    }
+
     fn get_info(&self) -> ClientConfig {
         let mut capabilities = ClientCapabilities::default();
         capabilities.elicitation = Some(ElicitationCapability::default());
@@ -100,6 +114,7 @@ async fn connect(
     let client = TestClient {
         human,
         asked: asked.clone(),
+        withdrawn: Arc::new(Mutex::new(Vec::new())),
     };
     let command = tokio::process::Command::new(AGENTCAP).configure(|c| {
         c.args(["--no-cache", "serve", "--policy"])
@@ -278,4 +293,16 @@ async fn agentcap_stop_ends_a_call_waiting_for_the_human() {
     // Nothing was deleted: the one request was pending when the stop came,
     // and the purge loop's later requests were refused.
     assert_eq!(ws.snapshot(), before);
+    // The form the human never answered was withdrawn from the client.
+    let withdrawn = client.service().withdrawn.clone();
+    for _ in 0..100 {
+        if !withdrawn.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        withdrawn.lock().unwrap().as_slice(),
+        ["answered on another channel, stopped or timed out"]
+    );
 }
