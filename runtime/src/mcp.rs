@@ -161,9 +161,11 @@ impl McpServer {
     /// A handler for one connection, with a session of its own.
     pub fn connection(self: &Arc<Self>, transport: &str) -> McpConnection {
         let n = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let pid = std::process::id();
         McpConnection {
             server: self.clone(),
-            session: SessionId(format!("mcp-{transport}-{}-{n}", std::process::id())),
+            session: SessionId(format!("mcp-{transport}-{pid}-{n}")),
+            stateless_session: SessionId(format!("mcp-{transport}-{pid}")),
         }
     }
 
@@ -254,6 +256,10 @@ impl McpServer {
 pub struct McpConnection {
     server: Arc<McpServer>,
     session: SessionId,
+    /// The session of requests that carry their own protocol envelope
+    /// (2026-07-28+): they belong to no connection, and over HTTP each gets
+    /// a fresh handler, so they share one session per server and transport.
+    stateless_session: SessionId,
 }
 
 impl McpConnection {
@@ -264,6 +270,7 @@ impl McpConnection {
 
     async fn start_call(
         &self,
+        session: SessionId,
         published: &Published,
         arguments: Value,
         approver: SharedApprover,
@@ -273,7 +280,6 @@ impl McpConnection {
         let runtime = self.server.runtime.clone();
         let tool = published.tool.clone();
         let function = published.function.clone();
-        let session = self.session.clone();
         let options = CallOptions {
             approver: Some(approver),
             cancel: Some(cancel.clone()),
@@ -434,8 +440,13 @@ impl ServerHandler for McpConnection {
             1 => channels.remove(0),
             _ => Arc::new(FirstAnswer::new(channels)),
         };
+        let session = if context.meta.protocol_version().is_some() {
+            self.stateless_session.clone()
+        } else {
+            self.session.clone()
+        };
         let running = self
-            .start_call(published, arguments, approver, asks_rx)
+            .start_call(session, published, arguments, approver, asks_rx)
             .await;
         Ok(self.drive(running, &request.name, &context.ct).await)
     }

@@ -346,4 +346,19 @@ fn python_sdk_over_streamable_http_and_its_guards() {
     assert_eq!(outcome["deleted"], json!([]), "{outcome}");
     assert_eq!(count(&ws, "Archive"), 1);
     assert_eq!(count(&ws, "Trash"), 0);
+    // Stateless requests (a fresh handler each over HTTP) share one runtime
+    // session per server, which `agentcap stop` and the page can reach.
+    let journal = Journal::open(&ws.dir.path().join("journal.sqlite"), false).unwrap();
+    let mut sessions: Vec<String> = journal
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.session)
+        .collect();
+    sessions.dedup();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let pid = sessions[0]
+        .strip_prefix("mcp-http-")
+        .expect("an HTTP session");
+    assert!(pid.parse::<u32>().is_ok(), "{sessions:?}");
 }
