@@ -58,6 +58,14 @@ enum Command {
         /// is TOOL, else the file name).
         #[arg(long)]
         name: Option<String>,
+        /// Also serve the approvals page at this address (e.g.
+        /// 127.0.0.1:0); the terminal and the page both ask, the first
+        /// answer decides.
+        #[arg(long, value_name = "ADDR")]
+        approvals: Option<std::net::SocketAddr>,
+        /// A name (or name:port) the approvals page may be reached by.
+        #[arg(long, value_name = "HOST", requires = "approvals")]
+        approvals_host: Vec<String>,
     },
     /// Stop a session of a running agentcap (or all of them): its tokens are
     /// revoked, pending consent requests answered `stopped`, running tools
@@ -207,6 +215,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
             policy,
             name,
+            approvals,
+            approvals_host,
         } => {
             call(
                 &tool,
@@ -214,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &args,
                 policy.as_deref(),
                 name,
+                approvals.map(|addr| (addr, approvals_host)),
                 cache_dir(cli.no_cache),
             )
             .await
@@ -452,6 +463,7 @@ async fn call(
     args: &str,
     policy_path: Option<&Path>,
     name: Option<String>,
+    page: Option<(std::net::SocketAddr, Vec<String>)>,
     cache: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let args: serde_json::Value =
@@ -490,19 +502,32 @@ async fn call(
             }
         },
     };
-    let approver: SharedApprover =
-        match TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs)) {
-            Some(t) => Arc::new(t),
-            None => Arc::new(DenyApprover::new(
-                "stdin is not a terminal, so no human can be asked; only standing grants apply",
-            )),
-        };
+    let mut channels: Vec<SharedApprover> = Vec::new();
+    if let Some(t) = TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs)) {
+        channels.push(Arc::new(t));
+    }
+    let board = crate::approvals::ApprovalsBoard::new();
+    if page.is_some() {
+        channels.push(board.approver());
+    }
+    let approver: SharedApprover = match channels.len() {
+        0 => Arc::new(DenyApprover::new(
+            "stdin is not a terminal, so no human can be asked; only standing grants apply",
+        )),
+        1 => channels.remove(0),
+        _ => Arc::new(crate::consent::FirstAnswer::new(channels)),
+    };
     let bytes = read_component(path)?;
     let engine = AgentEngine::new(cache)?;
     let runtime = Runtime::new(engine, policy, approver)?;
     let tool = runtime.load_component(&name, grants, &bytes)?;
     let session = SessionId(format!("cli-{}", std::process::id()));
     let _control = control::stoppable(runtime.stop_handle());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _page_stops = shutdown.clone().drop_guard();
+    if let Some((addr, hosts)) = page {
+        start_approvals_page(&runtime, board, addr, &hosts, shutdown).await?;
+    }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await?;
     for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
@@ -559,27 +584,7 @@ async fn serve(
     let _control = control::stoppable_with(runtime.stop_handle(), true);
     let shutdown = tokio_util::sync::CancellationToken::new();
     if let Some((addr, hosts)) = page {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
-        let bound = listener.local_addr()?;
-        let page = crate::approvals::ApprovalsPage::new(
-            board,
-            runtime.stop_handle(),
-            runtime.journal().clone(),
-            bound,
-            &hosts,
-        );
-        eprintln!(
-            "agentcap serve: approvals page (pending requests, activity, STOP): {}",
-            page.url(bound)
-        );
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = page.serve(listener, shutdown).await {
-                eprintln!("agentcap serve: the approvals page stopped: {e}");
-            }
-        });
+        start_approvals_page(&runtime, board, addr, &hosts, shutdown.clone()).await?;
     }
     eprintln!(
         "agentcap serve: {} MCP tool(s) from {} ({}); journal {}; stop with `agentcap stop --all`",
@@ -616,4 +621,36 @@ async fn serve(
     }
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serve the approvals page for `runtime` on `addr` until `shutdown`, and
+/// print its URL (with the secret) on stderr.
+async fn start_approvals_page(
+    runtime: &Runtime,
+    board: Arc<crate::approvals::ApprovalsBoard>,
+    addr: std::net::SocketAddr,
+    hosts: &[String],
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
+    let bound = listener.local_addr()?;
+    let page = crate::approvals::ApprovalsPage::new(
+        board,
+        runtime.stop_handle(),
+        runtime.journal().clone(),
+        bound,
+        hosts,
+    );
+    eprintln!(
+        "agentcap: approvals page (pending requests, activity, STOP): {}",
+        page.url(bound)
+    );
+    tokio::spawn(async move {
+        if let Err(e) = page.serve(listener, shutdown).await {
+            eprintln!("agentcap: the approvals page stopped: {e}");
+        }
+    });
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, browser_tools, http_request, triage_policy};
+use agentcap_tests::{Workspace, browser_tools, guest, http_request, triage_policy};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
 };
@@ -115,6 +115,70 @@ fn run_browser(node: &Path, modules: &Path, plan: Value) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// A logged-in page user without a browser: the secret cookie and the
+/// page's CSRF token, talking to the JSON API.
+struct PageUser {
+    addr: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl PageUser {
+    fn open(url: &str) -> PageUser {
+        let addr = url["http://".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let key = url.split("key=").nth(1).expect("a key in the URL");
+        let cookie = format!("agentcap_key={key}");
+        let (_, page) = http_request(&addr, "GET", "/", &[("Cookie", &cookie)], "");
+        let csrf = page
+            .split("name=\"csrf\" content=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page carries a CSRF token")
+            .to_string();
+        PageUser { addr, cookie, csrf }
+    }
+
+    /// The first pending request, waiting up to 10 s for one.
+    fn next_pending(&self) -> Value {
+        for _ in 0..200 {
+            let (_, response) = http_request(
+                &self.addr,
+                "GET",
+                "/api/state",
+                &[("Cookie", &self.cookie)],
+                "",
+            );
+            let state: Value =
+                serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            if let Some(first) = state["pending"].get(0) {
+                return first.clone();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no request appeared on the page");
+    }
+
+    fn decide(&self, answer: Value) -> (u16, String) {
+        let origin = format!("http://{}", self.addr);
+        http_request(
+            &self.addr,
+            "POST",
+            "/api/decide",
+            &[
+                ("Cookie", &self.cookie),
+                ("Origin", &origin),
+                ("x-agentcap-csrf", &self.csrf),
+                ("Content-Type", "application/json"),
+            ],
+            &answer.to_string(),
+        )
+    }
 }
 
 fn journal(ws: &Workspace) -> Vec<agentcap::journal::Record> {
@@ -279,17 +343,9 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
     assert_eq!(forged, 421, "forged Host (DNS rebinding)");
 
     // The page's CSRF token, as a legitimate page load gets it.
-    let (_, page) = http_request(&addr, "GET", "/", &[("Cookie", &cookie)], "");
-    let csrf = page
-        .split("name=\"csrf\" content=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page carries a CSRF token")
-        .to_string();
-    let (_, listing) = state(&[("Cookie", &cookie)]);
-    let id = serde_json::from_str::<Value>(listing.split("\r\n\r\n").nth(1).unwrap())
-        .map(|v| v["pending"][0]["id"].clone())
-        .unwrap_or(Value::Null);
+    let user = PageUser::open(&served.url);
+    let csrf = user.csrf.clone();
+    let id = user.next_pending()["id"].clone();
     let approve = json!({"id": id, "approve": [0, 1, 2]}).to_string();
     let post = |headers: &[(&str, &str)]| {
         let mut all = vec![("Content-Type", "application/json")];
@@ -340,27 +396,9 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
     assert!(still.contains("move 12 messages"), "{still}");
     assert_eq!(served.ws.ids_in("Archive").len(), 0);
     // The real page can decline it (and the deletions after it).
-    let page_origin = format!("http://{addr}");
     for _ in 0..2 {
-        let (_, listing) = state(&[("Cookie", &cookie)]);
-        let pending: Value =
-            serde_json::from_str(listing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-        let Some(id) = pending["pending"][0]["id"].as_u64() else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (status, body) = http_request(
-            &addr,
-            "POST",
-            "/api/decide",
-            &[
-                ("Cookie", &cookie),
-                ("Origin", &page_origin),
-                ("x-agentcap-csrf", &csrf),
-                ("Content-Type", "application/json"),
-            ],
-            &json!({"id": id, "decline": true}).to_string(),
-        );
+        let id = user.next_pending()["id"].clone();
+        let (status, body) = user.decide(json!({"id": id, "decline": true}));
         assert_eq!(status, 200, "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -371,4 +409,79 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
     let outcome = &serde_json::to_value(&result).unwrap()["structuredContent"]["result"]["ok"];
     assert_eq!(outcome["archived"], json!([]), "{outcome}");
     assert_eq!(served.ws.ids_in("Archive").len(), 0);
+}
+
+/// `agentcap call --approvals`: with no terminal, the page is where the
+/// human answers.
+#[test]
+fn agentcap_call_is_answered_on_the_page_without_a_terminal() {
+    let ws = Workspace::new();
+    ws.policy(&triage_policy(""));
+    let control = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(AGENTCAP)
+        .args(["--no-cache", "call"])
+        .arg(guest("inbox_triage"))
+        .args([
+            "triage",
+            "--args",
+            r#"{"folder":"INBOX"}"#,
+            "--name",
+            "inbox-triage",
+        ])
+        .args(["--approvals", "127.0.0.1:0", "--policy"])
+        .arg(ws.dir.path().join("agentcap.toml"))
+        .env("AGENTCAP_CONTROL_DIR", control.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agentcap call");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(at) = line.find("http://") {
+                let _ = tx.send(line[at..].trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the page's URL is printed");
+    let user = PageUser::open(&url);
+    let archive = user.next_pending();
+    assert_eq!(archive["items"].as_array().unwrap().len(), 12, "{archive}");
+    let all: Vec<usize> = (0..12).collect();
+    assert_eq!(
+        user.decide(json!({"id": archive["id"], "approve": all})).0,
+        200
+    );
+    let delete = user.next_pending();
+    assert_ne!(delete["id"], archive["id"]);
+    assert_eq!(
+        user.decide(json!({"id": delete["id"], "decline": true})).0,
+        200
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        result["ok"]["archived"].as_array().unwrap().len(),
+        12,
+        "{result}"
+    );
+    assert_eq!(result["ok"]["deleted"], json!([]));
+    assert_eq!(ws.ids_in("Archive").len(), 12);
+    assert!(journal(&ws).iter().any(|r| {
+        r.decided_by.as_deref() == Some("human via approvals page")
+            && r.outcome.as_deref() == Some("approved 12 of 12")
+    }));
 }
