@@ -12,23 +12,43 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::consent::{SessionId, SessionInfo};
 
-/// Set while a signal-triggered stop is being carried out and reported.
-static SIGNAL_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-/// Woken when it ends.
-static SIGNAL_STOP_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Stops being carried out and reported (from a signal or the control
+/// socket); the process must not exit before they are reported.
+static STOPS_IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Woken when one ends.
+static STOP_REPORTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// Wait (a few seconds at most) for a stop triggered by a signal to be
-/// reported: the stopped call may return before the stop's report is
-/// printed, and the process must not exit in between.
-pub async fn settle() {
-    for _ in 0..50 {
-        let done = SIGNAL_STOP_DONE.notified();
-        if !SIGNAL_STOP.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), done).await;
+/// Marks a stop in progress until dropped.
+struct StopInProgress;
+
+impl StopInProgress {
+    fn begin() -> StopInProgress {
+        STOPS_IN_PROGRESS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        StopInProgress
     }
 }
+
+impl Drop for StopInProgress {
+    fn drop(&mut self) {
+        STOPS_IN_PROGRESS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        STOP_REPORTED.notify_waiters();
+    }
+}
+
+/// Wait (a few seconds at most) until every stop in progress has been
+/// reported: a stopped call may return before `agentcap stop` got its
+/// acknowledgement or the signal's report was printed, and the process must
+/// not exit in between.
+pub async fn settle() {
+    for _ in 0..50 {
+        let reported = STOP_REPORTED.notified();
+        if STOPS_IN_PROGRESS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), reported).await;
+    }
+}
+
 use crate::session::{StopHandle, StopReport};
 
 /// Something asked of a running agentcap.
@@ -126,6 +146,7 @@ async fn answer(stream: UnixStream, stop: StopHandle) -> std::io::Result<()> {
         .read_line(&mut line)
         .await?;
     let request: Request = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+    let _reporting = StopInProgress::begin();
     let stopped = tokio::task::spawn_blocking(move || {
         let stopped = match request {
             Request::Stop { session } => {
@@ -220,7 +241,7 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
                 std::process::exit(130);
             }
             first = false;
-            SIGNAL_STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            let reporting = StopInProgress::begin();
             let stop = stop.clone();
             let reports =
                 tokio::task::spawn_blocking(move || stop.stop_all(&format!("signal {name}")))
@@ -237,8 +258,7 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
                 "\n{name}: stopped {} session(s); no further side effect will happen. Press Ctrl-C again to exit.",
                 reports.len()
             );
-            SIGNAL_STOP.store(false, std::sync::atomic::Ordering::SeqCst);
-            SIGNAL_STOP_DONE.notify_waiters();
+            drop(reporting);
         }
     });
     socket
