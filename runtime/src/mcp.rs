@@ -21,17 +21,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ElicitRequest, ElicitRequestParams,
-    ElicitResult, ElicitationAction, Implementation, InputRequest, InputRequiredResult,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
+    ElicitRequestParams, ElicitResult, ElicitationAction, Implementation, InputRequest,
+    InputRequiredResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::model::{CancelledNotificationParam, ClientResult, ServerRequest};
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext};
@@ -57,14 +56,6 @@ pub enum McpSetupError {
     /// Two functions map to the same MCP tool name.
     #[error("two functions are both published as MCP tool `{0}`; rename a tool in the policy")]
     DuplicateName(String),
-    /// The HTTP listener could not start.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The server stopped with an error.
     #[error("the MCP connection failed: {0}")]
     Transport(String),
@@ -128,7 +119,7 @@ impl McpServer {
         let mut published: Vec<Published> = Vec::new();
         for tool in tools {
             let tool = Arc::new(tool);
-            let capabilities = effective_capabilities(&runtime, &tool);
+            let capabilities = effective_capabilities(&tool);
             for function in &tool.info().functions {
                 if function.unavailable.is_some() {
                     continue;
@@ -677,21 +668,15 @@ fn decision_from_result(result: &ElicitResult, items: usize) -> Decision {
 
 /// The capabilities a tool can actually use: granted (not `deny`) and
 /// imported by the component.
-fn effective_capabilities(runtime: &Runtime, tool: &LoadedTool) -> Vec<(Capability, ConsentMode)> {
+fn effective_capabilities(tool: &LoadedTool) -> Vec<(Capability, ConsentMode)> {
     let imported = tool.info().capabilities();
-    runtime
-        .policy()
-        .tools
-        .get(tool.name())
-        .map(|p| {
-            p.grants
-                .iter()
-                .filter(|g| g.mode != ConsentMode::Deny)
-                .map(|g| (g.parsed_capability(), g.mode))
-                .filter(|(c, _)| imported.iter().any(|i| i == c.interface()))
-                .collect()
-        })
-        .unwrap_or_default()
+    tool.grants()
+        .grants
+        .iter()
+        .filter(|g| g.mode != ConsentMode::Deny)
+        .map(|g| (g.parsed_capability(), g.mode))
+        .filter(|(c, _)| imported.iter().any(|i| i == c.interface()))
+        .collect()
 }
 
 /// An MCP tool name: `tool.function`, limited to the characters MCP allows.
@@ -766,25 +751,21 @@ fn describe(
 /// refusal or limit are `isError` results the model can read; guest
 /// stdout/stderr are never included.
 fn call_result(finished: Result<CallOutcome, CallError>) -> CallToolResult {
-    let value = match finished {
+    match finished {
         Ok(outcome) => {
-            let structured = json!({"result": outcome.result});
-            let text = serde_json::to_string(&outcome.result).unwrap_or_default();
-            json!({
-                "content": [{"type": "text", "text": text}],
-                "structuredContent": structured,
-                "isError": outcome.is_error,
-            })
+            let text = vec![ContentBlock::text(
+                serde_json::to_string(&outcome.result).unwrap_or_default(),
+            )];
+            let mut result = if outcome.is_error {
+                CallToolResult::error(text)
+            } else {
+                CallToolResult::success(text)
+            };
+            result.structured_content = Some(json!({"result": outcome.result}));
+            result
         }
-        Err(error) => json!({
-            "content": [{"type": "text", "text": format!("agentcap: {error}")}],
-            "isError": true,
-        }),
-    };
-    let mut value = value;
-    // Required from 2026-07-28; rmcp strips it for older peers.
-    value["resultType"] = json!("complete");
-    serde_json::from_value(value).expect("a call result is a valid MCP CallToolResult")
+        Err(error) => CallToolResult::error(vec![ContentBlock::text(format!("agentcap: {error}"))]),
+    }
 }
 
 #[cfg(test)]

@@ -253,6 +253,11 @@ impl LoadedTool {
         &self.info
     }
 
+    /// The grants and limits it was loaded with.
+    pub fn grants(&self) -> &ToolPolicy {
+        &self.grants
+    }
+
     /// Whether the compiled code came from the on-disk cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache

@@ -102,20 +102,32 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(30)
         .measurement_time(Duration::from_secs(8));
-    group.bench_function("agentcap_mail_read", |b| {
-        b.to_async(&rt).iter(|| async {
-            let out = runtime
-                .call(
-                    &sweeper,
-                    &session,
-                    "read-first",
-                    &json!({"folder": "INBOX"}),
-                )
-                .await
-                .unwrap();
-            assert!(!out.is_error, "{}", out.result);
-        })
-    });
+    // A consented call of `sweeper`, which must succeed.
+    let consented = |group: &mut criterion::BenchmarkGroup<'_, _>,
+                     name: &str,
+                     runtime: &Runtime,
+                     sweeper: &agentcap::LoadedTool,
+                     function: &'static str,
+                     args: serde_json::Value| {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let out = runtime
+                    .call(sweeper, &session, function, &args)
+                    .await
+                    .unwrap();
+                assert!(!out.is_error, "{}", out.result);
+            })
+        });
+    };
+    let first = json!({"folder": "INBOX"});
+    consented(
+        &mut group,
+        "agentcap_mail_read",
+        &runtime,
+        &sweeper,
+        "read-first",
+        first.clone(),
+    );
     // The same with the Maildir and the journal on tmpfs: the runtime's
     // cost without the disk's fsync.
     let shm = std::path::Path::new("/dev/shm");
@@ -129,29 +141,22 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         let sweeper = runtime.load_tool("sweeper").unwrap();
         let id = ws.ids_in("INBOX").into_iter().next().expect("a message");
-        group.bench_function("agentcap_mail_read_one_tmpfs", |b| {
-            b.to_async(&rt).iter(|| async {
-                let out = runtime
-                    .call(&sweeper, &session, "read-one", &json!({"id": id}))
-                    .await
-                    .unwrap();
-                assert!(!out.is_error, "{}", out.result);
-            })
-        });
-        group.bench_function("agentcap_mail_read_tmpfs", |b| {
-            b.to_async(&rt).iter(|| async {
-                let out = runtime
-                    .call(
-                        &sweeper,
-                        &session,
-                        "read-first",
-                        &json!({"folder": "INBOX"}),
-                    )
-                    .await
-                    .unwrap();
-                assert!(!out.is_error, "{}", out.result);
-            })
-        });
+        consented(
+            &mut group,
+            "agentcap_mail_read_one_tmpfs",
+            &runtime,
+            &sweeper,
+            "read-one",
+            json!({"id": id}),
+        );
+        consented(
+            &mut group,
+            "agentcap_mail_read_tmpfs",
+            &runtime,
+            &sweeper,
+            "read-first",
+            first,
+        );
     }
     group.finish();
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 use agentcap::journal::Journal;
 use agentcap_tests::{Workspace, guest, triage_policy};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
-    ClientCapabilities, ClientConfig, ClientRequest, ElicitRequestParams, ElicitResult,
-    ElicitationAction, ElicitationCapability, Implementation, ProtocolVersion,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
+    CancelledNotificationParam, ClientCapabilities, ClientConfig, ClientRequest,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability, Implementation,
+    InputResponses, ProtocolVersion,
 };
 use rmcp::service::{
     ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RequestContext,
@@ -305,4 +306,77 @@ async fn agentcap_stop_ends_a_call_waiting_for_the_human() {
         withdrawn.lock().unwrap().as_slice(),
         ["answered on another channel, stopped or timed out"]
     );
+}
+
+/// On 2026-07-28 a waiting consent is reachable only through its
+/// `requestState` handle: a forged handle, a handle sent with another tool's
+/// name, and a replayed handle are all refused, and none approves anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_misdirected_and_replayed_request_states_approve_nothing() {
+    let ws = Workspace::new();
+    let policy = policy(&ws);
+    let control = tempfile::tempdir().unwrap();
+    let before = ws.snapshot();
+    let (client, _) = connect(
+        &policy,
+        control.path(),
+        Human::ApproveAll,
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await;
+    let triage = || params("inbox-triage.triage", json!({"folder": "INBOX"}));
+    let CallToolResponse::InputRequired(waiting) = client.call_tool_once(triage()).await.unwrap()
+    else {
+        panic!("the triage must wait for consent");
+    };
+    let state = waiting.request_state.expect("a requestState handle");
+    let approve_all = InputResponses::from([(
+        "consent".to_string(),
+        json!({"action": "accept", "content": {"approve": (1..=12).map(|i| i.to_string()).collect::<Vec<_>>()}}),
+    )]);
+    let forged = client
+        .call_tool_once(
+            triage()
+                .with_request_state("00000000000000000000000000000000")
+                .with_input_responses(approve_all.clone()),
+        )
+        .await;
+    assert!(forged.is_err(), "a forged handle: {forged:?}");
+    let misdirected = client
+        .call_tool_once(
+            params("echo.api.greet", json!({"name": "x"}))
+                .with_request_state(state.clone())
+                .with_input_responses(approve_all.clone()),
+        )
+        .await;
+    assert!(misdirected.is_err(), "another tool's name: {misdirected:?}");
+    let replayed = client
+        .call_tool_once(
+            triage()
+                .with_request_state(state)
+                .with_input_responses(approve_all),
+        )
+        .await;
+    assert!(replayed.is_err(), "a spent handle: {replayed:?}");
+    // The misdirected answer cancelled the waiting call; nothing moved.
+    for _ in 0..100 {
+        if journal(&ws).iter().any(|l| l.contains("tool-failure")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lines = journal(&ws);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("inbox-triage tool-failure") && l.contains("cancelled")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(" call mail.archive")),
+        "{lines:#?}"
+    );
+    assert_eq!(ws.snapshot(), before);
 }
