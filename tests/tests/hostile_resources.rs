@@ -221,3 +221,42 @@ async fn a_tool_that_uses_the_network_is_refused_at_link_time() {
         "{err}"
     );
 }
+
+/// Every call gets a fresh instance whose memory the pooling allocator
+/// resets (in place, since the slot is reused): nothing one call left in its
+/// globals or heap is visible to the next, whichever session makes it.
+#[tokio::test]
+async fn a_call_cannot_see_what_an_earlier_call_left_in_memory() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let secret = "alice-private-4242";
+    let first = call(&runtime, &tool, "remember", json!({"secret": secret}))
+        .await
+        .unwrap();
+    // Nothing was there before, and the scan sees what this call stored.
+    assert_eq!(first.result, json!(["", true]));
+    for session in ["t", "another-session"] {
+        let seen = runtime
+            .call(
+                &tool,
+                &SessionId(session.into()),
+                "find",
+                &json!({"needle": secret}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.result,
+            json!(false),
+            "the secret survived in reused memory"
+        );
+        let again = call(&runtime, &tool, "remember", json!({"secret": "x"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.result[0],
+            json!(""),
+            "a global survived into the next call"
+        );
+    }
+}

@@ -25,6 +25,13 @@ wit_bindgen::generate!({
             export ambient: func() -> list<string>;
             /// Ask for `n` tokens and keep them all.
             export request-flood: func(n: u32) -> result<u32, string>;
+            /// Keep `secret` (each byte + 1) in a global and on the heap;
+            /// return what the global held before, and whether `find`'s scan
+            /// sees the secret now (it must: the scan works).
+            export remember: func(secret: string) -> tuple<string, bool>;
+            /// Scan all of linear memory for `needle` kept by `remember`
+            /// (each byte + 1): can this call see an earlier call's data?
+            export find: func(needle: string) -> bool;
         }
     "#,
     path: "../../../tools-wit/wit",
@@ -36,9 +43,46 @@ wit_bindgen::generate!({
 
 use agentcap_sdk::{Explain, Intent, request};
 
+/// What `remember` stored, if this instance ran it.
+static REMEMBERED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+fn shifted(text: &str) -> Vec<u8> {
+    text.bytes().map(|b| b.wrapping_add(1)).collect()
+}
+
 struct Hostile;
 
 impl Guest for Hostile {
+    fn remember(secret: String) -> (String, bool) {
+        let kept = shifted(&secret);
+        let before = std::mem::replace(&mut *REMEMBERED.lock().unwrap(), kept.clone());
+        // A second copy on the heap that nobody frees.
+        std::mem::forget(kept);
+        let before =
+            String::from_utf8_lossy(&before.iter().map(|b| b.wrapping_sub(1)).collect::<Vec<_>>())
+                .into_owned();
+        (before, Self::find(secret))
+    }
+
+    fn find(needle: String) -> bool {
+        let needle = needle.as_bytes();
+        #[cfg(target_arch = "wasm32")]
+        let size = core::arch::wasm32::memory_size(0) * 65536;
+        // Built for the host only by `cargo clippy --workspace`; never run.
+        #[cfg(not(target_arch = "wasm32"))]
+        let size: usize = 0;
+        // Compare with the shifted form byte by byte, so the pattern itself
+        // is never written to memory.
+        (0..size.saturating_sub(needle.len())).any(|at| {
+            needle.iter().enumerate().all(|(k, b)| {
+                // SAFETY: `at + k` is below the memory size; reading linear
+                // memory at any in-bounds address is defined for wasm32.
+                let byte = unsafe { core::ptr::read_volatile((at + k) as *const u8) };
+                byte == b.wrapping_add(1)
+            })
+        })
+    }
+
     fn spin() -> u32 {
         let mut n: u32 = 0;
         loop {
