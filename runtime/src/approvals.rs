@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consent::{Approver, ConsentPrompt, Decision, DecisionFuture, SharedApprover};
 use crate::journal::Journal;
+use crate::render::one_line;
 use crate::secret::{constant_time_eq, random_hex};
 use crate::session::StopHandle;
 
@@ -74,6 +75,8 @@ pub struct PendingView {
     pub items: Vec<String>,
     /// The exact content (a post with its label, the SQL).
     pub payload: Option<String>,
+    /// How many invisible characters the content hides, in words.
+    pub payload_warning: Option<String>,
     /// The tool's own claim.
     pub tool_claim: String,
     /// Seconds since the request was made.
@@ -102,19 +105,15 @@ impl ApprovalsBoard {
             .iter()
             .map(|(id, w)| PendingView {
                 id: *id,
-                tool: w.prompt.tool.clone(),
-                user: w.prompt.user.clone(),
-                session: w.prompt.session.0.clone(),
+                tool: one_line(&w.prompt.tool, 200),
+                user: one_line(&w.prompt.user, 200),
+                session: one_line(&w.prompt.session.0, 200),
                 capability: w.prompt.capability.to_string(),
-                action: w.prompt.action.clone(),
-                items: w
-                    .prompt
-                    .items
-                    .iter()
-                    .map(|i| i.description.clone())
-                    .collect(),
-                payload: w.prompt.payload.clone(),
-                tool_claim: w.prompt.tool_claim.clone(),
+                action: w.prompt.shown_action(),
+                items: w.prompt.shown_items(),
+                payload: w.prompt.shown_payload(CHANNEL),
+                payload_warning: w.prompt.payload_warning(),
+                tool_claim: w.prompt.shown_claim(),
                 waiting_secs: now.duration_since(w.asked_at).map_or(0, |d| d.as_secs()),
             })
             .collect()
@@ -249,6 +248,8 @@ impl ApprovalsPage {
             .route("/api/state", get(state))
             .route("/api/decide", post(decide))
             .route("/api/stop", post(stop))
+            .route("/api/reallow", post(reallow))
+            .route("/api/resume", post(resume))
             .layer(axum::middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
     }
@@ -370,7 +371,13 @@ async fn state(State(page): State<Arc<ApprovalsPage>>) -> Response {
         .stop
         .sessions()
         .into_iter()
-        .map(|s| json!({"id": s.id, "started": s.started, "tools": s.tools, "stopped": s.stopped}))
+        .map(|s| json!({"id": one_line(&s.id, 200), "started": s.started, "tools": s.tools, "stopped": s.stopped}))
+        .collect();
+    let muted: Vec<Value> = page
+        .stop
+        .muted_requests()
+        .into_iter()
+        .map(|m| json!({"session": one_line(&m.session, 200), "tool": m.tool, "capability": m.capability}))
         .collect();
     let feed: Vec<Value> = match page.journal.tail(FEED_LENGTH, None) {
         Ok(records) => records
@@ -385,6 +392,8 @@ async fn state(State(page): State<Arc<ApprovalsPage>>) -> Response {
         Json(json!({
             "pending": page.board.pending(),
             "sessions": sessions,
+            "muted": muted,
+            "halted": page.stop.is_halted(),
             "feed": feed,
         })),
     )
@@ -427,6 +436,41 @@ async fn decide(
         Json(json!({"ok": true})).into_response()
     } else {
         refuse(StatusCode::GONE, "that request is no longer waiting")
+    }
+}
+
+/// After STOP EVERYTHING: let new sessions run again.
+async fn resume(State(page): State<Arc<ApprovalsPage>>) -> Response {
+    let stop = page.stop.clone();
+    let resumed = tokio::task::spawn_blocking(move || stop.resume(CHANNEL))
+        .await
+        .unwrap_or(false);
+    Json(json!({"resumed": resumed})).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReallowRequest {
+    session: String,
+    tool: String,
+    capability: String,
+}
+
+/// Let a tool that was refused too often ask again.
+async fn reallow(
+    State(page): State<Arc<ApprovalsPage>>,
+    Json(request): Json<ReallowRequest>,
+) -> Response {
+    let Some(capability) = crate::consent::Capability::parse(&request.capability) else {
+        return refuse(StatusCode::BAD_REQUEST, "unknown capability");
+    };
+    let session = crate::consent::SessionId(request.session);
+    if page
+        .stop
+        .reallow(&session, &request.tool, capability, CHANNEL)
+    {
+        Json(json!({"ok": true})).into_response()
+    } else {
+        refuse(StatusCode::GONE, "that tool was not silenced")
     }
 }
 

@@ -12,6 +12,7 @@ use crate::control;
 use crate::demo::{DemoUser, run_demo};
 use crate::journal::Journal;
 use crate::policy::ToolPolicy;
+use crate::render::one_line;
 use crate::runtime::read_component;
 use crate::tool::ToolInfo;
 use crate::{AgentEngine, Policy, Runtime};
@@ -81,6 +82,10 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// After `agentcap stop --all` (or STOP EVERYTHING on the page), let
+    /// new sessions of every running agentcap run again. Stopped sessions
+    /// stay stopped; agents start new ones.
+    Resume,
     /// Serve the policy's tools to AI agents over the Model Context Protocol
     /// (stdio by default). Consent is asked through the client's
     /// elicitation; a client that cannot ask gets refusals, never approvals.
@@ -230,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Stop { session, all, list } => stop_command(session, all, list).await,
+        Command::Resume => resume_command().await,
         Command::Serve {
             policy,
             http,
@@ -276,6 +282,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn resume_command() -> anyhow::Result<ExitCode> {
+    let dir = control::control_dir();
+    let delivery = control::send(&dir, &control::Request::Resume)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach running agentcap processes in {}",
+                dir.display()
+            )
+        })?;
+    for (socket, why) in &delivery.undelivered {
+        eprintln!("error: could not deliver to {} ({why})", socket.display());
+    }
+    if delivery.replies.is_empty() {
+        println!(
+            "no running agentcap found (control sockets in {})",
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    for reply in &delivery.replies {
+        println!(
+            "process {}: new sessions may run again{}",
+            reply.pid,
+            if reply.halted { " (still halted?)" } else { "" }
+        );
+    }
+    Ok(if delivery.undelivered.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow::Result<ExitCode> {
     let dir = control::control_dir();
     let request = match (session, all, list) {
@@ -284,12 +324,25 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
         (Some(session), _, _) => control::Request::Stop { session },
         (None, false, false) => bail!("name a session, or use --all or --list"),
     };
-    let replies = control::send(&dir, &request).await.with_context(|| {
+    let delivery = control::send(&dir, &request).await.with_context(|| {
         format!(
             "cannot reach running agentcap processes in {}",
             dir.display()
         )
     })?;
+    // A process that did not answer may still be running tools: say so,
+    // loudly, and never report it as "nothing running".
+    for (socket, why) in &delivery.undelivered {
+        eprintln!(
+            "error: could not deliver to {} ({why}); that process may still be running: stop it with SIGTERM or kill it",
+            socket.display()
+        );
+    }
+    let replies = delivery.replies;
+    let undelivered = !delivery.undelivered.is_empty();
+    if replies.is_empty() && undelivered {
+        return Ok(ExitCode::from(3));
+    }
     if replies.is_empty() {
         println!(
             "no running agentcap found (control sockets in {})",
@@ -303,7 +356,10 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
             stopped_any = true;
             println!(
                 "stopped session {} in process {}: {} live token(s) revoked, acknowledged after {} µs",
-                s.session, reply.pid, s.revoked, s.acknowledged_after_us
+                one_line(&s.session, 200),
+                reply.pid,
+                s.revoked,
+                s.acknowledged_after_us
             );
         }
         if matches!(request, control::Request::Sessions) {
@@ -311,9 +367,9 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
                 println!(
                     "process {} session {} started {} tools [{}]{}",
                     reply.pid,
-                    s.id,
-                    s.started,
-                    s.tools.join(", "),
+                    one_line(&s.id, 200),
+                    one_line(&s.started, 64),
+                    one_line(&s.tools.join(", "), 400),
                     if s.stopped { " (stopped)" } else { "" }
                 );
             }
@@ -328,10 +384,19 @@ async fn stop_command(session: Option<String>, all: bool, list: bool) -> anyhow:
             return Ok(ExitCode::from(1));
         }
     }
-    if matches!(request, control::Request::StopAll) && !stopped_any {
-        println!("no running session to stop");
+    if matches!(request, control::Request::StopAll) {
+        if !stopped_any && !undelivered {
+            println!("no running session to stop");
+        }
+        println!(
+            "everything is stopped: new sessions start stopped until someone runs `agentcap resume` (or presses Resume on the approvals page)"
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if undelivered {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn journal_command(
@@ -404,9 +469,18 @@ async fn journal_command(
             let mut out = std::io::stdout().lock();
             for r in journal.all()? {
                 match writeln!(out, "{}", serde_json::to_string(&r)?) {
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     other => other?,
                 }
+            }
+            // The anchored head last, so a copy kept elsewhere can later
+            // prove that records were removed.
+            let head = journal.anchored_head()?;
+            match writeln!(out, "{}", serde_json::json!({ "head": head })) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -64,6 +64,8 @@ pub enum Request {
     StopAll,
     /// List sessions.
     Sessions,
+    /// Let new sessions run again after a stop of everything.
+    Resume,
 }
 
 /// A running agentcap's answer.
@@ -75,6 +77,10 @@ pub struct Reply {
     pub stopped: Vec<StopReport>,
     /// Sessions the process knows.
     pub sessions: Vec<SessionInfo>,
+    /// Whether everything is stopped there (new sessions start stopped)
+    /// until `agentcap resume`.
+    #[serde(default)]
+    pub halted: bool,
 }
 
 /// The folder holding control sockets: `$AGENTCAP_CONTROL_DIR`, else
@@ -92,6 +98,9 @@ pub fn control_dir() -> PathBuf {
         .unwrap_or(0);
     std::env::temp_dir().join(format!("agentcap-{uid}"))
 }
+
+/// How long one control request may take to arrive and be answered.
+const CONTROL_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A listening control socket; removed when dropped.
 pub struct ControlSocket {
@@ -113,13 +122,31 @@ impl ControlSocket {
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, stop).await {
-                        tracing::warn!("control socket request failed: {e}");
+            // The way a STOP arrives must outlive resource exhaustion: a
+            // failed accept (out of file descriptors, say) is retried with
+            // a short backoff, never the end of the loop.
+            let mut backoff = std::time::Duration::from_millis(5);
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        backoff = std::time::Duration::from_millis(5);
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            let answered =
+                                tokio::time::timeout(CONTROL_REQUEST_TIMEOUT, answer(stream, stop));
+                            match answered.await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => tracing::warn!("control socket request failed: {e}"),
+                                Err(_) => tracing::warn!("control socket request timed out"),
+                            }
+                        });
                     }
-                });
+                    Err(e) => {
+                        tracing::warn!("control socket accept failed, retrying: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_millis(200));
+                    }
+                }
             }
         });
         Ok(ControlSocket { path, task })
@@ -159,8 +186,12 @@ async fn answer(stream: UnixStream, stop: StopHandle) -> std::io::Result<()> {
             }
             Request::StopAll => stop.stop_all("agentcap stop --all (control socket)"),
             Request::Sessions => Vec::new(),
+            Request::Resume => {
+                stop.resume("agentcap resume (control socket)");
+                Vec::new()
+            }
         };
-        (stopped, stop.sessions())
+        (stopped, stop.sessions(), stop.is_halted())
     })
     .await
     .map_err(std::io::Error::other)?;
@@ -168,42 +199,86 @@ async fn answer(stream: UnixStream, stop: StopHandle) -> std::io::Result<()> {
         pid: std::process::id(),
         stopped: stopped.0,
         sessions: stopped.1,
+        halted: stopped.2,
     };
     let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await
 }
 
-/// Send `request` to every agentcap listening in `dir`; stale sockets of
-/// dead processes are removed. Returns one reply per running process.
-pub async fn send(dir: &Path, request: &Request) -> std::io::Result<Vec<Reply>> {
-    let mut replies = Vec::new();
+/// What sending a request to every running agentcap found.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// One reply per process that answered.
+    pub replies: Vec<Reply>,
+    /// Sockets of processes that may be running but did not answer, with
+    /// why: a stop is not known to have reached them.
+    pub undelivered: Vec<(PathBuf, String)>,
+}
+
+/// Send `request` to every agentcap listening in `dir`. Stale sockets of
+/// dead processes (connection refused) are removed; a socket that vanished
+/// meanwhile is skipped; any other failure is reported per socket in
+/// [`Delivery::undelivered`] and does not keep the request from the others.
+pub async fn send(dir: &Path, request: &Request) -> std::io::Result<Delivery> {
+    let mut delivery = Delivery::default();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(replies),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(delivery),
         Err(e) => return Err(e),
     };
     let mut text = serde_json::to_string(request).map_err(std::io::Error::other)?;
     text.push('\n');
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("sock") {
-            continue;
+    let sockets: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("sock"))
+        .collect();
+    // Every process at once: one slow process does not delay the others.
+    let asks = sockets.into_iter().map(|path| {
+        let text = text.clone();
+        async move {
+            let outcome =
+                tokio::time::timeout(CONTROL_REQUEST_TIMEOUT, ask_one(&path, &text)).await;
+            (path, outcome)
         }
-        let mut stream = match UnixStream::connect(&path).await {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        stream.write_all(text.as_bytes()).await?;
-        let mut line = String::new();
-        BufReader::new(stream).read_line(&mut line).await?;
-        replies.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
+    });
+    for (path, outcome) in futures_util::future::join_all(asks).await {
+        match outcome {
+            Ok(Ok(Some(reply))) => delivery.replies.push(reply),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => delivery.undelivered.push((path, e.to_string())),
+            Err(_) => delivery.undelivered.push((
+                path,
+                format!("no answer within {} s", CONTROL_REQUEST_TIMEOUT.as_secs()),
+            )),
+        }
     }
-    Ok(replies)
+    Ok(delivery)
+}
+
+/// One process's reply; `None` when its socket is stale or gone.
+async fn ask_one(path: &Path, text: &str) -> std::io::Result<Option<Reply>> {
+    let mut stream = match UnixStream::connect(path).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let _ = std::fs::remove_file(path);
+            return Ok(None);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    stream.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    if line.is_empty() {
+        return Err(std::io::Error::other(
+            "the process closed the connection without answering",
+        ));
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 /// Make a running runtime stoppable (inside a tokio runtime): a control socket for `agentcap stop`,

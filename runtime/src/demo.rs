@@ -212,7 +212,9 @@ impl Approver for StoppingUser {
             };
             let maildir = self.maildir.clone();
             let stop = tokio::spawn(async move {
-                let replies = control::send(&control::control_dir(), &request).await?;
+                let replies = control::send(&control::control_dir(), &request)
+                    .await?
+                    .replies;
                 let inbox = Maildir::open(&maildir)
                     .and_then(|m| m.list(INBOX))
                     .map(|l| l.into_iter().map(|m| m.id).collect())
@@ -286,7 +288,7 @@ pub fn prepare_workspace(workspace: &Path) -> anyhow::Result<PathBuf> {
 fn show_prompt_and_decide(prompt: &ConsentPrompt) -> Decision {
     let decision = scripted_decision(prompt);
     println!("\n--- consent request ---------------------------------------------");
-    print!("{}", prompt.render());
+    print!("{}", prompt.render_for("scripted-user"));
     match &decision {
         Decision::Approve(items) if items.len() == prompt.items.len() => {
             println!("Scripted user: approves all {} item(s).", items.len());
@@ -403,7 +405,7 @@ async fn run_forum(
     let asked = std::sync::atomic::AtomicUsize::new(0);
     let user = ScriptedApprover::new("scripted-user", move |prompt: &ConsentPrompt| {
         println!("\n--- consent request ---------------------------------------------");
-        print!("{}", prompt.render());
+        print!("{}", prompt.render_for("scripted-user"));
         if asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             println!("Scripted user: declines (Alice wants to check the numbers herself first).");
             Decision::Decline("Alice wants to check the numbers herself first".into())
@@ -550,6 +552,13 @@ async fn run_purge(
     };
     let inbox_after: Vec<String> = store.list(INBOX)?.into_iter().map(|m| m.id).collect();
     let deleted = store.list(TRASH).map(|l| l.len()).unwrap_or(0) - trash_before;
+    // The stop's acknowledgement comes after its journal record: wait for
+    // it before reading the journal, so the summary never races the stop.
+    let pending_stop = user.stop.lock().unwrap().take();
+    let acknowledged = match pending_stop {
+        Some(stop) => Some(stop.await?.context("the STOP was not acknowledged")?),
+        None => None,
+    };
     // The journal says when the stop was acknowledged and whether any call
     // of the session started after it.
     let records: Vec<_> = runtime
@@ -566,10 +575,8 @@ async fn run_purge(
             .count(),
         None => 0,
     };
-    let pending_stop = user.stop.lock().unwrap().take();
-    let (acknowledged_after_us, changed_after_stop) = match pending_stop {
-        Some(stop) => {
-            let (report, inbox_at_ack) = stop.await?.context("the STOP was not acknowledged")?;
+    let (acknowledged_after_us, changed_after_stop) = match acknowledged {
+        Some((report, inbox_at_ack)) => {
             let changed = inbox_at_ack
                 .iter()
                 .filter(|id| !inbox_after.contains(id))

@@ -19,6 +19,7 @@ use crate::consent::{
 use crate::journal::{Entry, Journal, Kind};
 use crate::output::CapturedOutput;
 use crate::policy::{ConsentMode, ToolPolicy};
+use crate::session::SessionStopped;
 
 /// Generated host bindings of `tools-wit`.
 pub mod bindings {
@@ -51,6 +52,12 @@ pub const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
 pub const MAX_HANDLES: usize = 10_000;
 /// Most tokens one call may obtain.
 pub const MAX_TOKENS_PER_CALL: usize = 1000;
+/// Most consent requests one call may make, refused ones included; the
+/// call ends (trapped, journaled) at the next one.
+pub const MAX_REQUESTS_PER_CALL: u32 = 2000;
+/// Most consent requests one session may make; past it every request is
+/// refused without being journaled again (one record says so).
+pub const MAX_REQUESTS_PER_SESSION: u64 = 10_000;
 
 /// What a call runs with: who is asking, for whom, and what backs it.
 pub struct CallContext {
@@ -82,6 +89,9 @@ pub struct CallContext {
     pub tool_digest: String,
     /// The session's stop state.
     pub session_state: Arc<SessionState>,
+    /// Time this call spent waiting for a human, in microseconds: the only
+    /// time excused from its wall-time budget.
+    pub human_wait_us: std::sync::atomic::AtomicU64,
     /// Cancels this call alone (an MCP `notifications/cancelled`): the guest
     /// traps at the next epoch tick and a pending consent request is
     /// answered `stopped`. Effects already past the Gate finish.
@@ -101,6 +111,8 @@ pub struct HostState {
     pub(crate) stderr: CapturedOutput,
     /// Tokens minted during this call; they die with the store.
     minted: Vec<TokenId>,
+    /// Consent requests made during this call.
+    requests: u32,
 }
 
 impl Drop for HostState {
@@ -137,6 +149,7 @@ impl HostState {
             stdout,
             stderr,
             minted: Vec::new(),
+            requests: 0,
         }
     }
 
@@ -175,6 +188,9 @@ impl HostState {
             Err(refusal) => {
                 let message = refusal.to_string();
                 call.journal_refusal(capability, targets, payload, Some(id), &message);
+                // A stopped session's guest gets no further control: the
+                // refusal is journaled, and the call ends here.
+                call.trap_if_ended()?;
                 return Ok(Err(refused(message)));
             }
         };
@@ -281,9 +297,11 @@ fn clip(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// At most 100 targets of at most 300 bytes each, for the journal.
+/// At most 20 targets of at most 200 bytes each, for the journal (the
+/// record also says how many there were): what a guest can make the
+/// journal hold per request stays small.
 fn bounded(targets: &[String]) -> Vec<String> {
-    targets.iter().take(100).map(|t| clip(t, 300)).collect()
+    targets.iter().take(20).map(|t| clip(t, 200)).collect()
 }
 
 /// A decided, approved request, before its token is minted.
@@ -302,6 +320,21 @@ impl From<wit_consent::Denial> for Refused {
     }
 }
 
+/// Adds the time since `since` to `total_us` when dropped: the time a
+/// consent request spent in front of a human, however the wait ended.
+struct WaitClock<'a> {
+    since: Instant,
+    total_us: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for WaitClock<'_> {
+    fn drop(&mut self) {
+        let us = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.total_us
+            .fetch_add(us, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 struct Decided {
     capability: Capability,
     requested: usize,
@@ -311,6 +344,16 @@ struct Decided {
     uses: u32,
     payload: Option<String>,
     stamp: Option<String>,
+}
+
+/// The capability field of a journal record: a known capability's name, or
+/// `unknown` with the tool's text escaped and bounded (it is the tool's
+/// choice, so it never reaches the journal as written).
+fn journaled_capability(requested: &str) -> String {
+    match Capability::parse(requested) {
+        Some(c) => c.as_str().to_string(),
+        None => format!("unknown({})", crate::render::one_line(requested, 60)),
+    }
 }
 
 fn reason_name(reason: wit_consent::DenialReason) -> &'static str {
@@ -325,17 +368,42 @@ fn reason_name(reason: wit_consent::DenialReason) -> &'static str {
 }
 
 impl CallContext {
+    /// Trap the running guest if its session was stopped or its call
+    /// cancelled: after a stop, no host function returns to the guest.
+    pub(crate) fn trap_if_ended(&self) -> wasmtime::Result<()> {
+        if self.session_state.is_stopped() {
+            return Err(wasmtime::Error::new(SessionStopped(self.session.clone())));
+        }
+        if self.cancel.is_cancelled() {
+            return Err(wasmtime::Error::new(crate::runtime::CallCancelled));
+        }
+        Ok(())
+    }
+
     /// Handle a consent request: journal it, decide it, journal the
     /// decision, and mint a token for what was approved.
     pub async fn request_consent(
         &self,
         intent: wit_consent::Intent,
     ) -> Result<TokenId, wit_consent::Denial> {
+        // A session that has asked too often is refused without another
+        // journal record each time (one says when the bound was reached).
+        let asked = self.session_state.count_request();
+        if asked > MAX_REQUESTS_PER_SESSION {
+            let message = format!(
+                "session {} made more than {MAX_REQUESTS_PER_SESSION} consent requests; further requests are refused",
+                self.session
+            );
+            if asked == MAX_REQUESTS_PER_SESSION + 1 {
+                self.journal_budget_refusal(&intent.capability, &message);
+            }
+            return Err(denial(wit_consent::DenialReason::NotGranted, message));
+        }
         // What a guest sends is bounded before it is journaled: an oversized
         // intent is refused below, but it must not bloat the journal first.
         let request = self
             .entry(Kind::ConsentRequest)
-            .capability(&clip(&intent.capability, 200))
+            .capability(&journaled_capability(&intent.capability))
             .targets(&bounded(&intent.targets))
             .payload(intent.payload.as_deref())
             .detail("targets_total", intent.targets.len())
@@ -355,7 +423,7 @@ impl CallContext {
                 .decided_by(d.decided_by.to_string())
                 .outcome(format!("approved {} of {}", d.approved.len(), d.requested)),
             Err(Refused { denial, decided_by }) => record
-                .capability(&clip(&intent.capability, 200))
+                .capability(&journaled_capability(&intent.capability))
                 .decided_by(decided_by.clone().unwrap_or_else(|| {
                     match denial.reason {
                         wit_consent::DenialReason::Stopped => "stop",
@@ -433,6 +501,17 @@ impl CallContext {
         }
     }
 
+    /// Journal that a request budget was exhausted.
+    fn journal_budget_refusal(&self, requested: &str, message: &str) {
+        let record = self
+            .entry(Kind::Refusal)
+            .capability(&journaled_capability(requested))
+            .outcome(message);
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!("could not journal an exhausted request budget: {e}");
+        }
+    }
+
     /// A journal entry for this call's session and tool.
     pub(crate) fn entry(&self, kind: Kind) -> Entry {
         Entry::new(kind, &self.session.0, &self.tool, &self.tool_digest)
@@ -449,7 +528,7 @@ impl CallContext {
                 Invalid,
                 format!(
                     "unknown capability `{}`",
-                    intent.capability.chars().take(80).collect::<String>()
+                    crate::render::one_line(&intent.capability, 80)
                 ),
             )
         })?;
@@ -487,6 +566,24 @@ impl CallContext {
             }
             _ => {}
         }
+        if let Some(payload) = &intent.payload {
+            let hidden = crate::render::count_hidden(payload);
+            if hidden > 0 && grant.refuses_invisible() {
+                return Err(denial(
+                    NotGranted,
+                    format!(
+                        "{capability}: the content holds {hidden} invisible or control character(s) (for example {}); the grant refuses such content (refuse_invisible)",
+                        crate::render::one_line(
+                            &crate::render::hidden_chars(payload)
+                                .take(3)
+                                .collect::<String>(),
+                            64
+                        )
+                    ),
+                )
+                .into());
+            }
+        }
         let mut targets = intent.targets.clone();
         let mut seen = std::collections::HashSet::new();
         targets.retain(|t| seen.insert(t.clone()));
@@ -503,29 +600,64 @@ impl CallContext {
         if self.session_state.is_stopped() {
             return Err(denial(Stopped, format!("session {} was stopped", self.session)).into());
         }
-        // Content that will be published carries the host's label; the
-        // human sees it exactly as it will appear, label included.
-        let approver_name = match grant.mode {
-            ConsentMode::Standing => "a standing grant of the operator".to_string(),
-            _ => format!("{} via {}", self.user, self.approver.channel()),
+        // Content that will be published carries the host's label, which
+        // holds host facts only. Each channel shows the label exactly as it
+        // will read if that channel approves: it names the deciding channel.
+        let published = match (&intent.payload, capability == Capability::ForumPost) {
+            (Some(body), true) => Some(crate::consent::Published {
+                body: body.clone(),
+                template: self.forum_label.clone(),
+                tool: self.tool.clone(),
+                user: self.user.clone(),
+                at: std::time::SystemTime::now(),
+            }),
+            _ => None,
         };
-        let stamp = (capability == Capability::ForumPost).then(|| {
+        let standing_stamp = published.as_ref().map(|p| {
             crate::capability::forum::label(
-                &self.forum_label,
-                &self.tool,
-                &self.user,
-                &approver_name,
-                std::time::SystemTime::now(),
+                &p.template,
+                &p.tool,
+                &p.user,
+                "a standing grant of the operator",
+                p.at,
             )
         });
-        let shown_payload = match (&intent.payload, &stamp) {
-            (Some(body), Some(stamp)) => Some(crate::capability::forum::labelled(body, stamp)),
-            (payload, None) => payload.clone(),
-            (None, Some(_)) => None,
+        // What the prompt holds as the content: for a post, as it reads if
+        // this call's approver decides (each channel renders its own).
+        let shown_payload = match &published {
+            Some(p) => Some(p.labelled_for(self.approver.channel())),
+            None => intent.payload.clone(),
         };
-        let (approved, decided_by) = match grant.mode {
-            ConsentMode::Standing => (targets, DecisionSource::StandingGrant),
+        let (approved, decided_by, stamp) = match grant.mode {
+            ConsentMode::Standing => (targets, DecisionSource::StandingGrant, standing_stamp),
             ConsentMode::Ask => {
+                // A tool cannot wear the human down: after the grant's
+                // number of refusals in this session, it is not asked again
+                // until someone re-allows it on the approvals page.
+                if self
+                    .session_state
+                    .is_muted(&self.tool, capability, grant.max_refusals)
+                {
+                    return Err(denial(
+                        NotGranted,
+                        format!(
+                            "{capability} was refused {} time(s) in session {}; further requests are refused without asking until asking is allowed again on the approvals page",
+                            grant.max_refusals, self.session
+                        ),
+                    )
+                    .into());
+                }
+                // One request per tool in front of a human at a time.
+                let Some(_asking) = self.session_state.begin_asking(&self.tool) else {
+                    return Err(denial(
+                        NotGranted,
+                        format!(
+                            "another consent request of tool `{}` is waiting for an answer in session {}; a tool asks one question at a time",
+                            self.tool, self.session
+                        ),
+                    )
+                    .into());
+                };
                 let prompt = ConsentPrompt {
                     tool: self.tool.clone(),
                     user: self.user.clone(),
@@ -535,6 +667,17 @@ impl CallContext {
                     items,
                     payload: shown_payload,
                     tool_claim: intent.summary.clone(),
+                    published: published.clone(),
+                    approvable_via: crate::consent::ApprovalChannel::ALL
+                        .iter()
+                        .copied()
+                        .filter(|c| grant.approvable_via(Some(*c)))
+                        .collect(),
+                };
+                let waiting = Instant::now();
+                let _count_wait = WaitClock {
+                    since: waiting,
+                    total_us: &self.human_wait_us,
                 };
                 let asked =
                     tokio::time::timeout(self.consent_timeout, self.approver.answer(&prompt));
@@ -563,6 +706,7 @@ impl CallContext {
                 };
                 match answer.decision {
                     Decision::TimedOut => {
+                        self.session_state.note_refusal(&self.tool, capability);
                         return Err(by_human(denial(
                             TimedOut,
                             format!(
@@ -572,6 +716,7 @@ impl CallContext {
                         )));
                     }
                     Decision::Decline(reason) => {
+                        self.session_state.note_refusal(&self.tool, capability);
                         return Err(by_human(denial(
                             Declined,
                             format!("{capability} was declined: {reason}"),
@@ -588,6 +733,15 @@ impl CallContext {
                             decided_by: Some(format!("policy (no approver: {channel})")),
                         });
                     }
+                    Decision::Approve(_) if !prompt.approvable_by(&channel) => {
+                        return Err(by_human(denial(
+                            NotGranted,
+                            format!(
+                                "{capability} cannot be approved through {}: the operator's policy (approve_via) does not accept that channel for it",
+                                crate::render::one_line(&channel, 100)
+                            ),
+                        )));
+                    }
                     Decision::Approve(indices) => {
                         let approved: Vec<String> = prompt
                             .items
@@ -602,7 +756,8 @@ impl CallContext {
                                 format!("{capability} was declined: no item was approved"),
                             )));
                         }
-                        (approved, DecisionSource::Human { channel })
+                        let stamp = prompt.published.as_ref().map(|p| p.stamp(&channel));
+                        (approved, DecisionSource::Human { channel }, stamp)
                     }
                 }
             }
@@ -632,11 +787,25 @@ impl wit_consent::Host for HostState {
                 format!("a call may obtain at most {MAX_TOKENS_PER_CALL} tokens"),
             )));
         }
-        let started = Instant::now();
+        self.requests += 1;
+        if self.requests > MAX_REQUESTS_PER_CALL {
+            let message = format!(
+                "the call made more than {MAX_REQUESTS_PER_CALL} consent requests and was ended"
+            );
+            self.call
+                .journal_budget_refusal(&intent.capability, &message);
+            return Err(wasmtime::Error::msg(message));
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        let waited_before = self.call.human_wait_us.load(SeqCst);
         let outcome = self.call.request_consent(intent).await;
-        // Time spent waiting for a decision does not count against the
-        // call's wall-time budget.
-        self.deadline += started.elapsed();
+        // Only time spent waiting for a human is excused from the call's
+        // wall-time budget; a refusal without asking costs the guest.
+        let waited = self.call.human_wait_us.load(SeqCst) - waited_before;
+        self.deadline += Duration::from_micros(waited);
+        // A request answered `stopped` (or cancelled) is journaled as such;
+        // the guest does not get control back to carry on.
+        self.call.trap_if_ended()?;
         match outcome {
             Ok(id) => {
                 self.minted.push(id);

@@ -68,8 +68,11 @@ pub enum Kind {
     Refusal,
     /// A token was revoked.
     Revocation,
-    /// A session was stopped.
+    /// A session was stopped (or, with session `*`, everything: new
+    /// sessions start stopped until a resume).
     Stop,
+    /// A person resumed after a stop of everything.
+    Resume,
     /// A tool call ended in a trap or limit (forged handle, loop, ...).
     ToolFailure,
 }
@@ -78,7 +81,10 @@ impl Kind {
     /// Whether the record must be on disk before `append` returns: the
     /// intent of an effect, and the acknowledgement of a stop.
     pub fn is_durability_point(self) -> bool {
-        matches!(self, Kind::Call | Kind::Stop | Kind::Revocation)
+        matches!(
+            self,
+            Kind::Call | Kind::Stop | Kind::Revocation | Kind::Resume
+        )
     }
 }
 
@@ -94,6 +100,7 @@ impl Kind {
             Kind::Refusal => "refusal",
             Kind::Revocation => "revocation",
             Kind::Stop => "stop",
+            Kind::Resume => "resume",
             Kind::ToolFailure => "tool-failure",
         }
     }
@@ -187,28 +194,86 @@ impl Record {
 
     /// One line for humans.
     pub fn summary_line(&self) -> String {
+        // Every field can hold text a tool or an outside sender chose: the
+        // line goes through the one rendering path and stays one line.
+        use crate::render::one_line;
+        let field = |text: &str| one_line(text, 300);
         let mut line = format!(
             "#{} {} [{}] {} {}",
-            self.seq, self.time, self.session, self.tool, self.kind
+            self.seq,
+            field(&self.time),
+            field(&self.session),
+            field(&self.tool),
+            field(&self.kind)
         );
         if let Some(c) = &self.capability {
-            line.push_str(&format!(" {c}"));
+            line.push_str(&format!(" {}", field(c)));
         }
         if let Some(d) = &self.decided_by {
-            line.push_str(&format!(" by {d}"));
+            line.push_str(&format!(" by {}", field(d)));
         }
         if let Some(o) = &self.outcome {
-            line.push_str(&format!(": {o}"));
+            line.push_str(&format!(": {}", one_line(o, 1000)));
         }
         if let Some(r) = self.ref_seq {
             line.push_str(&format!(" (re #{r})"));
         }
         match self.targets.as_slice() {
             [] => {}
-            [one] => line.push_str(&format!(" [{one}]")),
-            [first, rest @ ..] => line.push_str(&format!(" [{first} +{} more]", rest.len())),
+            [one] => line.push_str(&format!(" [{}]", field(one))),
+            [first, rest @ ..] => {
+                line.push_str(&format!(" [{} +{} more]", field(first), rest.len()))
+            }
         }
         line
+    }
+}
+
+/// The chain's head as anchored outside the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Head {
+    /// The sequence number of the newest anchored record.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// What the anchor says is wrong with `records`, if anything: newest records
+/// removed (truncation), or the file replaced by an older or other copy
+/// (rollback), or an anchor missing from a journal that has durable records.
+fn anchor_problem(head: Option<&Head>, records: &[Record]) -> Option<(i64, String)> {
+    let last = records.last().map_or(0, |r| r.seq);
+    let Some(head) = head else {
+        let durable = records
+            .iter()
+            .find(|r| matches!(r.kind.as_str(), "call" | "stop" | "revocation" | "resume"))?;
+        return Some((
+            durable.seq,
+            "the head anchor (journal.head file) is missing, though durable records exist: it was deleted, or the journal was copied without it".into(),
+        ));
+    };
+    if last < head.seq {
+        return Some((
+            last + 1,
+            format!(
+                "TRUNCATED or ROLLED BACK: the journal ends at #{last}, but its head anchor says #{} was written (newest records removed, the file replaced by an older copy, or records lost in a power failure)",
+                head.seq
+            ),
+        ));
+    }
+    let anchored = usize::try_from(head.seq - 1)
+        .ok()
+        .and_then(|i| records.get(i));
+    match anchored {
+        Some(r) if r.hash == head.hash => None,
+        _ => Some((
+            head.seq,
+            format!(
+                "ROLLED BACK or REPLACED: record #{} is not the one the head anchor names (hash {}); the file was replaced by another copy",
+                head.seq,
+                head.hash.chars().take(16).collect::<String>()
+            ),
+        )),
     }
 }
 
@@ -322,7 +387,8 @@ impl Journal {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // Statements are prepared once per connection (cached), not parsed
         // on every append.
-        let synchronous = if entry.kind.is_durability_point() {
+        let entry_is_durable = entry.kind.is_durability_point();
+        let synchronous = if entry_is_durable {
             "PRAGMA synchronous = FULL"
         } else {
             "PRAGMA synchronous = NORMAL"
@@ -391,7 +457,69 @@ impl Journal {
         })
         .map_err(|e| self.sqlite(e))?;
         tx.commit().map_err(|e| self.sqlite(e))?;
+        // Every record moves the anchor; durability points make it durable
+        // together with the records before them.
+        self.write_head(
+            &Head {
+                seq: record.seq,
+                hash: record.hash.clone(),
+            },
+            entry_is_durable,
+        )?;
         Ok(record.seq)
+    }
+
+    /// Where the chain's head is anchored: beside the database, outside it
+    /// (`journal.sqlite.head`), so that removing the newest records or
+    /// putting back an older copy of the file is detected by `verify`.
+    pub fn head_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".head");
+        self.path.with_file_name(name)
+    }
+
+    /// The anchored head, if one was written.
+    pub fn anchored_head(&self) -> Result<Option<Head>, JournalError> {
+        let path = self.head_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| JournalError::Io {
+                    path,
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(JournalError::Io { path, source }),
+        }
+    }
+
+    /// Anchor `head`: written to a temporary file and renamed over the old
+    /// anchor; with `durable`, the file and the folder are synced too.
+    fn write_head(&self, head: &Head, durable: bool) -> Result<(), JournalError> {
+        use std::io::Write;
+        let path = self.head_path();
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        // A name of this process's own: several processes may append to
+        // one journal.
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(serde_json::to_string(head).unwrap_or_default().as_bytes())
+            .map_err(io)?;
+        if durable {
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if durable && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
     }
 
     fn query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Record>, JournalError> {
@@ -481,6 +609,11 @@ impl Journal {
                 break;
             }
             prev_hash = r.hash.clone();
+        }
+        if broken.is_none()
+            && let Some(problem) = anchor_problem(self.anchored_head()?.as_ref(), &records)
+        {
+            broken = Some(problem);
         }
         let answered: std::collections::HashSet<i64> = records
             .iter()

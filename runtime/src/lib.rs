@@ -17,6 +17,7 @@ pub mod journal;
 pub mod mcp;
 pub mod output;
 pub mod policy;
+pub mod render;
 pub mod runtime;
 pub mod schema;
 pub mod secret;

@@ -406,10 +406,8 @@ impl ServerHandler for McpConnection {
         };
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let (asks_tx, asks_rx) = mpsc::channel(1);
-        let client = context
-            .client_info()
-            .map(|c| c.name)
-            .unwrap_or_else(|| "unnamed".into());
+        let client =
+            crate::consent::client_name(&context.client_info().map(|c| c.name).unwrap_or_default());
         let client_channel: Option<SharedApprover> = match consent_route(&context) {
             ConsentRoute::ElicitNow => Some(Arc::new(ElicitingApprover {
                 peer: context.peer.clone(),
@@ -431,7 +429,16 @@ impl ServerHandler for McpConnection {
             1 => channels.remove(0),
             _ => Arc::new(FirstAnswer::new(channels)),
         };
-        let session = if context.meta.protocol_version().is_some() {
+        // A stop reaches everything this connection does: once its own
+        // session or the server's envelope session is stopped, a call in
+        // either is run in the stopped one, and so refused, whichever
+        // protocol era or envelope it uses.
+        let gate = self.server.runtime.gate();
+        let session = if gate.is_stopped(&self.session) {
+            self.session.clone()
+        } else if gate.is_stopped(&self.stateless_session)
+            || context.meta.protocol_version().is_some()
+        {
             self.stateless_session.clone()
         } else {
             self.session.clone()
@@ -485,6 +492,9 @@ impl Approver for ElicitingApprover {
 
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         Box::pin(async move {
+            if let Some(refused) = form_may_not_approve(prompt, &self.channel) {
+                return refused;
+            }
             let request = ServerRequest::ElicitRequest(elicitation_request(prompt));
             let handle = match self
                 .peer
@@ -513,6 +523,17 @@ impl Approver for ElicitingApprover {
             }
         })
     }
+}
+
+/// A form is not even shown for a request the grant does not let an MCP
+/// client approve: the client's software, not a human, answers forms.
+fn form_may_not_approve(prompt: &ConsentPrompt, channel: &str) -> Option<Decision> {
+    (!prompt.approvable_by(channel)).then(|| {
+        Decision::Unavailable(format!(
+            "{} may not be approved through the MCP client's form (the policy's approve_via); it waits for the approvals page or the operator's terminal",
+            prompt.capability
+        ))
+    })
 }
 
 /// Cancels an unanswered `elicitation/create` when its asker stops waiting.
@@ -551,6 +572,9 @@ impl Approver for DeferredApprover {
 
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         Box::pin(async move {
+            if let Some(refused) = form_may_not_approve(prompt, &self.channel) {
+                return refused;
+            }
             let (answer, answered) = oneshot::channel();
             let ask = Ask {
                 prompt: prompt.clone(),
@@ -572,10 +596,10 @@ impl Approver for DeferredApprover {
 fn elicitation_schema(prompt: &ConsentPrompt) -> Value {
     if prompt.items.len() > 1 {
         let choices: Vec<Value> = prompt
-            .items
-            .iter()
+            .shown_items()
+            .into_iter()
             .enumerate()
-            .map(|(i, item)| json!({"const": (i + 1).to_string(), "title": item.description}))
+            .map(|(i, item)| json!({"const": (i + 1).to_string(), "title": item}))
             .collect();
         let all: Vec<String> = (1..=prompt.items.len()).map(|i| i.to_string()).collect();
         json!({
@@ -610,7 +634,7 @@ fn elicitation_schema(prompt: &ConsentPrompt) -> Value {
 fn elicitation_params(prompt: &ConsentPrompt) -> ElicitRequestParams {
     serde_json::from_value(json!({
         "mode": "form",
-        "message": prompt.render(),
+        "message": prompt.render_for("MCP client"),
         "requestedSchema": elicitation_schema(prompt),
     }))
     .expect("the consent form is a valid elicitation")

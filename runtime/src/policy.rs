@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::consent::Capability;
+use crate::consent::{ApprovalChannel, Capability};
 
 /// A policy file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,10 @@ pub struct Policy {
     #[serde(default)]
     pub mail: Option<MailBackend>,
     /// Seconds a human has to answer a consent prompt; silence is a refusal.
-    #[serde(default = "default_consent_timeout_secs")]
+    #[serde(
+        default = "default_consent_timeout_secs",
+        deserialize_with = "within::<_, _, 1, 86400>"
+    )]
     pub consent_timeout_secs: u64,
     /// The forum backend, if any tool may use the forum.
     #[serde(default)]
@@ -90,6 +93,22 @@ pub struct Policy {
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// Deserialize a whole number within `MIN..=MAX`; the parser's error then
+/// names the file, line and column of the value out of range.
+fn within<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let value = u64::deserialize(d)?;
+    if !(MIN..=MAX).contains(&value) {
+        return Err(serde::de::Error::custom(format!(
+            "{value} is out of range: it must be from {MIN} to {MAX}"
+        )));
+    }
+    T::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} is too large")))
 }
 
 fn default_consent_timeout_secs() -> u64 {
@@ -114,7 +133,10 @@ pub struct ForumBackend {
     #[serde(default)]
     pub api_username: Option<String>,
     /// Seconds before a server request is abandoned.
-    #[serde(default = "default_http_timeout_secs")]
+    #[serde(
+        default = "default_http_timeout_secs",
+        deserialize_with = "within::<_, _, 1, 600>"
+    )]
     pub timeout_secs: u64,
     /// The label stamped on every AI-written post. Placeholders: `{tool}`,
     /// `{user}`, `{approver}`, `{time}`. It cannot be turned off.
@@ -138,10 +160,16 @@ pub struct DataBackend {
     /// The SQLite database.
     pub database: PathBuf,
     /// Most rows a query returns.
-    #[serde(default = "default_max_rows")]
+    #[serde(
+        default = "default_max_rows",
+        deserialize_with = "within::<_, _, 1, 1000000>"
+    )]
     pub max_rows: usize,
     /// Milliseconds a query may run.
-    #[serde(default = "default_query_timeout_ms")]
+    #[serde(
+        default = "default_query_timeout_ms",
+        deserialize_with = "within::<_, _, 1, 600000>"
+    )]
     pub timeout_ms: u64,
 }
 
@@ -222,11 +250,40 @@ pub struct Grant {
     #[serde(default)]
     pub columns: Option<Vec<String>>,
     /// Lifetime of each token minted under this grant.
-    #[serde(default = "default_expires_after_secs")]
+    #[serde(
+        default = "default_expires_after_secs",
+        deserialize_with = "within::<_, _, 1, 2592000>"
+    )]
     pub expires_after_secs: u64,
     /// Calls each token minted under this grant allows.
-    #[serde(default = "default_max_uses")]
+    #[serde(
+        default = "default_max_uses",
+        deserialize_with = "within::<_, _, 1, 100000>"
+    )]
     pub max_uses: u32,
+    /// The channels that may approve this grant's `ask` requests
+    /// (`terminal`, `page`, `mcp-form`). Absent: every channel, except that
+    /// an MCP client's form cannot approve what destroys or publishes
+    /// (`mail.delete`, `forum.post`).
+    #[serde(default)]
+    pub approve_via: Option<Vec<ApprovalChannel>>,
+    /// Refuse content (a post body, SQL) that holds invisible or control
+    /// characters, rather than showing them marked. Absent: refused for
+    /// content that is published (`forum.post`), shown marked otherwise.
+    #[serde(default)]
+    pub refuse_invisible: Option<bool>,
+    /// After this many refusals of the capability in one session (declined,
+    /// timed out), further requests are refused without asking until the
+    /// approvals page allows asking again.
+    #[serde(
+        default = "default_max_refusals",
+        deserialize_with = "within::<_, _, 1, 1000>"
+    )]
+    pub max_refusals: u32,
+}
+
+fn default_max_refusals() -> u32 {
+    3
 }
 
 fn default_expires_after_secs() -> u64 {
@@ -238,6 +295,27 @@ fn default_max_uses() -> u32 {
 }
 
 impl Grant {
+    /// Whether a decision from `channel` (a kind; `None` for the operator's
+    /// own in-process approvers) may approve this grant's requests.
+    pub fn approvable_via(&self, channel: Option<ApprovalChannel>) -> bool {
+        let Some(channel) = channel else {
+            return true;
+        };
+        match &self.approve_via {
+            Some(list) => list.contains(&channel),
+            None => {
+                channel != ApprovalChannel::McpForm
+                    || !self.parsed_capability().destroys_or_publishes()
+            }
+        }
+    }
+
+    /// Whether content with invisible or control characters is refused.
+    pub fn refuses_invisible(&self) -> bool {
+        self.refuse_invisible
+            .unwrap_or(self.parsed_capability() == Capability::ForumPost)
+    }
+
     /// The parsed capability (validated when the policy is loaded).
     pub fn parsed_capability(&self) -> Capability {
         Capability::parse(&self.capability).expect("validated at load")
@@ -262,17 +340,29 @@ impl Grant {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory cap in MiB.
-    #[serde(default = "default_memory_mb")]
+    #[serde(
+        default = "default_memory_mb",
+        deserialize_with = "within::<_, _, 1, 4096>"
+    )]
     pub memory_mb: u64,
     /// Wall-clock budget of a call in milliseconds, not counting time spent
     /// waiting for a human's consent.
-    #[serde(default = "default_wall_time_ms")]
+    #[serde(
+        default = "default_wall_time_ms",
+        deserialize_with = "within::<_, _, 1, 86400000>"
+    )]
     pub wall_time_ms: u64,
     /// Calls of this tool that may run at once; more are refused.
-    #[serde(default = "default_max_concurrent_calls")]
+    #[serde(
+        default = "default_max_concurrent_calls",
+        deserialize_with = "within::<_, _, 1, 1024>"
+    )]
     pub max_concurrent_calls: u32,
     /// Largest result (as JSON) a call may return, in MiB.
-    #[serde(default = "default_max_result_mb")]
+    #[serde(
+        default = "default_max_result_mb",
+        deserialize_with = "within::<_, _, 1, 1024>"
+    )]
     pub max_result_mb: u64,
 }
 
@@ -400,6 +490,40 @@ impl Policy {
                         capability.interface()
                     )));
                 }
+                // A scope the capability cannot apply is an error, never
+                // silently ignored.
+                let scopes = [
+                    (
+                        "folders",
+                        grant.folders.is_some(),
+                        capability.interface() == "mail",
+                    ),
+                    (
+                        "threads",
+                        grant.threads.is_some(),
+                        matches!(
+                            capability,
+                            Capability::ForumReadThread | Capability::ForumPost
+                        ),
+                    ),
+                    (
+                        "tables",
+                        grant.tables.is_some(),
+                        capability == Capability::DataQuery,
+                    ),
+                    (
+                        "columns",
+                        grant.columns.is_some(),
+                        capability == Capability::DataQuery,
+                    ),
+                ];
+                if let Some((scope, _, _)) =
+                    scopes.iter().find(|(_, set, applies)| *set && !applies)
+                {
+                    return Err(invalid(format!(
+                        "tools.{name}: grant for {capability}: a `{scope}` scope does not apply to {capability}, so it would be ignored; remove it"
+                    )));
+                }
                 if capability == Capability::DataQuery && grant.tables.is_none() {
                     return Err(invalid(format!(
                         "tools.{name}: a grant for data.query must list its `tables`"
@@ -504,6 +628,95 @@ folders = ["INBOX"]
         assert_eq!(
             p.resolve(Path::new("mail")),
             Path::new("/etc/agentcap/mail")
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_line() {
+        let grant = "user = \"a\"\n[mail]\nmaildir = \"m\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"mail.delete\"\nmode = \"ask\"\n";
+        for (line, value) in [
+            ("expires_after_secs", "9223372036854775807"),
+            ("expires_after_secs", "0"),
+            ("max_uses", "4294967295"),
+            ("max_refusals", "0"),
+        ] {
+            let err = parse(&format!("{grant}{line} = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("agentcap.toml")
+                    && err.contains("line 9")
+                    && err.contains("out of range"),
+                "{line} = {value}: {err}"
+            );
+        }
+        let err = parse("user = \"a\"\nconsent_timeout_secs = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse(&format!(
+            "{grant}[tools.t.limits]\nwall_time_ms = 99999999999999\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 10") && err.contains("out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_scope_the_capability_cannot_apply_is_an_error() {
+        for (capability, scope) in [
+            ("forum.list-threads", "threads = [1]"),
+            ("forum.post", "folders = [\"INBOX\"]"),
+            ("mail.delete", "tables = [\"t\"]"),
+            ("mail.list", "threads = [2]"),
+            ("forum.read-thread", "columns = [\"t.c\"]"),
+        ] {
+            let text = format!(
+                "user = \"a\"\n[mail]\nmaildir = \"m\"\n[forum]\ndatabase = \"f\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"{capability}\"\nmode = \"ask\"\n{scope}\n"
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("does not apply") && err.contains(capability),
+                "{capability} with {scope}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn forms_cannot_approve_destroying_or_publishing_by_default() {
+        let text = "user = \"a\"\n[mail]\nmaildir = \"m\"\n[tools.t]\ncomponent = \"t\"\n\
+                    [[tools.t.grants]]\ncapability = \"mail.delete\"\nmode = \"ask\"\n\
+                    [[tools.t.grants]]\ncapability = \"mail.archive\"\nmode = \"ask\"\n";
+        let p = parse(text).unwrap();
+        let tool = &p.tools["t"];
+        let delete = tool.grant_for(Capability::MailDelete).unwrap();
+        let archive = tool.grant_for(Capability::MailArchive).unwrap();
+        assert!(!delete.approvable_via(Some(ApprovalChannel::McpForm)));
+        assert!(delete.approvable_via(Some(ApprovalChannel::Page)));
+        assert!(delete.approvable_via(Some(ApprovalChannel::Terminal)));
+        assert!(archive.approvable_via(Some(ApprovalChannel::McpForm)));
+        let opted_in = parse(&text.replace(
+            "capability = \"mail.delete\"\nmode = \"ask\"\n",
+            "capability = \"mail.delete\"\nmode = \"ask\"\napprove_via = [\"page\", \"mcp-form\"]\n",
+        ))
+        .unwrap();
+        let delete = opted_in.tools["t"]
+            .grant_for(Capability::MailDelete)
+            .unwrap();
+        assert!(delete.approvable_via(Some(ApprovalChannel::McpForm)));
+        assert!(!delete.approvable_via(Some(ApprovalChannel::Terminal)));
+        let err = parse(&text.replace(
+            "mode = \"ask\"\n",
+            "mode = \"ask\"\napprove_via = [\"carrier-pigeon\"]\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("carrier-pigeon") && err.contains("line"),
+            "{err}"
         );
     }
 

@@ -229,7 +229,7 @@ pub struct CallOptions {
 /// The guest was interrupted because its call was cancelled.
 #[derive(Debug, thiserror::Error)]
 #[error("the call was cancelled")]
-struct CallCancelled;
+pub(crate) struct CallCancelled;
 
 /// A tool ready to run: linked against exactly its grants.
 pub struct LoadedTool {
@@ -531,6 +531,7 @@ impl Runtime {
             journal: self.journal.clone(),
             tool_digest: tool.info.digest.clone(),
             session_state,
+            human_wait_us: Default::default(),
             cancel: options.cancel.unwrap_or_default(),
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);
@@ -578,9 +579,20 @@ impl Runtime {
         let outcome = func.call_async(&mut store, &params, &mut results).await;
         let stdout = store.data().stdout.text();
         let stderr = store.data().stderr.text();
-        if let Err(error) = outcome {
-            let logs = tail(&format!("{stdout}{stderr}"), MAX_LOG_TAIL);
-            let failure = classify_trap(&tool.name, session, limits, error, logs);
+        let failed = match outcome {
+            Err(error) => {
+                let logs = tail(&format!("{stdout}{stderr}"), MAX_LOG_TAIL);
+                Some(classify_trap(&tool.name, session, limits, error, logs))
+            }
+            // A call that a stop overlapped ends as stopped, even when the
+            // guest got to return before an epoch tick: the stop answered it.
+            Ok(()) if store.data().call.session_state.is_stopped() => Some(CallError::Stopped {
+                tool: tool.name.clone(),
+                session: session.0.clone(),
+            }),
+            Ok(()) => None,
+        };
+        if let Some(failure) = failed {
             let record = Entry::new(Kind::ToolFailure, &session.0, &tool.name, &tool.info.digest)
                 .detail("function", function)
                 .outcome(failure.to_string());

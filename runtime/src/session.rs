@@ -67,14 +67,44 @@ impl StopHandle {
         }
     }
 
-    /// Stop every session that is not stopped yet.
+    /// Stop everything: every session that is not stopped yet, and every
+    /// session created later (a new connection, a new protocol envelope)
+    /// starts stopped, until a person resumes ([`StopHandle::resume`]).
     pub fn stop_all(&self, by: &str) -> Vec<StopReport> {
+        self.gate.halt();
+        let record = Entry::new(Kind::Stop, "*", "-", "-")
+            .decided_by(by)
+            .outcome("stopped everything: sessions created from now on start stopped until a person resumes");
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!("everything was stopped but the stop could not be journaled: {e}");
+        }
         self.gate
             .sessions()
             .into_iter()
             .filter(|s| !s.stopped)
             .map(|s| self.stop_session(&SessionId(s.id), by))
             .collect()
+    }
+
+    /// Let new sessions run again after a stop of everything (journaled;
+    /// `by` names who). Sessions that were stopped stay stopped: an agent
+    /// starts a new session. Returns whether everything had been stopped.
+    pub fn resume(&self, by: &str) -> bool {
+        let resumed = self.gate.resume();
+        if resumed {
+            let record = Entry::new(Kind::Resume, "*", "-", "-")
+                .decided_by(by)
+                .outcome("resumed: new sessions may run again");
+            if let Err(e) = self.journal.append(record) {
+                tracing::error!("could not journal a resume: {e}");
+            }
+        }
+        resumed
+    }
+
+    /// Whether everything is stopped (until a resume).
+    pub fn is_halted(&self) -> bool {
+        self.gate.is_halted()
     }
 
     /// Whether this runtime has a session named `session`.
@@ -85,6 +115,32 @@ impl StopHandle {
     /// Sessions known to this runtime.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.gate.sessions()
+    }
+
+    /// Requests refused without asking after too many refusals.
+    pub fn muted_requests(&self) -> Vec<crate::consent::MutedRequests> {
+        self.gate.muted_requests()
+    }
+
+    /// Let a muted tool ask a human again (journaled, `by` names who).
+    pub fn reallow(
+        &self,
+        session: &SessionId,
+        tool: &str,
+        capability: crate::consent::Capability,
+        by: &str,
+    ) -> bool {
+        let done = self.gate.reallow(session, tool, capability);
+        if done {
+            let record = Entry::new(Kind::Decision, &session.0, tool, "-")
+                .capability(capability.as_str())
+                .decided_by(by)
+                .outcome(format!("{capability} may be asked again"));
+            if let Err(e) = self.journal.append(record) {
+                tracing::error!("could not journal a re-allow: {e}");
+            }
+        }
+        done
     }
 }
 

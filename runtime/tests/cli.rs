@@ -300,6 +300,79 @@ fn journal_verify_names_the_first_tampered_record() {
     }
 }
 
+/// The chain's head is anchored outside the database: removing the newest
+/// records, putting back an older copy of the file, or swapping in another
+/// journal is reported by `journal verify`.
+#[test]
+fn journal_verify_detects_truncation_and_rollback() {
+    use agentcap::journal::{Entry, Journal, Kind};
+    let verify = |dir: &std::path::Path, journal: &std::path::Path| {
+        let out = agentcap(
+            &["journal", "verify", "--journal", journal.to_str().unwrap()],
+            dir,
+        );
+        (out.status.code(), text(&out.stdout))
+    };
+    // Truncation: the newest records are deleted; the rest still chains.
+    let (dir, journal) = demo_journal();
+    let (code, stdout) = verify(dir.path(), &journal);
+    assert_eq!(code, Some(0), "{stdout}");
+    let last: i64 = rusqlite::Connection::open(&journal)
+        .unwrap()
+        .query_row("SELECT max(seq) FROM records", [], |r| r.get(0))
+        .unwrap();
+    rusqlite::Connection::open(&journal)
+        .unwrap()
+        .execute("DELETE FROM records WHERE seq > ?1", [last - 3])
+        .unwrap();
+    let (code, stdout) = verify(dir.path(), &journal);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("TRUNCATED or ROLLED BACK"), "{stdout}");
+
+    // Rollback: an older copy of the file replaces the current one.
+    let (dir, journal) = demo_journal();
+    let older = dir.path().join("older.sqlite");
+    std::fs::copy(&journal, &older).unwrap();
+    {
+        let j = Journal::open(&journal, false).unwrap();
+        j.append(Entry::new(Kind::Stop, "later", "-", "-").outcome("stopped later"))
+            .unwrap();
+    }
+    let _ = std::fs::remove_file(journal.with_extension("sqlite-wal"));
+    let _ = std::fs::remove_file(journal.with_extension("sqlite-shm"));
+    std::fs::copy(&older, &journal).unwrap();
+    let (code, stdout) = verify(dir.path(), &journal);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("ROLLED BACK"), "{stdout}");
+
+    // Another journal of the same length swapped in.
+    let (dir, journal) = demo_journal();
+    let (_other_dir, other) = demo_journal();
+    let _ = std::fs::remove_file(journal.with_extension("sqlite-wal"));
+    std::fs::copy(&other, &journal).unwrap();
+    let (code, stdout) = verify(dir.path(), &journal);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("REPLACED"), "{stdout}");
+
+    // The export ends with the head, to keep elsewhere.
+    let (dir, journal) = demo_journal();
+    let out = agentcap(
+        &[
+            "journal",
+            "export",
+            "--format",
+            "jsonl",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let last_line = text(&out.stdout).lines().last().unwrap().to_string();
+    let head: Value = serde_json::from_str(&last_line).unwrap();
+    assert!(head["head"]["seq"].as_i64().unwrap() > 15, "{head}");
+    assert_eq!(head["head"]["hash"].as_str().unwrap().len(), 64, "{head}");
+}
+
 #[test]
 fn journal_commands_explain_a_missing_journal() {
     let dir = tempfile::tempdir().unwrap();

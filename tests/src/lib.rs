@@ -217,14 +217,15 @@ pub const PYTHON_MCP_VERSION: &str = "2.3.0";
 ///
 /// Uses `$AGENTCAP_TEST_PYTHON` if set, else a virtualenv under `target/`
 /// that it creates (`pip install mcp==PYTHON_MCP_VERSION`) on first use.
-/// `None` only when no `python3` exists; a failed install panics with pip's
+/// Tests that call it are ignored by `cfg(agentcap_has_python)` when
+/// `python3` is missing (see `build.rs`); a failed install panics with pip's
 /// output, since then the test could not prove anything.
-pub fn python_with_mcp() -> Option<PathBuf> {
-    static PYTHON: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+pub fn python_with_mcp() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PYTHON
         .get_or_init(|| {
             if let Ok(python) = std::env::var("AGENTCAP_TEST_PYTHON") {
-                return Some(PathBuf::from(python));
+                return PathBuf::from(python);
             }
             let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mcp-venv");
             let python = venv.join("bin/python");
@@ -235,13 +236,7 @@ pub fn python_with_mcp() -> Option<PathBuf> {
                     .is_ok_and(|o| o.status.success())
             };
             if has_mcp(&python) {
-                return Some(python);
-            }
-            let system = std::process::Command::new("python3")
-                .arg("--version")
-                .output();
-            if !system.is_ok_and(|o| o.status.success()) {
-                return None;
+                return python;
             }
             eprintln!(
                 "installing the Python MCP SDK (mcp=={PYTHON_MCP_VERSION}) into {}",
@@ -275,7 +270,7 @@ pub fn python_with_mcp() -> Option<PathBuf> {
                 ],
             );
             assert!(has_mcp(&python), "mcp installed but cannot be imported");
-            Some(python)
+            python
         })
         .clone()
 }
@@ -327,19 +322,17 @@ pub fn http_request(
 
 /// Node and Chromium for browser tests, with `playwright-core` installed
 /// under `target/web-e2e` on first use: `(node, chromium, node_modules
-/// parent)`. `None` when node or chromium is missing (the test says so and
-/// skips; `.ci/run` installs both).
-pub fn browser_tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
-    static TOOLS: std::sync::OnceLock<Option<(PathBuf, PathBuf, PathBuf)>> =
-        std::sync::OnceLock::new();
+/// parent)`. Tests that call it are ignored by `cfg(agentcap_has_browser)`
+/// when these programs are missing (see `build.rs`), so here they are there.
+pub fn browser_tools() -> (PathBuf, PathBuf, PathBuf) {
+    static TOOLS: std::sync::OnceLock<(PathBuf, PathBuf, PathBuf)> = std::sync::OnceLock::new();
     TOOLS
         .get_or_init(|| {
-            let found =
-                |candidates: &[&str]| candidates.iter().map(PathBuf::from).find(|p| p.is_file());
-            let node = found(&["/usr/bin/node", "/usr/local/bin/node"])?;
+            let node = which("node").expect("node is on PATH (checked by build.rs)");
             let chromium = std::env::var_os("AGENTCAP_TEST_CHROMIUM")
                 .map(PathBuf::from)
-                .or_else(|| found(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]))?;
+                .or_else(|| which("chromium"))
+                .expect("chromium is on PATH (checked by build.rs)");
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-e2e");
             if !dir.join("node_modules/playwright-core").is_dir() {
                 std::fs::create_dir_all(&dir).expect("create target/web-e2e");
@@ -361,9 +354,30 @@ pub fn browser_tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            Some((node, chromium, dir))
+            (node, chromium, dir)
         })
         .clone()
+}
+
+/// The first `program` on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `policy` with the operator's opt-in that an MCP client's form may approve
+/// `mail.delete` too (by default only the page and the terminal may).
+pub fn form_trusted(policy: &str) -> String {
+    let grant = "capability = \"mail.delete\"\nmode = \"ask\"\n";
+    assert!(
+        policy.contains(grant),
+        "no mail.delete ask grant in {policy}"
+    );
+    policy.replace(
+        grant,
+        &format!("{grant}approve_via = [\"terminal\", \"page\", \"mcp-form\"]\n"),
+    )
 }
 
 /// A policy for this workspace serving `inbox-triage`: listing INBOX is a

@@ -181,9 +181,11 @@ async fn the_label_cannot_be_stripped_or_forged_through_the_body() {
         label.starts_with("Posted by an AI agent (tool hostile) on behalf of alice; approved by alice via test-user at "),
         "{stored}"
     );
-    // The human saw exactly what was published, label included.
+    // The human saw exactly what was published, label included (the
+    // label names the channel that approved).
     let (prompt, _) = s.approver.answered().pop().unwrap();
     assert_eq!(prompt.payload.as_deref(), Some(stored));
+    assert_eq!(prompt.payload_for("test-user").as_deref(), Some(stored));
     let forum = SqliteForum::open(&s.ws.dir.path().join("forum.sqlite")).unwrap();
     let post = forum.read_thread(1).unwrap().posts.pop().unwrap();
     assert!(post.ai_generated);
@@ -339,4 +341,163 @@ async fn a_column_scope_is_enforced_by_the_authorizer() {
             "{sql}: {err}"
         );
     }
+}
+
+/// The issue's oracle: rows generated in the query, joined to an ungranted
+/// table through a generated join condition that SQLite does not show its
+/// authorizer. Every join form, with and without a column scope, is
+/// refused before anything runs, and no row of `user_accounts` comes back.
+#[tokio::test]
+async fn no_join_form_reaches_an_ungranted_table() {
+    let generated = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM n WHERE i<99) \
+                     SELECT c.id, c.phone FROM (SELECT k.id AS id, printf('+1-555-%04d', n.i) AS phone \
+                     FROM n, (SELECT 1 AS id UNION SELECT 2 UNION SELECT 3) k) c";
+    let forms: Vec<String> = vec![
+        format!("{generated} NATURAL JOIN user_accounts"),
+        format!("{generated} JOIN user_accounts USING (id, phone)"),
+        format!("{generated} LEFT JOIN user_accounts USING (id, phone) WHERE user_accounts.id IS NOT NULL"),
+        format!("{generated} INNER JOIN user_accounts USING (phone)"),
+        format!("{generated} NATURAL LEFT JOIN user_accounts"),
+        format!("{generated} NATURAL RIGHT JOIN user_accounts"),
+        format!("{generated} NATURAL FULL JOIN user_accounts"),
+        format!("{generated} RIGHT JOIN user_accounts USING (id)"),
+        format!("{generated} FULL OUTER JOIN user_accounts USING (id)"),
+        format!("{generated} CROSS JOIN user_accounts USING (id, phone)"),
+        format!("{generated}, user_accounts u WHERE u.id = c.id"),
+        format!("{generated} JOIN user_accounts u ON u.id = c.id AND u.phone = c.phone"),
+        "SELECT service FROM service_metrics NATURAL JOIN user_accounts".into(),
+        "SELECT service FROM service_metrics JOIN (SELECT id AS requests FROM user_accounts) USING (requests)".into(),
+        "SELECT count(*) FROM service_metrics WHERE EXISTS (SELECT 1 FROM user_accounts NATURAL JOIN (SELECT 1 AS id))".into(),
+        "WITH u AS (SELECT * FROM user_accounts) SELECT service FROM service_metrics, u".into(),
+        "WITH x(id) AS (VALUES (1),(2)) SELECT * FROM x NATURAL JOIN user_accounts".into(),
+        "SELECT (SELECT phone FROM user_accounts NATURAL JOIN (SELECT 2 AS id)) FROM service_metrics".into(),
+        "SELECT * FROM (SELECT 1 AS id) NATURAL JOIN account_directory".into(),
+        "SELECT * FROM service_metrics NATURAL JOIN sqlite_schema".into(),
+        "SELECT * FROM (SELECT 'user_accounts' AS tbl_name) NATURAL JOIN sqlite_master".into(),
+        "SELECT * FROM pragma_table_info('user_accounts')".into(),
+        "SELECT * FROM json_each('[1]') NATURAL JOIN user_accounts".into(),
+    ];
+    let column_scoped = POLICY.replace(
+        "tables = [\"service_metrics\"]",
+        "tables = [\"service_metrics\"]\ncolumns = [\"service_metrics.service\", \"service_metrics.day\"]",
+    );
+    for policy in [POLICY.to_string(), column_scoped] {
+        let s = setup_with(&policy);
+        for sql in &forms {
+            for tables in [
+                vec!["service_metrics"],
+                vec!["service_metrics", "user_accounts"],
+                vec![],
+            ] {
+                let result = s.call("query", json!({"sql": sql, "tables": tables})).await;
+                let err = result.expect_err(&format!("must be refused: {sql}"));
+                assert!(
+                    err.contains("outside the grant")
+                        || err.contains("cannot be established")
+                        || err.contains("not allowed")
+                        || err.contains("does not name")
+                        || err.contains("reads no table")
+                        || err.contains("no targets"),
+                    "{sql}: {err}"
+                );
+            }
+        }
+        let calls = s
+            .runtime
+            .journal()
+            .all()
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "call")
+            .count();
+        assert_eq!(calls, 0, "no refused query may reach the database");
+    }
+}
+
+/// A column scope holds for columns read only through generated join
+/// conditions too.
+#[tokio::test]
+async fn a_column_scope_covers_generated_join_conditions() {
+    let policy = POLICY.replace(
+        "tables = [\"service_metrics\"]",
+        "tables = [\"service_metrics\"]\ncolumns = [\"service_metrics.service\", \"service_metrics.day\"]",
+    );
+    let s = setup_with(&policy);
+    for sql in [
+        // error_rate is read only by the join condition.
+        "SELECT a.service FROM service_metrics a JOIN (SELECT 0.004 AS error_rate) USING (error_rate)",
+        "SELECT service FROM service_metrics NATURAL JOIN (SELECT 640 AS p99_latency_ms)",
+        "SELECT a.day FROM service_metrics a JOIN service_metrics b USING (requests)",
+    ] {
+        let err = s
+            .call("query", json!({"sql": sql, "tables": ["service_metrics"]}))
+            .await
+            .expect_err(sql);
+        assert!(err.contains("column service_metrics."), "{sql}: {err}");
+    }
+    let ok = s
+        .call(
+            "query",
+            json!({"sql": "SELECT a.service FROM service_metrics a JOIN service_metrics b USING (day, service)",
+                   "tables": ["service_metrics"]}),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), json!(12));
+}
+
+/// Functions outside the pure list are refused (`fts3_tokenizer` returns a
+/// host pointer), strings are bounded, and parameters (which the human
+/// would not see) are refused.
+#[tokio::test]
+async fn dangerous_functions_huge_values_and_unseen_parameters_are_refused() {
+    let s = setup();
+    for (sql, expected) in [
+        (
+            "SELECT fts3_tokenizer('simple') FROM service_metrics",
+            "function fts3_tokenizer is not allowed",
+        ),
+        (
+            "SELECT load_extension('x') FROM service_metrics",
+            "function load_extension is not allowed",
+        ),
+        (
+            "SELECT randomblob(100) FROM service_metrics",
+            "function randomblob is not allowed",
+        ),
+        (
+            "SELECT zeroblob(1000000000) FROM service_metrics",
+            "function zeroblob is not allowed",
+        ),
+        (
+            "SELECT sqlite_version() FROM service_metrics",
+            "function sqlite_version is not allowed",
+        ),
+    ] {
+        let err = s
+            .call("query", json!({"sql": sql, "tables": ["service_metrics"]}))
+            .await
+            .unwrap_err();
+        assert!(err.contains(expected), "{sql}: {err}");
+    }
+    // A 1 GB string is refused by SQLite's length limit, not allocated.
+    let err = s
+        .call(
+            "query",
+            json!({"sql": "SELECT printf('%.*c', 1000000000, 'x') FROM service_metrics", "tables": ["service_metrics"]}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("too big") || err.contains("too large"),
+        "{err}"
+    );
+    let err = s
+        .call(
+            "query-with-params",
+            json!({"sql": "SELECT service FROM service_metrics WHERE service LIKE ?1",
+                   "tables": ["service_metrics"], "params": ["%"]}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("query parameter(s) refused"), "{err}");
 }

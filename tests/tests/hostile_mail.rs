@@ -424,3 +424,92 @@ async fn bad_arguments_get_clear_errors() {
         );
     }
 }
+
+/// Invariant 7: an approved delete of a message whose file name is already
+/// taken in Trash (by another message) keeps both: a move never replaces a
+/// file. The same holds for archive (same path) and for `new/` mail.
+#[tokio::test]
+async fn delete_never_overwrites_a_message_already_in_trash() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let maildir = ws.maildir();
+    let id = inbox_ids(&ws, 1).remove(0);
+    let unique = id.strip_prefix("INBOX/").unwrap().to_string();
+    let (sub, file) = ["cur", "new"]
+        .iter()
+        .find_map(|sub| {
+            std::fs::read_dir(maildir.join(sub))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(&format!("{unique}:")) || *n == unique)
+                .map(|n| (*sub, n))
+        })
+        .expect("the message file is in cur/ or new/");
+    // A different message already lives in Trash under the same file name.
+    for dir in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(".Trash").join(dir)).unwrap();
+    }
+    let squatter =
+        b"From: someone@example.org\r\nSubject: the one already in Trash\r\n\r\nkeep me\r\n";
+    std::fs::write(maildir.join(".Trash").join(sub).join(&file), squatter).unwrap();
+    let original = std::fs::read(maildir.join(sub).join(&file)).unwrap();
+    let result = call(
+        &runtime,
+        &tool,
+        "delete-beyond-approval",
+        json!({"ids": [id]}),
+    )
+    .await
+    .unwrap();
+    assert!(result.get("ok").is_some(), "{result}");
+    let trash: Vec<Vec<u8>> = std::fs::read_dir(maildir.join(".Trash").join(sub))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(trash.len(), 2, "both messages must be in Trash");
+    assert!(
+        trash.contains(&squatter.to_vec()),
+        "the earlier Trash message survives"
+    );
+    assert!(trash.contains(&original), "the deleted message is in Trash");
+    assert!(!maildir.join(sub).join(&file).exists());
+    // The moved message got a new, listed id.
+    let in_trash = ws.ids_in("Trash");
+    assert_eq!(in_trash.len(), 2, "{in_trash:?}");
+}
+
+/// An id names exactly one file: with `cur/X:2,S` and `new/X` present, a
+/// request naming `INBOX/X` is refused as ambiguous and nothing moves.
+#[tokio::test]
+async fn an_ambiguous_id_is_refused_and_nothing_moves() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws, approve_all());
+    let maildir = ws.maildir();
+    let unique = "1700000000.M1P1.ambiguous";
+    std::fs::write(
+        maildir.join("cur").join(format!("{unique}:2,S")),
+        b"From: promo@example.com\r\nSubject: 50% off everything\r\n\r\nsale\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        maildir.join("new").join(unique),
+        b"From: lawyer@example.com\r\nSubject: Your contract, signed\r\n\r\nimportant\r\n",
+    )
+    .unwrap();
+    let before = ws.snapshot();
+    for _ in 0..2 {
+        let message = refusal(
+            call(
+                &runtime,
+                &tool,
+                "delete-beyond-approval",
+                json!({"ids": [format!("INBOX/{unique}")]}),
+            )
+            .await,
+        );
+        assert!(message.contains("ambiguous"), "{message}");
+    }
+    assert_eq!(ws.snapshot(), before, "neither file may move");
+}

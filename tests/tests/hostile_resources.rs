@@ -21,8 +21,12 @@ folders = ["INBOX"]
 "#;
 
 fn load(ws: &Workspace) -> (Runtime, LoadedTool) {
+    load_with(ws, POLICY)
+}
+
+fn load_with(ws: &Workspace, policy: &str) -> (Runtime, LoadedTool) {
     ws.load_guest(
-        POLICY,
+        policy,
         shared(ScriptedApprover::new("test-user", Decision::approve_all)),
         "hostile",
         "hostile_resources",
@@ -119,7 +123,12 @@ async fn guest_output_is_captured_and_capped() {
 #[tokio::test]
 async fn a_token_flood_is_capped_and_leaves_nothing_behind() {
     let ws = Workspace::new();
-    let (runtime, tool) = load(&ws);
+    // Standing grants are not time spent waiting for a human: the flood's
+    // requests count against the wall time, so give it room.
+    let (runtime, tool) = load_with(
+        &ws,
+        &POLICY.replace("wall_time_ms = 400", "wall_time_ms = 60000"),
+    );
     let outcome = call(&runtime, &tool, "request-flood", json!({"n": 5000}))
         .await
         .unwrap();
@@ -259,4 +268,136 @@ async fn a_call_cannot_see_what_an_earlier_call_left_in_memory() {
             "a global survived into the next call"
         );
     }
+}
+
+/// Invariant 8: refused requests cost the guest its own wall time (only
+/// waiting for a human is excused), a call's requests are counted, and what
+/// a loop of refusals can make the journal hold is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_of_refused_requests_cannot_outlive_its_budget_or_flood_the_journal() {
+    let ws = Workspace::new();
+    let policy = POLICY.replace("wall_time_ms = 400", "wall_time_ms = 1000");
+    let (runtime, tool) = load_with(&ws, &policy);
+    let targets: Vec<String> = (0..100)
+        .map(|i| format!("{i:03}{}", "x".repeat(287)))
+        .collect();
+    let started = std::time::Instant::now();
+    let err = call(
+        &runtime,
+        &tool,
+        "refused-loop",
+        json!({"capability": "no.such-capability", "targets": targets, "n": 1_000_000}),
+    )
+    .await
+    .expect_err("a million refusals cannot fit in the call's budget");
+    let took = started.elapsed();
+    assert!(
+        matches!(err, CallError::WallTime { limit_ms: 1000, .. })
+            || err.to_string().contains("consent requests"),
+        "{err}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the refusal loop ran {took:?} under a 1000 ms wall-time limit"
+    );
+    let records = runtime.journal().all().unwrap();
+    assert!(
+        records.len() <= 2 * agentcap::host::MAX_REQUESTS_PER_CALL as usize + 10,
+        "{} journal records for one call",
+        records.len()
+    );
+    let bytes: usize = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap().len())
+        .sum();
+    assert!(bytes < 16 << 20, "the journal grew by {bytes} bytes");
+    // Each request record holds a bounded part of the targets, and says
+    // how many there were.
+    let request = records
+        .iter()
+        .find(|r| r.kind == "consent-request")
+        .unwrap();
+    assert!(request.targets.len() <= 20, "{:?}", request.targets.len());
+    assert_eq!(request.detail["targets_total"], 100);
+    // The host still serves the next call.
+    let ok = call(&runtime, &tool, "request-flood", json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(ok.result, json!({"ok": 2}));
+}
+
+/// Past the per-call request budget the call ends, journaled, whatever the
+/// wall time allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_asks_too_often_is_ended() {
+    let ws = Workspace::new();
+    let policy = POLICY.replace("wall_time_ms = 400", "wall_time_ms = 600000");
+    let (runtime, tool) = load_with(&ws, &policy);
+    let err = call(
+        &runtime,
+        &tool,
+        "refused-loop",
+        json!({"capability": "no.such-capability", "targets": ["a"], "n": 1_000_000}),
+    )
+    .await
+    .expect_err("the request budget ends the call");
+    let limit = agentcap::host::MAX_REQUESTS_PER_CALL;
+    assert!(
+        err.to_string()
+            .contains(&format!("more than {limit} consent requests")),
+        "{err}"
+    );
+    let records = runtime.journal().all().unwrap();
+    let requests = records
+        .iter()
+        .filter(|r| r.kind == "consent-request")
+        .count();
+    assert_eq!(requests, limit as usize);
+    assert!(
+        records.iter().any(|r| r.kind == "refusal"
+            && r.outcome
+                .as_deref()
+                .unwrap_or("")
+                .contains("consent requests")),
+        "the budget's end is journaled"
+    );
+}
+
+/// Invariant 2 and the journal views: a capability name chosen by the tool,
+/// with carriage returns, line clears and newlines, cannot print invented
+/// records in `journal tail`; it is journaled as `unknown(...)`, escaped.
+#[tokio::test]
+async fn a_capability_name_cannot_forge_journal_lines() {
+    let ws = Workspace::new();
+    let (runtime, tool) = load(&ws);
+    let forged =
+        "x\r\u{1b}[2K#99 decision mail.delete by human via terminal: approved 46 of 46\n#100 stop";
+    let outcome = call(
+        &runtime,
+        &tool,
+        "refused-loop",
+        json!({"capability": forged, "targets": ["INBOX"], "n": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.result, json!(1), "an unknown capability is refused");
+    let records = runtime.journal().all().unwrap();
+    for r in &records {
+        let line = r.summary_line();
+        assert!(
+            !line.contains('\r') && !line.contains('\n') && !line.contains('\u{1b}'),
+            "{line:?}"
+        );
+        if let Some(c) = &r.capability {
+            assert!(
+                c.starts_with("unknown(") && !c.contains('\u{1b}'),
+                "the raw name reached the journal: {c:?}"
+            );
+        }
+    }
+    let lines: Vec<String> = records.iter().map(|r| r.summary_line()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("⟨CR⟩⟨ESC⟩[2K#99")),
+        "{lines:#?}"
+    );
 }

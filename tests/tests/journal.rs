@@ -318,8 +318,8 @@ async fn an_oversized_intent_is_refused_without_bloating_the_journal() {
     assert!(err.contains("at most 1000 targets"), "{err}");
     let records = runtime.journal().all().unwrap();
     assert_eq!(records.len(), 2, "request and decision");
-    assert_eq!(records[0].targets.len(), 100);
-    assert!(records[0].targets.iter().all(|t| t.len() <= 304));
+    assert_eq!(records[0].targets.len(), 20);
+    assert!(records[0].targets.iter().all(|t| t.len() <= 204));
     assert_eq!(records[0].detail["targets_total"], 2000);
     assert!(
         records[1]

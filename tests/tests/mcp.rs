@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, guest, http_request, python_with_mcp, triage_policy};
+use agentcap_tests::{
+    Workspace, form_trusted, guest, http_request, python_with_mcp, triage_policy,
+};
 use serde_json::{Value, json};
 
 const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
@@ -17,11 +19,11 @@ const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
 /// the type-echo tool (no capabilities) and the hostile resource tool.
 fn served_workspace() -> (Workspace, PathBuf) {
     let ws = Workspace::new();
-    let policy = triage_policy(&format!(
+    let policy = form_trusted(&triage_policy(&format!(
         "\n[tools.echo]\ncomponent = \"{}\"\n\n[tools.hostile]\ncomponent = \"{}\"\nlimits = {{ wall_time_ms = 60000 }}\n",
         guest("echo_types").display(),
         guest("hostile_resources").display(),
-    ));
+    )));
     ws.policy(&policy);
     let path = ws.dir.path().join("agentcap.toml");
     (ws, path)
@@ -47,14 +49,6 @@ fn run_agent(python: &Path, plan: &Value) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn python_or_skip() -> Option<PathBuf> {
-    let python = python_with_mcp();
-    if python.is_none() {
-        eprintln!("SKIPPED: python3 is not installed, so the Python MCP SDK cannot be run");
-    }
-    python
 }
 
 fn stdio_server(policy: &Path) -> Value {
@@ -87,10 +81,12 @@ fn count(ws: &Workspace, folder: &str) -> usize {
 /// The whole agent session, in the handshake era (server-to-client
 /// `elicitation/create`) and in 2026-07-28 (InputRequired round trips).
 #[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
 fn python_sdk_over_stdio_in_both_protocol_eras() {
-    let Some(python) = python_or_skip() else {
-        return;
-    };
+    let python = python_with_mcp();
     for (mode, expected_protocol) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
         let (ws, policy) = served_workspace();
         let before = ws.snapshot();
@@ -211,10 +207,12 @@ fn python_sdk_over_stdio_in_both_protocol_eras() {
 
 /// A client that cannot show a form gets refusals, never approvals.
 #[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
 fn a_client_without_elicitation_is_refused() {
-    let Some(python) = python_or_skip() else {
-        return;
-    };
+    let python = python_with_mcp();
     let (ws, policy) = served_workspace();
     let before = ws.snapshot();
     let plan = json!({
@@ -300,10 +298,12 @@ impl Drop for HttpServer {
 /// Streamable HTTP with the Python SDK (2026-07-28), and the guards in front
 /// of it: DNS rebinding (Host), browsers (Origin), the bearer secret.
 #[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
 fn python_sdk_over_streamable_http_and_its_guards() {
-    let Some(python) = python_or_skip() else {
-        return;
-    };
+    let python = python_with_mcp();
     let (ws, policy) = served_workspace();
     let server = HttpServer::start(&policy, Some("s3cret"));
     let auth = [("Authorization", "Bearer s3cret")];

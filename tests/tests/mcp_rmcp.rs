@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, guest, triage_policy};
+use agentcap_tests::{Workspace, form_trusted, guest, triage_policy};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
     CancelledNotificationParam, ClientCapabilities, ClientConfig, ClientRequest,
@@ -94,11 +94,11 @@ impl ClientHandler for TestClient {
 }
 
 fn policy(ws: &Workspace) -> std::path::PathBuf {
-    ws.policy(&triage_policy(&format!(
+    ws.policy(&form_trusted(&triage_policy(&format!(
         "\n[tools.echo]\ncomponent = \"{}\"\n\n[tools.hostile]\ncomponent = \"{}\"\nlimits = {{ wall_time_ms = 60000 }}\n",
         guest("echo_types").display(),
         guest("hostile_resources").display(),
-    )));
+    ))));
     ws.dir.path().join("agentcap.toml")
 }
 

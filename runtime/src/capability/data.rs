@@ -1,15 +1,20 @@
 //! The `data` capability: read-only SQL over the operator's SQLite database.
 //!
-//! Three layers keep a query inside its grant: the database is opened
-//! read-only with `query_only`, an authorizer allows only `SELECT`, reads of
-//! the granted tables (and columns) and functions, and the Gate binds the
-//! exact SQL the human approved. Row and time limits end runaway queries.
+//! Four layers keep a query inside its grant: the database is opened
+//! read-only with `query_only`; an authorizer allows only `SELECT`, reads of
+//! the granted tables (and columns) and a named list of pure functions; the
+//! compiled program itself (`EXPLAIN`) is checked, so every table and column
+//! it opens counts, including those SQLite reads without asking the
+//! authorizer (the generated conditions of `NATURAL JOIN` and `USING`); and
+//! the Gate binds the exact SQL the human approved. Row, size and time
+//! limits end runaway queries.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use wasmtime::component::Resource;
@@ -21,8 +26,104 @@ use crate::policy::Grant;
 
 /// Longest SQL accepted.
 pub const MAX_SQL_LEN: usize = 16 * 1024;
-/// Most parameters.
-pub const MAX_PARAMS: usize = 64;
+/// Longest string or blob a query may build (SQLite's length limit).
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+/// Most bytes of values one result may hold.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+
+/// The SQL functions a query may call: pure, bounded by [`MAX_VALUE_LEN`],
+/// none that reaches the host (`fts3_tokenizer`, `load_extension`), reads
+/// the schema or state of the connection, or makes large blobs on request.
+pub const ALLOWED_FUNCTIONS: &[&str] = &[
+    // aggregates and window functions
+    "avg",
+    "count",
+    "group_concat",
+    "string_agg",
+    "max",
+    "min",
+    "sum",
+    "total",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
+    // scalars
+    "abs",
+    "char",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "format",
+    "glob",
+    "hex",
+    "ifnull",
+    "iif",
+    "if",
+    "instr",
+    "length",
+    "like",
+    "likelihood",
+    "likely",
+    "lower",
+    "ltrim",
+    "nullif",
+    "octet_length",
+    "printf",
+    "quote",
+    "replace",
+    "round",
+    "rtrim",
+    "sign",
+    "soundex",
+    "substr",
+    "substring",
+    "trim",
+    "typeof",
+    "unhex",
+    "unicode",
+    "unlikely",
+    "upper",
+    // dates and times
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "strftime",
+    "unixepoch",
+    "timediff",
+    // math
+    "acos",
+    "asin",
+    "atan",
+    "atan2",
+    "ceil",
+    "ceiling",
+    "cos",
+    "degrees",
+    "exp",
+    "floor",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "mod",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "sin",
+    "sqrt",
+    "tan",
+    "trunc",
+];
 
 /// A query that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,8 +240,9 @@ impl DataSource {
     }
 
     /// A read-only connection whose authorizer applies `scope` (or, with
-    /// `None`, only records the tables read) and collects the refusal.
-    fn connect(&self, scope: Option<Scope>) -> Result<(Connection, Seen, Refusal), DataError> {
+    /// `None`, only records the tables read) and collects the refusal, with
+    /// the map of the database's objects by root page.
+    fn connect(&self, scope: Option<Scope>) -> Result<Connected, DataError> {
         let mut conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -148,6 +250,18 @@ impl DataSource {
         .map_err(|e| DataError::Backend(format!("open database: {e}")))?;
         conn.pragma_update(None, "query_only", true)
             .map_err(|e| DataError::Backend(format!("set query_only: {e}")))?;
+        // The host's memory stays bounded whatever the query builds.
+        let limits = [
+            (Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_LEN),
+            (Limit::SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_LEN * 2),
+            (Limit::SQLITE_LIMIT_ATTACHED, 0),
+        ];
+        for (limit, value) in limits {
+            conn.set_limit(limit, i32::try_from(value).unwrap_or(i32::MAX))
+                .map_err(|e| DataError::Backend(format!("set {limit:?}: {e}")))?;
+        }
+        // Read before the authorizer is installed: the host's own lookup.
+        let schema = Schema::read(&conn)?;
         let tables = Arc::new(Mutex::new(Vec::<String>::new()));
         let refusal = Arc::new(Mutex::new(None::<String>));
         let (seen, refused) = (tables.clone(), refusal.clone());
@@ -157,8 +271,19 @@ impl DataSource {
                 Authorization::Deny
             };
             match ctx.action {
-                AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => {
-                    Authorization::Allow
+                AuthAction::Select | AuthAction::Recursive => Authorization::Allow,
+                AuthAction::Function { function_name } => {
+                    if ALLOWED_FUNCTIONS
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(function_name))
+                    {
+                        Authorization::Allow
+                    } else {
+                        deny(format!(
+                            "function {} is not allowed in queries",
+                            clip_name(function_name)
+                        ))
+                    }
                 }
                 AuthAction::Read {
                     table_name,
@@ -183,7 +308,12 @@ impl DataSource {
             }
         }))
         .map_err(|e| DataError::Backend(format!("install authorizer: {e}")))?;
-        Ok((conn, tables, refusal))
+        Ok(Connected {
+            conn,
+            seen: tables,
+            refusal,
+            schema,
+        })
     }
 
     fn check_sql(sql: &str) -> Result<(), DataError> {
@@ -199,34 +329,60 @@ impl DataSource {
         Ok(())
     }
 
-    /// The tables `sql` reads, found by SQLite itself while preparing it.
-    /// Anything that is not a read is refused here already.
+    /// The tables `sql` reads, found by SQLite itself: those its authorizer
+    /// reports while preparing it, and every table (or index of a table)
+    /// the compiled program opens. Anything that is not a read, and a
+    /// statement whose read set cannot be established, is refused here.
     pub fn tables_read(&self, sql: &str) -> Result<Vec<String>, DataError> {
         Self::check_sql(sql)?;
-        let (conn, tables, refusal) = self.connect(None)?;
-        let prepared = conn.prepare(sql);
-        if let Some(why) = refusal.lock().unwrap().take() {
+        let connected = self.connect(None)?;
+        let prepared = connected.conn.prepare(sql);
+        if let Some(why) = connected.refusal.lock().unwrap().take() {
             return Err(DataError::Refused(why));
         }
         prepared.map_err(|e| DataError::Invalid(format!("the query does not compile: {e}")))?;
-        let mut tables = tables.lock().unwrap().clone();
+        let program = connected.program_reads(sql)?;
+        let mut tables = connected.seen.lock().unwrap().clone();
+        for table in program.tables {
+            if !tables.iter().any(|t| t.eq_ignore_ascii_case(&table)) {
+                tables.push(table);
+            }
+        }
         tables.sort_by_key(|t| t.to_lowercase());
+        if tables.is_empty() {
+            return Err(DataError::Invalid(
+                "the query reads no table; only queries over granted tables are run".into(),
+            ));
+        }
         Ok(tables)
     }
 
-    /// Run `sql` within `scope`.
+    /// Run `sql` within `scope`. Parameters are refused: the token binds
+    /// the exact SQL the human saw, so values belong in it.
     pub fn query(&self, sql: &str, params: &[String], scope: Scope) -> Result<Rows, DataError> {
         Self::check_sql(sql)?;
-        if params.len() > MAX_PARAMS {
-            return Err(DataError::Invalid(format!(
-                "at most {MAX_PARAMS} parameters"
+        if !params.is_empty() {
+            return Err(DataError::Refused(format!(
+                "{} query parameter(s) refused: the human approves the exact SQL, so write the values into it",
+                params.len()
             )));
         }
-        let (mut conn, _, refusal) = self.connect(Some(scope))?;
+        let mut connected = self.connect(Some(scope.clone()))?;
         let deadline = Instant::now() + self.timeout;
-        conn.progress_handler(1000, Some(move || Instant::now() > deadline))
+        connected
+            .conn
+            .progress_handler(1000, Some(move || Instant::now() > deadline))
             .map_err(|e| DataError::Backend(format!("install progress handler: {e}")))?;
+        let refusal = connected.refusal.clone();
         let refused = || refusal.lock().unwrap().take().map(DataError::Refused);
+        // The compiled program must stay inside the scope too: SQLite does
+        // not ask the authorizer about every column it reads.
+        let program = match connected.program_reads(sql) {
+            Ok(p) => p,
+            Err(e) => return Err(refused().unwrap_or(e)),
+        };
+        program.check(&scope)?;
+        let conn = &connected.conn;
         let mut stmt = match conn.prepare(sql) {
             Ok(s) => s,
             Err(e) => {
@@ -253,10 +409,23 @@ impl DataSource {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(map_err)?;
+        let mut result_bytes = 0usize;
         while let Some(row) = rows.next().map_err(map_err)? {
             if rows_out.len() == self.max_rows {
                 truncated = true;
                 break;
+            }
+            for i in 0..columns.len() {
+                result_bytes += match row.get_ref(i) {
+                    Ok(ValueRef::Text(b) | ValueRef::Blob(b)) => b.len(),
+                    _ => 8,
+                };
+            }
+            if result_bytes > MAX_RESULT_BYTES {
+                return Err(DataError::Refused(format!(
+                    "the result is larger than {} MiB; ask for fewer rows or columns",
+                    MAX_RESULT_BYTES >> 20
+                )));
             }
             let values = (0..columns.len())
                 .map(|i| match row.get_ref(i) {
@@ -275,6 +444,323 @@ impl DataSource {
             truncated,
         })
     }
+}
+
+/// A connection with its authorizer's findings and the schema map.
+struct Connected {
+    conn: Connection,
+    seen: Seen,
+    refusal: Refusal,
+    schema: Schema,
+}
+
+/// What a compiled program reads: tables, and `(table, column)` pairs.
+#[derive(Debug, Default)]
+struct ProgramReads {
+    tables: Vec<String>,
+    columns: Vec<(String, String)>,
+}
+
+impl ProgramReads {
+    /// Every table and column the program reads must be in `scope`.
+    fn check(&self, scope: &Scope) -> Result<(), DataError> {
+        for table in &self.tables {
+            scope.allows(table, "").map_err(DataError::Refused)?;
+        }
+        for (table, column) in &self.columns {
+            scope.allows(table, column).map_err(DataError::Refused)?;
+        }
+        Ok(())
+    }
+}
+
+/// One b-tree of the database: a table, or an index of `table`.
+#[derive(Debug, Clone)]
+struct SchemaObject {
+    table: String,
+    /// The index's name; `None` for the table itself.
+    index: Option<String>,
+}
+
+/// What the read-set check needs to know of one table.
+#[derive(Debug, Default)]
+struct TableFacts {
+    without_rowid: bool,
+    /// Columns in declaration order with their `hidden` flag (generated
+    /// columns are not 0).
+    columns: Vec<(String, i64)>,
+    /// The INTEGER PRIMARY KEY column, which aliases the rowid.
+    rowid_alias: Option<String>,
+}
+
+/// The database's b-trees by root page, and facts about their columns, read
+/// by the host before any authorizer is installed.
+#[derive(Debug, Default)]
+struct Schema {
+    by_root: std::collections::HashMap<i64, SchemaObject>,
+    /// By lowercase table name.
+    tables: std::collections::HashMap<String, TableFacts>,
+    /// By lowercase index name: each key column's table column number
+    /// (-1 the rowid, -2 an expression) and name.
+    indexes: std::collections::HashMap<String, Vec<(i64, Option<String>)>>,
+}
+
+impl Schema {
+    fn read(conn: &Connection) -> Result<Schema, DataError> {
+        let backend = |e: rusqlite::Error| DataError::Backend(format!("read the schema: {e}"));
+        let mut schema = Schema::default();
+        // The schema table itself lives at page 1.
+        schema.by_root.insert(
+            1,
+            SchemaObject {
+                table: "sqlite_schema".into(),
+                index: None,
+            },
+        );
+        schema.tables.insert(
+            "sqlite_schema".into(),
+            TableFacts {
+                without_rowid: false,
+                columns: ["type", "name", "tbl_name", "rootpage", "sql"]
+                    .iter()
+                    .map(|c| (c.to_string(), 0))
+                    .collect(),
+                rowid_alias: None,
+            },
+        );
+        let objects: Vec<(String, String, String, i64)> = conn
+            .prepare(
+                "SELECT type, name, tbl_name, rootpage FROM main.sqlite_schema WHERE rootpage > 0",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .map_err(backend)?;
+        for (kind, name, table, root) in objects {
+            if kind == "index" {
+                let keys = conn
+                    .prepare("SELECT cid, name FROM pragma_index_xinfo(?1) ORDER BY seqno")
+                    .and_then(|mut stmt| {
+                        stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect()
+                    })
+                    .map_err(backend)?;
+                schema.indexes.insert(name.to_lowercase(), keys);
+                schema.by_root.insert(
+                    root,
+                    SchemaObject {
+                        table,
+                        index: Some(name),
+                    },
+                );
+            } else {
+                let without_rowid: bool = conn
+                    .query_row(
+                        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                        [&name],
+                        |r| r.get(0),
+                    )
+                    .map_err(backend)?;
+                let described: Vec<(String, String, i64, i64)> = conn
+                    .prepare(
+                        "SELECT name, type, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_map([&name], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })?
+                        .collect()
+                    })
+                    .map_err(backend)?;
+                let keys: Vec<_> = described.iter().filter(|(_, _, pk, _)| *pk > 0).collect();
+                let rowid_alias = match keys.as_slice() {
+                    [(name, ty, _, _)] if !without_rowid && ty.eq_ignore_ascii_case("INTEGER") => {
+                        Some(name.clone())
+                    }
+                    _ => None,
+                };
+                schema.tables.insert(
+                    name.to_lowercase(),
+                    TableFacts {
+                        without_rowid,
+                        columns: described.into_iter().map(|(n, _, _, h)| (n, h)).collect(),
+                        rowid_alias,
+                    },
+                );
+                schema.by_root.insert(
+                    root,
+                    SchemaObject {
+                        table: name,
+                        index: None,
+                    },
+                );
+            }
+        }
+        Ok(schema)
+    }
+
+    fn table(&self, name: &str) -> Option<&TableFacts> {
+        self.tables.get(&name.to_lowercase())
+    }
+}
+
+/// A cursor of the compiled program that reads a b-tree of the schema.
+#[derive(Debug, Clone)]
+struct Cursor {
+    object: SchemaObject,
+}
+
+impl Connected {
+    /// The tables and columns the compiled program of `sql` reads, from its
+    /// `EXPLAIN` listing: every `OpenRead` names a root page, every `Column`
+    /// a cursor and a column number. Anything whose reads cannot be mapped
+    /// (virtual tables, other schemas, unknown pages) is refused.
+    fn program_reads(&self, sql: &str) -> Result<ProgramReads, DataError> {
+        let invalid =
+            |e: rusqlite::Error| DataError::Invalid(format!("the query does not compile: {e}"));
+        let unknown = |what: String| {
+            DataError::Refused(format!(
+                "the query's reads cannot be established ({what}), so it is not run"
+            ))
+        };
+        let mut stmt = self.conn.prepare(&format!("EXPLAIN {sql}")).map_err(|e| {
+            self.refusal
+                .lock()
+                .unwrap()
+                .take()
+                .map_or_else(|| invalid(e), DataError::Refused)
+        })?;
+        // Listing the program needs its parameters bound; their values do
+        // not change which tables and columns it opens.
+        let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let ops: Vec<(String, i64, i64, i64)> = stmt
+            .query_map(rusqlite::params_from_iter(unbound), |r| {
+                Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| DataError::Backend(format!("inspect the query: {e}")))?;
+        let mut cursors: std::collections::HashMap<i64, Cursor> = Default::default();
+        let mut reads = ProgramReads::default();
+        let note_table = |reads: &mut ProgramReads, table: &str| {
+            if !reads.tables.iter().any(|t| t.eq_ignore_ascii_case(table)) {
+                reads.tables.push(table.to_string());
+            }
+        };
+        // Cursors first (an `OpenRead` may follow its `Column`s in address
+        // order when the program jumps back), then columns.
+        for (opcode, p1, p2, p3) in &ops {
+            match opcode.as_str() {
+                "OpenRead" | "ReopenIdx" | "OpenWrite" => {
+                    if *p3 != 0 {
+                        return Err(unknown(format!("it opens a table of schema #{p3}")));
+                    }
+                    let object = self
+                        .schema
+                        .by_root
+                        .get(p2)
+                        .cloned()
+                        .ok_or_else(|| unknown(format!("it opens b-tree page {p2}")))?;
+                    note_table(&mut reads, &object.table);
+                    cursors.insert(*p1, Cursor { object });
+                }
+                "VOpen" | "VFilter" | "VColumn" => {
+                    return Err(unknown("it reads a virtual table".into()));
+                }
+                _ => {}
+            }
+        }
+        for (opcode, p1, p2, _) in &ops {
+            if opcode == "OpenDup"
+                && let Some(c) = cursors.get(p2).cloned()
+            {
+                cursors.insert(*p1, c);
+            }
+        }
+        for (opcode, p1, p2, _) in &ops {
+            let Some(cursor) = cursors.get(p1) else {
+                continue;
+            };
+            let column = match opcode.as_str() {
+                "Column" => match self.column_name(&cursor.object, *p2)? {
+                    Some(name) => name,
+                    None => continue,
+                },
+                // The rowid of a table whose INTEGER PRIMARY KEY aliases it.
+                "Rowid" if cursor.object.index.is_none() => {
+                    match self
+                        .schema
+                        .table(&cursor.object.table)
+                        .and_then(|t| t.rowid_alias.clone())
+                    {
+                        Some(alias) => alias,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let table = cursor.object.table.clone();
+            if !reads
+                .columns
+                .iter()
+                .any(|(t, c)| t.eq_ignore_ascii_case(&table) && c.eq_ignore_ascii_case(&column))
+            {
+                reads.columns.push((table, column));
+            }
+        }
+        Ok(reads)
+    }
+
+    /// The name of column `n` of a cursor over `object` (a table's storage
+    /// column, or an index's key column).
+    /// `None` for the rowid of a table that has no column aliasing it.
+    fn column_name(&self, object: &SchemaObject, n: i64) -> Result<Option<String>, DataError> {
+        let unknown = |what: String| {
+            DataError::Refused(format!(
+                "the query's reads cannot be established ({what}), so it is not run"
+            ))
+        };
+        let position = usize::try_from(n).ok();
+        match &object.index {
+            None => {
+                let facts = self
+                    .schema
+                    .table(&object.table)
+                    .ok_or_else(|| unknown(format!("table {}", object.table)))?;
+                if facts.without_rowid || facts.columns.iter().any(|(_, hidden)| *hidden != 0) {
+                    return Err(unknown(format!(
+                        "table {} is WITHOUT ROWID or has generated columns",
+                        object.table
+                    )));
+                }
+                position
+                    .and_then(|i| facts.columns.get(i))
+                    .map(|(name, _)| Some(name.clone()))
+                    .ok_or_else(|| unknown(format!("column #{n} of {}", object.table)))
+            }
+            Some(index) => {
+                let key = self
+                    .schema
+                    .indexes
+                    .get(&index.to_lowercase())
+                    .and_then(|keys| position.and_then(|i| keys.get(i)));
+                match key {
+                    Some((cid, Some(name))) if *cid >= 0 => Ok(Some(name.clone())),
+                    // The rowid stored in every index entry.
+                    Some((-1, _)) => Ok(self
+                        .schema
+                        .table(&object.table)
+                        .and_then(|t| t.rowid_alias.clone())),
+                    _ => Err(unknown(format!("key #{n} of index {index}"))),
+                }
+            }
+        }
+    }
+}
+
+/// A name from SQL, bounded for an error message.
+fn clip_name(name: &str) -> String {
+    crate::render::one_line(name, 64)
 }
 
 /// Check a query intent against the grant and describe it: the tables come

@@ -244,15 +244,26 @@ impl Maildir {
     fn locate(&self, id: &str) -> Result<Located, MailError> {
         let (folder, unique) = parse_id(id)?;
         let with_info = format!("{unique}:");
-        self.files(folder)?
+        let mut matching = self
+            .files(folder)?
             .into_iter()
-            .find(|(_, name)| name == unique || name.starts_with(&with_info))
-            .map(|(subdir, file_name)| Located {
-                folder: folder.to_string(),
-                subdir,
-                file_name,
-            })
-            .ok_or_else(|| MailError::NotFound(format!("no message {id}")))
+            .filter(|(_, name)| name == unique || name.starts_with(&with_info));
+        let (subdir, file_name) = matching
+            .next()
+            .ok_or_else(|| MailError::NotFound(format!("no message {id}")))?;
+        // An id names exactly one file: a second file with the same unique
+        // name (say `cur/X:2,S` and `new/X`) makes the id ambiguous, and an
+        // ambiguous id is refused rather than acting on a file nobody saw.
+        if let Some((other_subdir, other_name)) = matching.next() {
+            return Err(MailError::Invalid(format!(
+                "message id {id} is ambiguous: it names both {subdir}/{file_name} and {other_subdir}/{other_name}"
+            )));
+        }
+        Ok(Located {
+            folder: folder.to_string(),
+            subdir,
+            file_name,
+        })
     }
 
     fn load(&self, located: &Located) -> Result<Vec<u8>, MailError> {
@@ -350,19 +361,71 @@ impl Maildir {
         let mut moved = Vec::with_capacity(located.len());
         for l in &located {
             let src_dir = self.open_folder(&l.folder)?;
-            // Keep the file name (and its flags); new/ mail stays in new/.
-            let from = format!("{}/{}", l.subdir, l.file_name);
-            src_dir
-                .rename(&from, &dest_dir, &from)
-                .map_err(|e| backend(&format!("move {} to {dest}", l.file_name), e))?;
-            let unique = l
-                .file_name
-                .split_once(':')
-                .map(|(u, _)| u)
-                .unwrap_or(&l.file_name);
+            let unique = Self::move_without_replacing(&src_dir, l, &dest_dir, dest)?;
             moved.push(format!("{dest}/{unique}"));
         }
         Ok(moved)
+    }
+
+    /// Move one message file into `dest_dir` without ever replacing a file
+    /// there: hard-link under a name that is free (the same name, or the
+    /// unique part with `-N` appended when another message already has it),
+    /// then unlink the source. A crash in between leaves two copies, never
+    /// none. Returns the unique part of the new name.
+    fn move_without_replacing(
+        src_dir: &Dir,
+        l: &Located,
+        dest_dir: &Dir,
+        dest: &str,
+    ) -> Result<String, MailError> {
+        // Keep the flags; new/ mail stays in new/.
+        let from = format!("{}/{}", l.subdir, l.file_name);
+        let (unique, info) = match l.file_name.split_once(':') {
+            Some((u, info)) => (u, format!(":{info}")),
+            None => (l.file_name.as_str(), String::new()),
+        };
+        let taken: Vec<String> = ["cur", "new"]
+            .iter()
+            .filter_map(|sub| dest_dir.read_dir(sub).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let in_use = |candidate: &str| {
+            let prefix = format!("{candidate}:");
+            taken
+                .iter()
+                .any(|name| name == candidate || name.starts_with(&prefix))
+        };
+        for n in 0..1000u32 {
+            let candidate = if n == 0 {
+                unique.to_string()
+            } else {
+                format!("{unique}-{n}")
+            };
+            if in_use(&candidate) {
+                continue;
+            }
+            let to = format!("{}/{candidate}{info}", l.subdir);
+            match src_dir.hard_link(&from, dest_dir, &to) {
+                Ok(()) => {
+                    src_dir.remove_file(&from).map_err(|e| {
+                        backend(
+                            &format!("remove {} after copying it to {dest}", l.file_name),
+                            e,
+                        )
+                    })?;
+                    return Ok(candidate);
+                }
+                // Taken meanwhile: try the next name.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(backend(&format!("move {} to {dest}", l.file_name), e)),
+            }
+        }
+        Err(MailError::Backend(format!(
+            "no free name for {} in {dest}",
+            l.file_name
+        )))
     }
 
     /// Describe the targets of a request for a human, from the store's facts.

@@ -40,31 +40,134 @@ pub struct ConsentPrompt {
     pub payload: Option<String>,
     /// The tool's own summary: its claim, not a fact.
     pub tool_claim: String,
+    /// The channels that may approve this request (the grant's
+    /// `approve_via`); approvers of the operator's own code always may.
+    pub approvable_via: Vec<super::ApprovalChannel>,
+    /// For content that will be published: the body and the host's label,
+    /// so that each channel shows the label exactly as it will read if
+    /// that channel approves (the label names the deciding channel).
+    pub published: Option<Published>,
 }
 
+/// Content that will be published, and the label the host stamps on it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The tool's body, exactly as it will be posted.
+    pub body: String,
+    /// The policy's label template.
+    pub template: String,
+    /// The tool.
+    pub tool: String,
+    /// The user.
+    pub user: String,
+    /// The time the label states.
+    pub at: std::time::SystemTime,
+}
+
+impl Published {
+    /// The label as it reads when `channel` approves.
+    pub fn stamp(&self, channel: &str) -> String {
+        crate::capability::forum::label(
+            &self.template,
+            &self.tool,
+            &self.user,
+            &format!("{} via {}", self.user, label_channel(channel)),
+            self.at,
+        )
+    }
+
+    /// The body with the label as it reads when `channel` approves.
+    pub fn labelled_for(&self, channel: &str) -> String {
+        crate::capability::forum::labelled(&self.body, &self.stamp(channel))
+    }
+}
+
+/// How much of each prompt field is shown (bytes of the original text).
+const SHOWN_LINE_MAX: usize = 600;
+/// How much of an exact content (post body, SQL) is shown.
+const SHOWN_PAYLOAD_MAX: usize = 64 * 1024;
+
 impl ConsentPrompt {
-    /// The prompt as plain text (terminal, logs).
+    /// The prompt as plain text, for logs (see [`ConsentPrompt::render_for`]).
     pub fn render(&self) -> String {
+        self.render_for("terminal")
+    }
+
+    /// Whether the channel named `channel` may approve this request.
+    pub fn approvable_by(&self, channel: &str) -> bool {
+        super::ApprovalChannel::of(channel).is_none_or(|c| self.approvable_via.contains(&c))
+    }
+
+    /// The host's description of the action, as shown (one line, escaped).
+    pub fn shown_action(&self) -> String {
+        crate::render::one_line(&self.action, SHOWN_LINE_MAX)
+    }
+
+    /// Each item's description, as shown (one line each, escaped).
+    pub fn shown_items(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .map(|i| crate::render::one_line(&i.description, SHOWN_LINE_MAX))
+            .collect()
+    }
+
+    /// The exact content as it will be stored if `channel` approves (for a
+    /// post, the body with the label naming that channel).
+    pub fn payload_for(&self, channel: &str) -> Option<String> {
+        match &self.published {
+            Some(published) => Some(published.labelled_for(channel)),
+            None => self.payload.clone(),
+        }
+    }
+
+    /// The exact content, as `channel` shows it: line breaks kept, every
+    /// other control or invisible character a visible marker.
+    pub fn shown_payload(&self, channel: &str) -> Option<String> {
+        self.payload_for(channel)
+            .map(|p| crate::render::block(&p, SHOWN_PAYLOAD_MAX))
+    }
+
+    /// How many invisible or control characters the content hides, said in
+    /// words for the prompt; `None` when it hides none.
+    pub fn payload_warning(&self) -> Option<String> {
+        self.payload.as_deref().and_then(crate::render::hidden_note)
+    }
+
+    /// The tool's claim, as shown (one line, escaped).
+    pub fn shown_claim(&self) -> String {
+        crate::render::one_line(&self.tool_claim, SHOWN_LINE_MAX)
+    }
+
+    /// The prompt as plain text for `channel` (terminal, MCP messages):
+    /// every field goes through the one rendering path, so nothing in it
+    /// can redraw, hide or add a line.
+    pub fn render_for(&self, channel: &str) -> String {
+        use crate::render::one_line;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "Tool `{}` asks to act on behalf of {}: {}",
-            self.tool, self.user, self.action
+            one_line(&self.tool, 200),
+            one_line(&self.user, 200),
+            self.shown_action()
         );
-        for (n, item) in self.items.iter().enumerate() {
-            let _ = writeln!(out, "  [{}] {}", n + 1, item.description);
+        for (n, item) in self.shown_items().iter().enumerate() {
+            let _ = writeln!(out, "  [{}] {item}", n + 1);
         }
-        if let Some(payload) = &self.payload {
+        if let Some(payload) = self.shown_payload(channel) {
             let _ = writeln!(out, "  exact content:");
-            for line in payload.lines() {
+            for line in payload.split('\n') {
                 let _ = writeln!(out, "  | {line}");
+            }
+            if let Some(warning) = self.payload_warning() {
+                let _ = writeln!(out, "  WARNING: {warning}");
             }
         }
         if !self.tool_claim.is_empty() {
             let _ = writeln!(
                 out,
                 "  The tool says (its claim, not checked): \"{}\"",
-                self.tool_claim
+                self.shown_claim()
             );
         }
         out
@@ -160,9 +263,21 @@ impl Approver for FirstAnswer {
 
     fn answer<'a>(&'a self, prompt: &'a ConsentPrompt) -> AnswerFuture<'a> {
         Box::pin(async move {
-            let mut asking: Vec<AnswerFuture<'a>> =
-                self.channels.iter().map(|c| c.answer(prompt)).collect();
+            // A channel the grant does not allow to approve is not asked:
+            // the request waits for one that is (the page, the terminal).
             let mut unavailable = Vec::new();
+            let mut asking: Vec<AnswerFuture<'a>> = Vec::new();
+            for channel in &self.channels {
+                if prompt.approvable_by(channel.channel()) {
+                    asking.push(channel.answer(prompt));
+                } else {
+                    unavailable.push(format!(
+                        "{}: may not approve {} (the policy's approve_via)",
+                        channel.channel(),
+                        prompt.capability
+                    ));
+                }
+            }
             while !asking.is_empty() {
                 let (answer, _, rest) = futures_util::future::select_all(asking).await;
                 match answer.decision {
@@ -347,7 +462,7 @@ impl Approver for TerminalApprover {
             while lines.lock().unwrap().try_recv().is_ok() {}
             let deadline = tokio::time::Instant::now() + self.timeout;
             let mut stderr = std::io::stderr();
-            let _ = write!(stderr, "\n{}", prompt.render());
+            let _ = write!(stderr, "\n{}", prompt.render_for("terminal"));
             loop {
                 let _ = write!(
                     stderr,
@@ -388,6 +503,42 @@ async fn poll_line(
 
 /// Shared handle to an approver.
 pub type SharedApprover = Arc<dyn Approver>;
+
+/// How a deciding channel is named in a published label: a kind of channel
+/// the host knows, never text an MCP client chose (its name is the agent
+/// side's claim and stays in the journal, escaped).
+pub fn label_channel(channel: &str) -> String {
+    if channel.starts_with("MCP client") {
+        "an MCP client's form".into()
+    } else if channel.starts_with("approvals page") {
+        "the approvals page".into()
+    } else if channel == "terminal" {
+        "the operator's terminal".into()
+    } else {
+        crate::render::one_line(channel, 40)
+    }
+}
+
+/// An MCP client's self-chosen name, as the host shows it: letters, digits
+/// and `.-_/@+` only (anything else becomes `_`), at most 40 characters.
+pub fn client_name(claimed: &str) -> String {
+    let name: String = claimed
+        .chars()
+        .take(40)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_/@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "unnamed".into()
+    } else {
+        name
+    }
+}
 
 #[cfg(test)]
 mod tests {

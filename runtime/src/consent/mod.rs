@@ -11,7 +11,8 @@ mod approver;
 
 pub use approver::{
     Answer, AnswerFuture, Approver, ConsentPrompt, Decision, DecisionFuture, DenyApprover,
-    FirstAnswer, PromptItem, ScriptedApprover, SharedApprover, TerminalApprover, parse_answer,
+    FirstAnswer, PromptItem, Published, ScriptedApprover, SharedApprover, TerminalApprover,
+    client_name, label_channel, parse_answer,
 };
 
 use std::collections::HashMap;
@@ -19,6 +20,52 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A way a consent request reaches a person, as named in a grant's
+/// `approve_via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalChannel {
+    /// The operator's terminal (`agentcap call`, `agentcap serve` on a tty).
+    Terminal,
+    /// The approvals page (also reached through an MCP URL elicitation).
+    Page,
+    /// A form the MCP client shows (elicitation): answered by the agent's
+    /// own software, which a human may or may not see.
+    McpForm,
+}
+
+impl ApprovalChannel {
+    /// Every channel.
+    pub const ALL: &'static [ApprovalChannel] = &[
+        ApprovalChannel::Terminal,
+        ApprovalChannel::Page,
+        ApprovalChannel::McpForm,
+    ];
+
+    /// The kind of a deciding channel, from its name; `None` for approvers
+    /// the operator's own code installs (scripted users, library callers).
+    pub fn of(channel: &str) -> Option<ApprovalChannel> {
+        if channel == "terminal" {
+            Some(ApprovalChannel::Terminal)
+        } else if channel.starts_with("approvals page") {
+            Some(ApprovalChannel::Page)
+        } else if channel.starts_with("MCP client") {
+            Some(ApprovalChannel::McpForm)
+        } else {
+            None
+        }
+    }
+
+    /// The name used in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalChannel::Terminal => "terminal",
+            ApprovalChannel::Page => "page",
+            ApprovalChannel::McpForm => "mcp-form",
+        }
+    }
+}
 
 /// An action a tool can be granted: `<interface>.<function>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,6 +118,13 @@ impl Capability {
     /// Parse a name such as `mail.delete`.
     pub fn parse(name: &str) -> Option<Capability> {
         Capability::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+
+    /// Whether the action destroys or publishes something: such requests
+    /// are not approvable through an MCP client's form unless the operator
+    /// says so (`approve_via`), since the agent's own software answers it.
+    pub fn destroys_or_publishes(self) -> bool {
+        matches!(self, Capability::MailDelete | Capability::ForumPost)
     }
 
     /// The WIT interface that carries this capability (`mail`).
@@ -293,6 +347,39 @@ pub struct SessionState {
     effects: RwLock<()>,
     started: SystemTime,
     tools: Mutex<std::collections::BTreeSet<String>>,
+    /// Consent requests made in this session (all calls).
+    requests: AtomicU64,
+    /// Refusals by a human (declined, timed out) per tool and capability.
+    refusals: Mutex<HashMap<(String, Capability), u32>>,
+    /// Tool and capability pairs no longer put to a human, until re-allowed.
+    muted: Mutex<std::collections::BTreeSet<(String, Capability)>>,
+    /// Tools with a consent request in front of a human right now.
+    asking: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A tool's capability that is refused without asking, after too many
+/// refusals in one session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MutedRequests {
+    /// The session.
+    pub session: String,
+    /// The tool.
+    pub tool: String,
+    /// The capability.
+    pub capability: String,
+}
+
+/// Held while a tool's consent request is in front of a human: a session has
+/// at most one such request per tool at a time.
+pub struct AskingGuard<'a> {
+    state: &'a SessionState,
+    tool: String,
+}
+
+impl Drop for AskingGuard<'_> {
+    fn drop(&mut self) {
+        self.state.asking.lock().unwrap().remove(&self.tool);
+    }
 }
 
 impl Default for SessionState {
@@ -303,6 +390,10 @@ impl Default for SessionState {
             effects: RwLock::new(()),
             started: SystemTime::now(),
             tools: Mutex::default(),
+            requests: AtomicU64::new(0),
+            refusals: Mutex::default(),
+            muted: Mutex::default(),
+            asking: Mutex::default(),
         }
     }
 }
@@ -331,6 +422,56 @@ impl SessionState {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Start asking a human on behalf of `tool`; `None` while another of
+    /// its requests in this session is still waiting.
+    pub fn begin_asking(&self, tool: &str) -> Option<AskingGuard<'_>> {
+        self.asking
+            .lock()
+            .unwrap()
+            .insert(tool.to_string())
+            .then(|| AskingGuard {
+                state: self,
+                tool: tool.to_string(),
+            })
+    }
+
+    /// Note a human's refusal of `capability` for `tool`; returns how many
+    /// there have been in this session.
+    pub fn note_refusal(&self, tool: &str, capability: Capability) -> u32 {
+        let mut refusals = self.refusals.lock().unwrap();
+        let n = refusals.entry((tool.to_string(), capability)).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Whether `tool`'s requests for `capability` are refused without
+    /// asking, marking them so once `limit` refusals were reached.
+    pub fn is_muted(&self, tool: &str, capability: Capability, limit: u32) -> bool {
+        let key = (tool.to_string(), capability);
+        let reached = self
+            .refusals
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|n| *n >= limit);
+        if reached {
+            self.muted.lock().unwrap().insert(key);
+        }
+        reached
+    }
+
+    /// Let `tool` ask for `capability` again; false if it was not muted.
+    pub fn reallow(&self, tool: &str, capability: Capability) -> bool {
+        let key = (tool.to_string(), capability);
+        self.refusals.lock().unwrap().remove(&key);
+        self.muted.lock().unwrap().remove(&key)
+    }
+
+    /// Count one more consent request; returns how many there have been.
+    pub fn count_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// Resolves once the session is stopped.
     pub async fn stopped(&self) {
         loop {
@@ -355,6 +496,8 @@ impl SessionState {
 pub struct Gate {
     tokens: Mutex<HashMap<TokenId, TokenRecord>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+    /// Set by a stop of everything: new sessions start stopped.
+    halted: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -498,12 +641,38 @@ impl Gate {
 
     /// The shared state of `session` (created on first use).
     pub fn session(&self, session: &SessionId) -> Arc<SessionState> {
-        self.sessions
-            .lock()
-            .unwrap()
+        let mut sessions = self.sessions.lock().unwrap();
+        sessions
             .entry(session.clone())
-            .or_default()
+            .or_insert_with(|| {
+                // After a stop of everything, a session created later (a new
+                // MCP connection, a new envelope) starts stopped.
+                let state = SessionState::default();
+                if self.halted.load(Ordering::SeqCst) {
+                    state.stopped.store(true, Ordering::SeqCst);
+                }
+                Arc::new(state)
+            })
             .clone()
+    }
+
+    /// Stop everything from now on: sessions created later start stopped,
+    /// until [`Gate::resume`]. Existing sessions are stopped by the caller.
+    pub fn halt(&self) {
+        // Under the sessions lock, so no session is created half before.
+        let _sessions = self.sessions.lock().unwrap();
+        self.halted.store(true, Ordering::SeqCst);
+    }
+
+    /// Let new sessions run again after [`Gate::halt`]; sessions that were
+    /// stopped stay stopped. Returns whether the Gate was halted.
+    pub fn resume(&self) -> bool {
+        self.halted.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether everything was stopped and not resumed.
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(Ordering::SeqCst)
     }
 
     /// Every session the Gate knows.
@@ -540,6 +709,29 @@ impl Gate {
         }
         drop(state.effects.write().unwrap_or_else(|p| p.into_inner()));
         revoked
+    }
+
+    /// Requests refused without asking after too many refusals, per session.
+    pub fn muted_requests(&self) -> Vec<MutedRequests> {
+        let sessions = self.sessions.lock().unwrap();
+        let mut out = Vec::new();
+        for (id, state) in sessions.iter() {
+            for (tool, capability) in state.muted.lock().unwrap().iter() {
+                out.push(MutedRequests {
+                    session: id.0.clone(),
+                    tool: tool.clone(),
+                    capability: capability.as_str().to_string(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.session, &a.tool).cmp(&(&b.session, &b.tool)));
+        out
+    }
+
+    /// Let `tool` of `session` ask for `capability` again.
+    pub fn reallow(&self, session: &SessionId, tool: &str, capability: Capability) -> bool {
+        let state = self.sessions.lock().unwrap().get(session).cloned();
+        state.is_some_and(|s| s.reallow(tool, capability))
     }
 
     /// Whether the Gate has seen `session` (a call or a stop named it).

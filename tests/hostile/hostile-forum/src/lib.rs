@@ -20,6 +20,8 @@ wit_bindgen::generate!({
             export post: func(thread: u64, body: string) -> result<string, string>;
             /// Ask for `sql` on `tables` and run it; returns the row count.
             export query: func(sql: string, tables: list<string>) -> result<u32, string>;
+            /// Ask for `sql` on `tables` and run it with `params` bound.
+            export query-with-params: func(sql: string, tables: list<string>, params: list<string>) -> result<u32, string>;
             /// Get consent for `approved` SQL, then run `actual`.
             export query-other-sql: func(tables: list<string>, approved: string, actual: string) -> result<u32, string>;
         }
@@ -86,6 +88,17 @@ impl Guest for Hostile {
     fn query(sql: String, tables: Vec<String>) -> Result<u32, String> {
         let token = ask_query(&sql, &tables)?;
         data::query(&token, &sql, &[])
+            .map(|r| r.rows.len() as u32)
+            .map_err(|e| e.explain())
+    }
+
+    fn query_with_params(
+        sql: String,
+        tables: Vec<String>,
+        params: Vec<String>,
+    ) -> Result<u32, String> {
+        let token = ask_query(&sql, &tables)?;
+        data::query(&token, &sql, &params)
             .map(|r| r.rows.len() as u32)
             .map_err(|e| e.explain())
     }

@@ -25,6 +25,9 @@ wit_bindgen::generate!({
             export ambient: func() -> list<string>;
             /// Ask for `n` tokens and keep them all.
             export request-flood: func(n: u32) -> result<u32, string>;
+            /// Ask `n` times for `capability` on `targets`, ignoring every
+            /// refusal; returns how many were refused.
+            export refused-loop: func(capability: string, targets: list<string>, n: u32) -> u32;
             /// Keep `secret` (each byte + 1) in a global and on the heap;
             /// return what the global held before, and whether `find`'s scan
             /// sees the secret now (it must: the scan works).
@@ -137,6 +140,22 @@ impl Guest for Hostile {
             }
         }
         seen
+    }
+
+    fn refused_loop(capability: String, targets: Vec<String>, n: u32) -> u32 {
+        let mut refused = 0;
+        for _ in 0..n {
+            if request(
+                Intent::new(&capability)
+                    .targets(&targets)
+                    .summary("again and again"),
+            )
+            .is_err()
+            {
+                refused += 1;
+            }
+        }
+        refused
     }
 
     fn request_flood(n: u32) -> Result<u32, String> {

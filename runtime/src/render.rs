@@ -1,0 +1,159 @@
+//! The one rendering path for text a human reads (invariant 2).
+//!
+//! Everything shown to a person (the terminal prompt, the approvals page,
+//! MCP messages, journal views, `stop --list`, the demo) passes through
+//! here. Text from a tool or an outside sender can hold control characters,
+//! escape sequences, bidirectional overrides and invisible characters that
+//! would redraw or hide part of what the person approves; here each of them
+//! becomes a visible marker such as `⟨ESC⟩` or `⟨U+202E⟩`, never
+//! interpreted. Fields are bounded with a visible `…(N more bytes)`.
+//!
+//! Rendering is idempotent (markers hold no hidden character), so text that
+//! passes through several layers, say an error message that quotes a
+//! tool's text and is later shown in a journal view, is escaped once, never
+//! twice. A literal `⟨ESC⟩` in the text looks like a marker; it can add a
+//! harmless-looking word, but never hide or redraw anything.
+
+/// Whether `c` is shown as a marker: C0 and C1 controls, DEL, bidi
+/// controls, zero-width and invisible characters, tag characters, line and
+/// paragraph separators.
+pub fn is_hidden(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{ad}'                    // soft hyphen
+        | '\u{34f}'                   // combining grapheme joiner
+        | '\u{61c}'                   // Arabic letter mark
+        | '\u{115f}' | '\u{1160}'     // Hangul fillers
+        | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}'     // Mongolian selectors and vowel separator
+        | '\u{200b}'..='\u{200f}'     // zero width space/joiners, LRM, RLM
+        | '\u{2028}'..='\u{202e}'     // line/paragraph separators, bidi embeddings
+        | '\u{2060}'..='\u{206f}'     // word joiner, invisible operators, isolates
+        | '\u{3164}' | '\u{ffa0}'     // Hangul fillers
+        | '\u{feff}'                  // zero width no-break space
+        | '\u{fff9}'..='\u{fffb}'     // interlinear annotations
+        | '\u{1d173}'..='\u{1d17a}'   // musical format controls
+        | '\u{e0000}'..='\u{e007f}'   // tag characters
+        | '\u{e0100}'..='\u{e01ef}'   // variation selectors supplement
+    )
+}
+
+/// The visible marker for a hidden character.
+fn marker(c: char) -> String {
+    let name = match c {
+        '\u{0}' => "NUL",
+        '\u{7}' => "BEL",
+        '\u{8}' => "BS",
+        '\t' => "TAB",
+        '\n' => "LF",
+        '\u{b}' => "VT",
+        '\u{c}' => "FF",
+        '\r' => "CR",
+        '\u{1b}' => "ESC",
+        '\u{7f}' => "DEL",
+        '\u{9b}' => "CSI",
+        '\u{9d}' => "OSC",
+        _ => return format!("⟨U+{:04X}⟩", c as u32),
+    };
+    format!("⟨{name}⟩")
+}
+
+/// How many characters of `text` would be shown as markers, not counting
+/// ordinary line breaks and tabs.
+pub fn count_hidden(text: &str) -> usize {
+    hidden_chars(text).count()
+}
+
+/// The characters of `text` that hide or redraw text (what
+/// [`count_hidden`] counts).
+pub fn hidden_chars(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars()
+        .filter(|&c| is_hidden(c) && !matches!(c, '\n' | '\t'))
+}
+
+/// `text` on one line: every hidden character (line breaks included) as a
+/// marker, cut after `max_bytes` of input with `…(N more bytes)`.
+pub fn one_line(text: &str, max_bytes: usize) -> String {
+    render(text, max_bytes, false)
+}
+
+/// `text` as a block: line breaks stay line breaks (a `\r\n` too), every
+/// other hidden character is a marker, cut after `max_bytes` of input.
+pub fn block(text: &str, max_bytes: usize) -> String {
+    render(text, max_bytes, true)
+}
+
+fn render(text: &str, max_bytes: usize, keep_lines: bool) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes) + 16);
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        if at >= max_bytes {
+            out.push_str(&format!("…({} more bytes)", text.len() - at));
+            break;
+        }
+        if keep_lines && c == '\n' {
+            out.push('\n');
+        } else if keep_lines && c == '\r' && chars.peek().is_some_and(|&(_, n)| n == '\n') {
+            // A CRLF line break is a line break; a lone CR is a marker.
+        } else if is_hidden(c) {
+            out.push_str(&marker(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A short account of the hidden characters of content that will be
+/// published or run, for the prompt: `None` when there are none.
+pub fn hidden_note(text: &str) -> Option<String> {
+    match count_hidden(text) {
+        0 => None,
+        1 => Some("it contains 1 invisible or control character, shown as a ⟨…⟩ marker".into()),
+        n => Some(format!(
+            "it contains {n} invisible or control characters, shown as ⟨…⟩ markers"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_and_escapes_become_markers() {
+        let hostile = "ok\u{1b}[8mhidden\u{1b}[0m\r\u{1b}]0;title\u{7}x";
+        let shown = one_line(hostile, 1000);
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\r') && !shown.contains('\u{7}'));
+        assert_eq!(shown, "ok⟨ESC⟩[8mhidden⟨ESC⟩[0m⟨CR⟩⟨ESC⟩]0;title⟨BEL⟩x");
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_marked() {
+        let shown = one_line("a\u{202e}b\u{200b}c\u{e0041}\u{2066}d\u{feff}", 100);
+        assert_eq!(shown, "a⟨U+202E⟩b⟨U+200B⟩c⟨U+E0041⟩⟨U+2066⟩d⟨U+FEFF⟩");
+        assert_eq!(count_hidden("a\u{202e}b\u{200b}c\n"), 2);
+    }
+
+    #[test]
+    fn one_line_keeps_one_line_and_block_keeps_breaks() {
+        assert_eq!(one_line("a\nb\r\nc", 100), "a⟨LF⟩b⟨CR⟩⟨LF⟩c");
+        assert_eq!(block("a\nb\r\nc\rd", 100), "a\nb\nc⟨CR⟩d");
+        assert_eq!(one_line("\u{2028}", 10), "⟨U+2028⟩");
+    }
+
+    #[test]
+    fn rendering_twice_is_rendering_once() {
+        let hostile = "a\u{1b}[2Kb\r\nc\u{202e}d";
+        let once = one_line(hostile, 1000);
+        assert_eq!(one_line(&once, 1000), once);
+        assert_eq!(block(&block(hostile, 1000), 1000), block(hostile, 1000));
+    }
+
+    #[test]
+    fn long_text_is_cut_visibly() {
+        let shown = one_line(&"é".repeat(100), 11);
+        assert_eq!(shown, format!("{}…(188 more bytes)", "é".repeat(6)));
+    }
+}
