@@ -5,11 +5,16 @@
 //! The page is one approver among others ([`crate::consent::FirstAnswer`]):
 //! whichever channel answers first decides, the journal records which.
 //!
-//! Access: every request needs the secret (in the URL printed at start,
-//! then an `HttpOnly`, `SameSite=Strict` cookie); the `Host` header must be
-//! one the server was told about (no DNS rebinding); state-changing requests
-//! are `POST`s carrying the page's CSRF token in a header, and a browser
-//! `Origin` other than the page's own is refused.
+//! Access: every API request carries the secret in the `x-agentcap-key`
+//! header. A person gets it in a login link (`#key=...` in the fragment)
+//! delivered out of the agent's reach: a 0600 file in the user's runtime
+//! folder, printed by `agentcap approvals`, and the operator's terminal
+//! (`/dev/tty`), never the streams an MCP client owns. The page keeps it in
+//! the tab's `sessionStorage` (scoped to this origin, port included) and
+//! erases it from the address bar; no cookie is used, since cookies are
+//! shared by every port of a host. The `Host` header must be one the server
+//! was told about (no DNS rebinding); state changes are `POST`s, and a
+//! browser `Origin` other than the page's own is refused.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,10 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -36,10 +41,6 @@ use crate::session::StopHandle;
 
 /// The page's name as a consent channel (recorded in the journal).
 pub const CHANNEL: &str = "approvals page";
-/// The cookie that carries the secret after the first visit.
-const COOKIE: &str = "agentcap_key";
-/// The header that carries the CSRF token.
-const CSRF_HEADER: &str = "x-agentcap-csrf";
 /// Journal records shown in the activity feed.
 const FEED_LENGTH: usize = 40;
 
@@ -187,7 +188,6 @@ pub struct ApprovalsPage {
     stop: StopHandle,
     journal: Arc<Journal>,
     secret: String,
-    csrf: String,
     allowed_hosts: Vec<String>,
 }
 
@@ -226,19 +226,27 @@ impl ApprovalsPage {
             stop,
             journal,
             secret: random_hex(16),
-            csrf: random_hex(16),
             allowed_hosts,
         })
     }
 
-    /// The URL to open (it carries the secret).
-    pub fn url(&self, addr: SocketAddr) -> String {
+    /// The page's address, without the secret (safe to print anywhere).
+    pub fn address(&self, addr: SocketAddr) -> String {
         let host = if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
         } else {
             addr.to_string()
         };
-        format!("http://{host}/?key={}", self.secret)
+        format!("http://{host}/")
+    }
+
+    /// The login link for a person: the address with the secret in the
+    /// fragment (`#key=...`), which browsers never send to a server, keep
+    /// out of Referer headers, and the page moves into the tab's own
+    /// storage (scoped to this origin, port included) before erasing it.
+    /// Deliver it only where the agent's side cannot read it.
+    pub fn url(&self, addr: SocketAddr) -> String {
+        format!("{}#key={}", self.address(addr), self.secret)
     }
 
     /// The router (for tests and for embedding).
@@ -275,18 +283,16 @@ fn refuse(status: StatusCode, why: &str) -> Response {
         .into_response()
 }
 
-fn cookie_secret(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
-}
+/// The header that carries the page's secret on every API request. A
+/// custom header: a foreign page cannot send it cross-origin without a
+/// CORS preflight, which this server never grants, so it doubles as the
+/// CSRF defence. No cookie is used: cookies are shared by every port of a
+/// host, so another local server would receive one (and could overwrite it).
+pub const KEY_HEADER: &str = "x-agentcap-key";
 
-/// Host, secret, and for POSTs Origin and CSRF token; before any handler.
+/// Host on every request; the secret, and for POSTs the Origin, on every
+/// API request; before any handler. The page's shell (`GET /`) holds no
+/// data and needs no secret.
 async fn guard(State(page): State<Arc<ApprovalsPage>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers
@@ -300,68 +306,39 @@ async fn guard(State(page): State<Arc<ApprovalsPage>>, request: Request, next: N
             "this Host is not allowed (start with --approvals-host to add a name)",
         );
     }
-    let from_url = request.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "key")
-            .map(|(_, v)| v.to_string())
-    });
-    let presented = cookie_secret(headers)
-        .map(str::to_string)
-        .or(from_url.clone());
+    if request.uri().path() == "/" && request.method() == Method::GET {
+        return next.run(request).await;
+    }
+    let presented = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok());
     if !presented.is_some_and(|s| constant_time_eq(s.as_bytes(), page.secret.as_bytes())) {
         return refuse(
             StatusCode::UNAUTHORIZED,
-            "open the URL agentcap printed at start (it carries the secret)",
+            "open the login link (run `agentcap approvals` on the machine agentcap runs on)",
         );
     }
-    if request.method() != Method::GET {
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let expected = format!("http://{host}");
-            if origin.to_str().ok() != Some(expected.as_str()) {
-                return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
-            }
-        }
-        let token = headers
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !constant_time_eq(token.as_bytes(), page.csrf.as_bytes()) {
-            return refuse(StatusCode::FORBIDDEN, "missing or wrong CSRF token");
+    if request.method() != Method::GET
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let expected = format!("http://{host}");
+        if origin.to_str().ok() != Some(expected.as_str()) {
+            return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
         }
     }
     next.run(request).await
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
-    key: Option<String>,
-}
-
-async fn page(State(page): State<Arc<ApprovalsPage>>, Query(query): Query<PageQuery>) -> Response {
-    if query.key.is_some() {
-        // First visit: keep the secret in a cookie and drop it from the URL.
-        let cookie = format!(
-            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-            page.secret
-        );
-        let mut response = Redirect::to("/").into_response();
-        response
-            .headers_mut()
-            .insert(header::SET_COOKIE, cookie.parse().expect("valid cookie"));
-        return response;
-    }
-    let html = include_str!("approvals.html").replace("{{CSRF}}", &page.csrf);
+async fn page() -> Response {
     (
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
             ),
         ],
-        Html(html),
+        Html(include_str!("approvals.html")),
     )
         .into_response()
 }
@@ -496,4 +473,101 @@ async fn stop(
         .map(|r| json!({"session": r.session, "revoked": r.revoked}))
         .collect();
     Json(json!({"stopped": stopped})).into_response()
+}
+
+/// A login link kept for the person, in a 0600 file of the control folder
+/// (0700); removed when dropped.
+pub struct LoginLink {
+    path: std::path::PathBuf,
+}
+
+impl LoginLink {
+    /// Keep `url` in `dir` for `agentcap approvals`.
+    pub fn write(dir: &std::path::Path, url: &str) -> std::io::Result<LoginLink> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("approvals-{}-{n}.url", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(url.as_bytes())?;
+        Ok(LoginLink { path })
+    }
+
+    /// The links kept in `dir` by running processes, as (pid, url); files
+    /// of processes that are gone are removed.
+    pub fn find(dir: &std::path::Path) -> std::io::Result<Vec<(u32, String)>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut links = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("approvals-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !name.ends_with(".url") {
+                continue;
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            links.push((pid, std::fs::read_to_string(entry.path())?));
+        }
+        links.sort();
+        Ok(links)
+    }
+}
+
+impl Drop for LoginLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `text` as a QR code drawn with block characters (dark on light).
+pub fn qr_code(text: &str) -> String {
+    use qrcode::render::unicode::Dense1x2;
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => code
+            .render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
+}
+
+/// Show the login link on the operator's terminal (`/dev/tty`) when the
+/// operator started this process there (stdin is that terminal): the
+/// person's screen, not a stream an MCP client reads. Otherwise (a client
+/// started `agentcap serve` over pipes) nothing is shown: `agentcap
+/// approvals` shows it.
+pub fn show_on_terminal(url: &str) {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return;
+    }
+    if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+        let _ = writeln!(
+            tty,
+            "agentcap: approvals page login link (for you, not for the agent): {url}\n{}",
+            qr_code(url)
+        );
+    }
 }

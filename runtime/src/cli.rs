@@ -82,6 +82,14 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Print the login links of the running approvals pages (they carry
+    /// the page's secret), with a QR code to open one on a phone. Only the
+    /// same OS user can read them.
+    Approvals {
+        /// Print only the links, without QR codes.
+        #[arg(long)]
+        no_qr: bool,
+    },
     /// After `agentcap stop --all` (or STOP EVERYTHING on the page), let
     /// new sessions of every running agentcap run again. Stopped sessions
     /// stay stopped; agents start new ones.
@@ -236,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Stop { session, all, list } => stop_command(session, all, list).await,
         Command::Resume => resume_command().await,
+        Command::Approvals { no_qr } => approvals_command(!no_qr),
         Command::Serve {
             policy,
             http,
@@ -599,11 +608,13 @@ async fn call(
     let _control = control::stoppable(runtime.stop_handle());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _page_stops = shutdown.clone().drop_guard();
+    let mut login = None;
     if let Some((addr, hosts)) = page {
-        start_approvals_page(&runtime, board, addr, &hosts, shutdown).await?;
+        login = Some(start_approvals_page(&runtime, board, addr, &hosts, shutdown).await?);
     }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await?;
+    drop(login);
     for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         for line in text.lines() {
             eprintln!("[{name} {stream}] {line}");
@@ -657,9 +668,12 @@ async fn serve(
     let server = crate::mcp::McpServer::new(runtime.clone(), tools, channels)?;
     let _control = control::stoppable_with(runtime.stop_handle(), true);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    if let Some((addr, hosts)) = page {
-        start_approvals_page(&runtime, board, addr, &hosts, shutdown.clone()).await?;
-    }
+    let _login = match page {
+        Some((addr, hosts)) => {
+            Some(start_approvals_page(&runtime, board, addr, &hosts, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     eprintln!(
         "agentcap serve: {} MCP tool(s) from {} ({}); journal {}; stop with `agentcap stop --all`",
         server.tools().len(),
@@ -676,20 +690,25 @@ async fn serve(
             let bound = listener.local_addr()?;
             let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
             hosts.extend(allow_host);
-            let bearer = if bound.ip().is_loopback() {
-                std::env::var("AGENTCAP_MCP_SECRET").ok()
-            } else {
-                Some(
-                    std::env::var("AGENTCAP_MCP_SECRET")
-                        .unwrap_or_else(|_| crate::secret::random_hex(24)),
-                )
-            };
+            // A bearer secret is required on loopback too: every local
+            // user (and every local process) can reach a loopback port.
+            let from_env = std::env::var("AGENTCAP_MCP_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty());
+            let bearer = from_env
+                .clone()
+                .unwrap_or_else(|| crate::secret::random_hex(24));
             eprintln!("agentcap serve: MCP over streamable HTTP at http://{bound}/mcp");
-            if let Some(secret) = &bearer {
-                eprintln!("agentcap serve: clients must send `Authorization: Bearer {secret}`");
+            match from_env {
+                Some(_) => eprintln!(
+                    "agentcap serve: clients must send `Authorization: Bearer <AGENTCAP_MCP_SECRET>`"
+                ),
+                None => eprintln!(
+                    "agentcap serve: clients must send `Authorization: Bearer {bearer}` (set AGENTCAP_MCP_SECRET to choose it)"
+                ),
             }
             server
-                .serve_http(listener, hosts, bearer, shutdown.clone())
+                .serve_http(listener, hosts, Some(bearer), shutdown.clone())
                 .await?;
         }
     }
@@ -697,15 +716,18 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serve the approvals page for `runtime` on `addr` until `shutdown`, and
-/// print its URL (with the secret) on stderr.
+/// Serve the approvals page for `runtime` on `addr` until `shutdown`. The
+/// login link (it carries the secret) goes only where the agent's side
+/// cannot read it: a 0600 file in the control folder (what `agentcap
+/// approvals` prints) and the operator's terminal, never stdout or stderr,
+/// which an MCP client owns. The returned guard removes the file.
 async fn start_approvals_page(
     runtime: &Runtime,
     board: Arc<crate::approvals::ApprovalsBoard>,
     addr: std::net::SocketAddr,
     hosts: &[String],
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<crate::approvals::LoginLink> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
@@ -717,14 +739,39 @@ async fn start_approvals_page(
         bound,
         hosts,
     );
+    let link = crate::approvals::LoginLink::write(&control::control_dir(), &page.url(bound))
+        .context("cannot write the approvals page's login link")?;
     eprintln!(
-        "agentcap: approvals page (pending requests, activity, STOP): {}",
-        page.url(bound)
+        "agentcap: approvals page (pending requests, activity, STOP) at {}; for the login link run `agentcap approvals` as this user",
+        page.address(bound)
     );
+    crate::approvals::show_on_terminal(&page.url(bound));
     tokio::spawn(async move {
         if let Err(e) = page.serve(listener, shutdown).await {
             eprintln!("agentcap: the approvals page stopped: {e}");
         }
     });
-    Ok(())
+    Ok(link)
+}
+
+/// `agentcap approvals`: the login links of the running approvals pages,
+/// each with a QR code for a phone.
+fn approvals_command(qr: bool) -> anyhow::Result<ExitCode> {
+    let dir = control::control_dir();
+    let links = crate::approvals::LoginLink::find(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    if links.is_empty() {
+        println!(
+            "no approvals page is running (login links are kept in {})",
+            dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    for (pid, url) in links {
+        println!("approvals page of process {pid}: {url}");
+        if qr {
+            println!("{}", crate::approvals::qr_code(&url));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

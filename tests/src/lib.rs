@@ -413,3 +413,24 @@ folders = ["INBOX"]
         triage = guest("inbox_triage").display(),
     )
 }
+
+/// The approvals page's login link kept in `control_dir` by a running
+/// agentcap (what `agentcap approvals` prints), waiting up to 60 s for it.
+pub fn login_link(control_dir: &Path) -> String {
+    for _ in 0..600 {
+        if let Some((_, url)) = agentcap::approvals::LoginLink::find(control_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+        {
+            return url;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no login link appeared in {}", control_dir.display());
+}
+
+/// The secret of a login link (`...#key=SECRET`).
+pub fn link_key(url: &str) -> &str {
+    url.split("#key=").nth(1).expect("a key in the login link")
+}

@@ -9,8 +9,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentcap::approvals::KEY_HEADER;
 use agentcap::journal::Journal;
-use agentcap_tests::{Workspace, browser_tools, guest, http_request, triage_policy};
+use agentcap_tests::{
+    Workspace, browser_tools, guest, http_request, link_key, login_link, triage_policy,
+};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
 };
@@ -38,8 +41,10 @@ impl ClientHandler for NoForms {
 struct Served {
     ws: Workspace,
     client: Arc<RunningService<RoleClient, NoForms>>,
-    /// The page's URL (with the secret).
+    /// The page's login link (with the secret).
     url: String,
+    /// Everything the server wrote on the stream the MCP client owns.
+    agent_sees: Arc<std::sync::Mutex<String>>,
     /// `host:port` of the page.
     addr: String,
     _control: tempfile::TempDir,
@@ -59,24 +64,42 @@ async fn serve() -> Served {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start agentcap serve");
+    // The client's stderr is the agent's side: keep all of it, to show
+    // that the page's secret never appears there.
     let mut lines = BufReader::new(stderr.expect("stderr")).lines();
-    let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the server prints the page's URL")
-            .unwrap()
-            .expect("stderr open");
-        if let Some(at) = line.find("http://") {
-            break line[at..].trim().to_string();
+    let agent_sees = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = agent_sees.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.lock().unwrap().push_str(&line);
+            seen.lock().unwrap().push('\n');
         }
-    };
-    // Keep draining stderr so the server never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    });
+    let dir = control.path().to_path_buf();
+    let url = tokio::task::spawn_blocking(move || login_link(&dir))
+        .await
+        .unwrap();
     let addr = url["http://".len()..]
         .split('/')
         .next()
         .unwrap()
         .to_string();
+    // The server says where the page is, without its secret.
+    for _ in 0..100 {
+        if agent_sees.lock().unwrap().contains(&addr) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr_text = agent_sees.lock().unwrap().clone();
+    assert!(
+        stderr_text.contains(&format!("http://{addr}/")),
+        "{stderr_text}"
+    );
+    assert!(
+        !stderr_text.contains(link_key(&url)),
+        "the page's secret reached a stream the MCP client reads: {stderr_text}"
+    );
     let client = NoForms
         .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
         .await
@@ -85,6 +108,7 @@ async fn serve() -> Served {
         ws,
         client: Arc::new(client),
         url,
+        agent_sees,
         addr,
         _control: control,
     }
@@ -117,12 +141,11 @@ fn run_browser(node: &Path, modules: &Path, plan: Value) -> Value {
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
-/// A logged-in page user without a browser: the secret cookie and the
-/// page's CSRF token, talking to the JSON API.
+/// A logged-in page user without a browser: the secret from the login
+/// link, sent in the header the page's own script sends.
 struct PageUser {
     addr: String,
-    cookie: String,
-    csrf: String,
+    key: String,
 }
 
 impl PageUser {
@@ -132,16 +155,14 @@ impl PageUser {
             .next()
             .unwrap()
             .to_string();
-        let key = url.split("key=").nth(1).expect("a key in the URL");
-        let cookie = format!("agentcap_key={key}");
-        let (_, page) = http_request(&addr, "GET", "/", &[("Cookie", &cookie)], "");
-        let csrf = page
-            .split("name=\"csrf\" content=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the page carries a CSRF token")
-            .to_string();
-        PageUser { addr, cookie, csrf }
+        let key = link_key(url).to_string();
+        let (status, page) = http_request(&addr, "GET", "/", &[], "");
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            !page.to_ascii_lowercase().contains("set-cookie"),
+            "the page sets no cookie: {page}"
+        );
+        PageUser { addr, key }
     }
 
     /// The first pending request, waiting up to 10 s for one.
@@ -151,7 +172,7 @@ impl PageUser {
                 &self.addr,
                 "GET",
                 "/api/state",
-                &[("Cookie", &self.cookie)],
+                &[(KEY_HEADER, &self.key)],
                 "",
             );
             let state: Value =
@@ -171,9 +192,8 @@ impl PageUser {
             "POST",
             "/api/decide",
             &[
-                ("Cookie", &self.cookie),
+                (KEY_HEADER, &self.key),
                 ("Origin", &origin),
-                ("x-agentcap-csrf", &self.csrf),
                 ("Content-Type", "application/json"),
             ],
             &answer.to_string(),
@@ -311,13 +331,12 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
     let served = serve().await;
     let triage = start_call(&served, "triage");
     let addr = served.addr.clone();
-    let key = served.url.split("key=").nth(1).unwrap().to_string();
-    let cookie = format!("agentcap_key={key}");
+    let key = link_key(&served.url).to_string();
     let state = |headers: &[(&str, &str)]| http_request(&addr, "GET", "/api/state", headers, "");
     // Wait until the triage's first request is on the page.
     let mut waited = 0;
     loop {
-        let (status, body) = state(&[("Cookie", &cookie)]);
+        let (status, body) = state(&[(KEY_HEADER, &key)]);
         assert_eq!(status, 200, "{body}");
         if body.contains("move 12 messages") {
             break;
@@ -332,20 +351,35 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
         !body.contains("Archive") && !body.contains("Subject"),
         "leaked: {body}"
     );
+    // The page's shell holds no data and no secret.
     let (status, body) = http_request(&addr, "GET", "/", &[], "");
-    assert_eq!(status, 401, "the page itself needs the secret");
-    assert!(!body.contains("csrf"), "leaked: {body}");
-    assert_eq!(
-        state(&[("Cookie", "agentcap_key=guess")]).0,
-        401,
-        "wrong secret"
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("Archive") && !body.contains(&key) && !body.contains("Subject"),
+        "leaked: {body}"
     );
-    let forged = state(&[("Cookie", &cookie), ("Host", "evil.example")]).0;
+    assert_eq!(state(&[(KEY_HEADER, "guess")]).0, 401, "wrong secret");
+    // The secret is not accepted from a cookie (another port of this host
+    // would receive it) nor from the query string (logs, Referer).
+    assert_eq!(state(&[("Cookie", &format!("agentcap_key={key}"))]).0, 401);
+    assert_eq!(
+        http_request(&addr, "GET", &format!("/api/state?key={key}"), &[], "").0,
+        401
+    );
+    let forged = state(&[(KEY_HEADER, &key), ("Host", "evil.example")]).0;
     assert_eq!(forged, 421, "forged Host (DNS rebinding)");
+    // A foreign cookie planted by another local server changes nothing.
+    let planted = [
+        ("Cookie", "agentcap_key=junk; agentcap=junk"),
+        (KEY_HEADER, key.as_str()),
+    ];
+    assert_eq!(
+        state(&planted).0,
+        200,
+        "a planted cookie cannot lock the page out"
+    );
 
-    // The page's CSRF token, as a legitimate page load gets it.
     let user = PageUser::open(&served.url);
-    let csrf = user.csrf.clone();
     let id = user.next_pending()["id"].clone();
     let approve = json!({"id": id, "approve": [0, 1, 2]}).to_string();
     let post = |headers: &[(&str, &str)]| {
@@ -358,42 +392,49 @@ async fn the_page_refuses_strangers_forgeries_and_gets() {
             &addr,
             "GET",
             &format!("/api/decide?id={id}"),
-            &[("Cookie", &cookie)],
+            &[(KEY_HEADER, &key)],
             ""
         )
         .0,
         405,
         "GET cannot approve"
     );
-    assert_eq!(post(&[("Cookie", &cookie)]), 403, "no CSRF token");
+    assert_eq!(post(&[]), 401, "no secret");
     assert_eq!(
-        post(&[
-            ("Cookie", &cookie),
-            ("x-agentcap-csrf", &csrf),
-            ("Origin", "http://evil.example")
-        ]),
+        post(&[(KEY_HEADER, &key), ("Origin", "http://evil.example")]),
         403,
         "foreign Origin"
     );
     assert_eq!(
-        post(&[("x-agentcap-csrf", &csrf)]),
+        post(&[("Cookie", &format!("agentcap_key={key}"))]),
         401,
-        "CSRF token without the secret"
+        "a cookie is no credential"
     );
     let stop = http_request(
         &addr,
         "POST",
         "/api/stop",
-        &[
-            ("Cookie", &cookie),
-            ("Origin", "http://evil.example"),
-            ("x-agentcap-csrf", &csrf),
-        ],
+        &[(KEY_HEADER, &key), ("Origin", "http://evil.example")],
         "{}",
     );
     assert_eq!(stop.0, 403, "a foreign page cannot press STOP either");
+    // STOP still works with a foreign cookie planted on the host.
+    let origin = format!("http://{addr}");
+    let stop = http_request(
+        &addr,
+        "POST",
+        "/api/stop",
+        &[
+            (KEY_HEADER, &key),
+            ("Origin", &origin),
+            ("Cookie", "agentcap_key=junk"),
+            ("Content-Type", "application/json"),
+        ],
+        &json!({"session": "no-such-session"}).to_string(),
+    );
+    assert_eq!(stop.0, 200, "{}", stop.1);
     // None of that approved anything: the request still waits, untouched.
-    let (_, still) = state(&[("Cookie", &cookie)]);
+    let (_, still) = state(&[(KEY_HEADER, &key)]);
     assert!(still.contains("move 12 messages"), "{still}");
     assert_eq!(served.ws.ids_in("Archive").len(), 0);
     // The real page can decline it (and the deletions after it).
@@ -438,21 +479,13 @@ fn agentcap_call_is_answered_on_the_page_without_a_terminal() {
         .spawn()
         .expect("start agentcap call");
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(at) = line.find("http://") {
-                let _ = tx.send(line[at..].trim().to_string());
-            }
-        }
+    let drained = std::thread::spawn(move || {
+        let mut text = String::new();
+        use std::io::Read;
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
+        text
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the page's URL is printed");
+    let url = login_link(control.path());
     let user = PageUser::open(&url);
     let archive = user.next_pending();
     assert_eq!(archive["items"].as_array().unwrap().len(), 12, "{archive}");
@@ -468,6 +501,11 @@ fn agentcap_call_is_answered_on_the_page_without_a_terminal() {
         200
     );
     let out = child.wait_with_output().unwrap();
+    let stderr_text = drained.join().unwrap();
+    assert!(
+        !stderr_text.contains(link_key(&url)),
+        "the secret was printed: {stderr_text}"
+    );
     assert!(
         out.status.success(),
         "{}",
