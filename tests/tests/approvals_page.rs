@@ -324,6 +324,10 @@ async fn a_phone_approves_a_subset_and_stops_a_purge() {
         !records.iter().any(|r| r.seq > stop.seq && r.kind == "call"),
         "a capability call started after the STOP"
     );
+    // Through the whole session, the page's secret never reached the
+    // stream the MCP client reads.
+    let agent_saw = served.agent_sees.lock().unwrap().clone();
+    assert!(!agent_saw.contains(link_key(&served.url)), "{agent_saw}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
