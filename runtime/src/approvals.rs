@@ -268,9 +268,7 @@ impl ApprovalsPage {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        crate::http_serve::serve_bounded(listener, self.router(), shutdown).await
     }
 }
 

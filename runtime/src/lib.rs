@@ -13,6 +13,7 @@ pub mod control;
 pub mod demo;
 pub mod engine;
 pub mod host;
+pub mod http_serve;
 pub mod journal;
 pub mod mcp;
 pub mod output;

@@ -221,8 +221,7 @@ impl McpServer {
                 },
             ));
         }
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        crate::http_serve::serve_bounded(listener, router, shutdown)
             .await
             .map_err(|e| McpSetupError::Transport(e.to_string()))
     }
