@@ -8,6 +8,8 @@ PLAN_JSON is an object:
   mode:   "legacy" (initialize handshake, server-to-client elicitation) or
           "2026-07-28" (per-request envelope, InputRequired round trips)
   elicitation: false to connect as a client that cannot show forms
+  auto_accept: true to accept every form with every item selected, as a
+          harness in a non-interactive mode does (no human sees anything)
   steps:  a list of operations, run in order:
     {"op": "list"}
     {"op": "call", "name": ..., "args": {...}, "answers": [ANSWER, ...]}
@@ -37,8 +39,18 @@ async def main(plan):
     asked = []
     answers = []
 
+    def everything(schema):
+        approve = schema.get("properties", {}).get("approve", {})
+        if approve.get("type") == "array":
+            return [choice["const"] for choice in approve["items"]["anyOf"]]
+        return True
+
     async def on_elicit(context, params):
         asked.append({"message": params.message, "schema": params.requested_schema})
+        if plan.get("auto_accept"):
+            return ElicitResult(
+                action="accept", content={"approve": everything(params.requested_schema)}
+            )
         answer = answers.pop(0) if answers else {"action": "decline"}
         if answer["action"] != "accept":
             return ElicitResult(action=answer["action"])

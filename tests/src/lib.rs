@@ -434,3 +434,68 @@ pub fn login_link(control_dir: &Path) -> String {
 pub fn link_key(url: &str) -> &str {
     url.split("#key=").nth(1).expect("a key in the login link")
 }
+
+/// A logged-in page user without a browser: the secret from the login
+/// link, sent in the header the page's own script sends.
+pub struct PageUser {
+    /// `host:port` of the page.
+    pub addr: String,
+    /// The secret.
+    pub key: String,
+}
+
+impl PageUser {
+    /// Open the page from its login link.
+    pub fn open(url: &str) -> PageUser {
+        let addr = url["http://".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let key = link_key(url).to_string();
+        let (status, page) = http_request(&addr, "GET", "/", &[], "");
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            !page.to_ascii_lowercase().contains("set-cookie"),
+            "the page sets no cookie: {page}"
+        );
+        PageUser { addr, key }
+    }
+
+    /// The first pending request, waiting up to 10 s for one.
+    pub fn next_pending(&self) -> serde_json::Value {
+        for _ in 0..200 {
+            let (_, response) = http_request(
+                &self.addr,
+                "GET",
+                "/api/state",
+                &[(agentcap::approvals::KEY_HEADER, &self.key)],
+                "",
+            );
+            let state: serde_json::Value =
+                serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            if let Some(first) = state["pending"].get(0) {
+                return first.clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no request appeared on the page");
+    }
+
+    /// Answer a request (`{"id", "approve": [...]}` or `{"id", "decline": true}`).
+    pub fn decide(&self, answer: serde_json::Value) -> (u16, String) {
+        let origin = format!("http://{}", self.addr);
+        http_request(
+            &self.addr,
+            "POST",
+            "/api/decide",
+            &[
+                (agentcap::approvals::KEY_HEADER, &self.key),
+                ("Origin", &origin),
+                ("Content-Type", "application/json"),
+            ],
+            &answer.to_string(),
+        )
+    }
+}
+

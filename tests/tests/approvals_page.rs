@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentcap::approvals::KEY_HEADER;
 use agentcap::journal::Journal;
 use agentcap_tests::{
-    Workspace, browser_tools, guest, http_request, link_key, login_link, triage_policy,
+    PageUser, Workspace, browser_tools, guest, http_request, link_key, login_link, triage_policy,
 };
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
@@ -139,66 +139,6 @@ fn run_browser(node: &Path, modules: &Path, plan: Value) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("a JSON report")
-}
-
-/// A logged-in page user without a browser: the secret from the login
-/// link, sent in the header the page's own script sends.
-struct PageUser {
-    addr: String,
-    key: String,
-}
-
-impl PageUser {
-    fn open(url: &str) -> PageUser {
-        let addr = url["http://".len()..]
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let key = link_key(url).to_string();
-        let (status, page) = http_request(&addr, "GET", "/", &[], "");
-        assert_eq!(status, 200, "{page}");
-        assert!(
-            !page.to_ascii_lowercase().contains("set-cookie"),
-            "the page sets no cookie: {page}"
-        );
-        PageUser { addr, key }
-    }
-
-    /// The first pending request, waiting up to 10 s for one.
-    fn next_pending(&self) -> Value {
-        for _ in 0..200 {
-            let (_, response) = http_request(
-                &self.addr,
-                "GET",
-                "/api/state",
-                &[(KEY_HEADER, &self.key)],
-                "",
-            );
-            let state: Value =
-                serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-            if let Some(first) = state["pending"].get(0) {
-                return first.clone();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no request appeared on the page");
-    }
-
-    fn decide(&self, answer: Value) -> (u16, String) {
-        let origin = format!("http://{}", self.addr);
-        http_request(
-            &self.addr,
-            "POST",
-            "/api/decide",
-            &[
-                (KEY_HEADER, &self.key),
-                ("Origin", &origin),
-                ("Content-Type", "application/json"),
-            ],
-            &answer.to_string(),
-        )
-    }
 }
 
 fn journal(ws: &Workspace) -> Vec<agentcap::journal::Record> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use agentcap::journal::Journal;
 use agentcap_tests::{
-    Workspace, form_trusted, guest, http_request, python_with_mcp, triage_policy,
+    PageUser, Workspace, form_trusted, guest, http_request, login_link, python_with_mcp,
+    triage_policy,
 };
 use serde_json::{Value, json};
 
@@ -361,4 +362,68 @@ fn python_sdk_over_streamable_http_and_its_guards() {
         .strip_prefix("mcp-http-")
         .expect("an HTTP session");
     assert!(pid.parse::<u32>().is_ok(), "{sessions:?}");
+}
+
+/// Invariant 9: a harness that accepts every form (no human sees it) cannot
+/// approve `mail.delete` under the default policy, in either protocol era:
+/// no form is even sent for it, the request waits on the approvals page,
+/// and a person approves it there; the journal names the page. Archiving,
+/// which destroys nothing, may still be approved by the form.
+#[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
+fn a_client_that_accepts_every_form_cannot_approve_a_delete() {
+    let python = python_with_mcp();
+    for mode in ["legacy", "2026-07-28"] {
+        let ws = Workspace::new();
+        ws.policy(&triage_policy(""));
+        let policy = ws.dir.path().join("agentcap.toml");
+        let control = tempfile::tempdir().unwrap();
+        let plan = json!({
+            "server": {"command": AGENTCAP,
+                       "args": ["--no-cache", "serve", "--approvals", "127.0.0.1:0", "--policy", policy],
+                       "env": {"AGENTCAP_CONTROL_DIR": control.path(),
+                               "PATH": std::env::var("PATH").unwrap()}},
+            "mode": mode,
+            "auto_accept": true,
+            "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"}}]
+        });
+        let agent = {
+            let python = python.clone();
+            std::thread::spawn(move || run_agent(&python, &plan))
+        };
+        // The person, on the page: the deletion waits there.
+        let page = PageUser::open(&login_link(control.path()));
+        let pending = page.next_pending();
+        assert!(
+            pending["action"].as_str().unwrap().starts_with("delete 9 messages"),
+            "{pending}"
+        );
+        let all: Vec<usize> = (0..9).collect();
+        assert_eq!(page.decide(json!({"id": pending["id"], "approve": all})).0, 200);
+        let report = agent.join().unwrap();
+        let step = &report["steps"][0];
+        let outcome = &step["result"]["structuredContent"]["result"]["ok"];
+        assert_eq!(outcome["archived"].as_array().unwrap().len(), 12, "{outcome}");
+        assert_eq!(outcome["deleted"].as_array().unwrap().len(), 9, "{outcome}");
+        // The client was asked about the archive only.
+        let forms = step["elicitations"].as_array().unwrap();
+        assert_eq!(forms.len(), 1, "{mode}: {forms:?}");
+        assert!(forms[0]["message"].as_str().unwrap().contains("move 12 messages"));
+        let lines = journal_lines(&ws);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("decision mail.delete by human via approvals page: approved 9 of 9")),
+            "{mode}: {lines:#?}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("decision mail.delete by human via MCP client")),
+            "{lines:#?}"
+        );
+    }
 }
