@@ -397,8 +397,14 @@ struct PromptingCall {
 impl PromptingCall {
     /// Start it and wait for the first prompt; returns it with the session id.
     fn start() -> (PromptingCall, String) {
+        PromptingCall::start_with(|_| {})
+    }
+
+    /// [`PromptingCall::start`], after `prepare` changed the workspace.
+    fn start_with(prepare: impl FnOnce(&std::path::Path)) -> (PromptingCall, String) {
         use std::io::Read;
         let dir = workspace();
+        prepare(dir.path());
         let control = dir.path().join("control");
         let command = format!(
             "{} --no-cache call inbox_triage.wasm purge --args '{{\"folder\":\"INBOX\"}}' --policy agentcap.toml",
@@ -468,6 +474,71 @@ impl PromptingCall {
         let all = self.output.lock().unwrap().clone();
         (status.success(), all, self.dir)
     }
+}
+
+/// RFC 2047 encoded word (base64) of `text`, as a hostile sender writes it.
+fn encoded_word(text: &str) -> String {
+    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("=?utf-8?b?{out}?=")
+}
+
+/// Invariant 2 at a real terminal: a mail from outside whose sender name,
+/// subject and the tool's claim carry ESC/CSI/OSC sequences, carriage
+/// returns, bidi overrides and zero-width characters reaches the prompt as
+/// visible markers; not one ESC byte from that text reaches the terminal,
+/// and nothing can add or redraw a line.
+#[test]
+fn hostile_text_reaches_the_terminal_prompt_as_visible_markers() {
+    let subject = "50% off sale \u{1b}[8mHIDDEN\u{1b}[0m\r\u{1b}[2K  [2] From: boss \u{1b}]0;pwned\u{7} \u{202e}fdp.exe\u{200b}";
+    let (run, _session) = PromptingCall::start_with(|dir| {
+        let mail = format!(
+            "From: {} <deals@evil.example>\r\nSubject: {}\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\nList-Unsubscribe: <mailto:x@evil.example>\r\n\r\nbody\u{1b}[2J\r\n",
+            encoded_word("Bank\u{1b}[8m of \u{2066}trust"),
+            encoded_word(subject),
+        );
+        std::fs::write(dir.join("Maildir/cur/1000000000.hostile.evil:2,S"), mail).unwrap();
+    });
+    let prompt = run.output.lock().unwrap().clone();
+    let (_, _, _) = {
+        let _ = run.agentcap(&["stop", "--all"]);
+        run.finish()
+    };
+    assert!(
+        !prompt.contains('\u{1b}'),
+        "an ESC byte reached the terminal: {prompt:?}"
+    );
+    assert!(
+        !prompt.contains('\u{202e}')
+            && !prompt.contains('\u{200b}')
+            && !prompt.contains('\u{2066}')
+    );
+    assert!(
+        prompt.contains("⟨ESC⟩[8mHIDDEN⟨ESC⟩[0m⟨CR⟩⟨ESC⟩[2K"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("⟨ESC⟩]0;pwned⟨BEL⟩"), "{prompt}");
+    assert!(prompt.contains("⟨U+202E⟩fdp.exe⟨U+200B⟩"), "{prompt}");
+    assert!(prompt.contains("Bank⟨ESC⟩[8m of ⟨U+2066⟩trust"), "{prompt}");
+    // The fake item stays inside item 1's line: only one item is listed.
+    let item_lines: Vec<&str> = prompt
+        .lines()
+        .filter(|l| l.trim_start().starts_with("["))
+        .collect();
+    assert_eq!(item_lines.len(), 1, "{item_lines:#?}");
+    assert!(item_lines[0].contains("HIDDEN") && item_lines[0].contains("[2] From: boss"));
 }
 
 #[test]

@@ -139,7 +139,10 @@ fn a_stopped_client_cannot_go_on_through_another_envelope_or_a_new_session() {
     assert!(said.contains("stopped session"), "{said}");
     for envelope in [false, true, false, true] {
         let refused = plan(&mut client, envelope).expect_err("stopped");
-        assert!(refused.contains("was stopped"), "envelope {envelope}: {refused}");
+        assert!(
+            refused.contains("was stopped"),
+            "envelope {envelope}: {refused}"
+        );
     }
     // A second connection made after the stop starts stopped.
     let mut later = RawClient::start(&policy, control.path(), &["--no-approvals"]);
@@ -151,8 +154,14 @@ fn a_stopped_client_cannot_go_on_through_another_envelope_or_a_new_session() {
     let (code, said) = agentcap(&["resume"], control.path());
     assert_eq!(code, 0, "{said}");
     let mut fresh = RawClient::start(&policy, control.path(), &["--no-approvals"]);
-    assert!(plan(&mut fresh, false).is_ok(), "a new session after resume");
-    assert!(plan(&mut client, true).is_err(), "a stopped session stays stopped");
+    assert!(
+        plan(&mut fresh, false).is_ok(),
+        "a new session after resume"
+    );
+    assert!(
+        plan(&mut client, true).is_err(),
+        "a stopped session stays stopped"
+    );
     let journal = agentcap::journal::Journal::open(&ws.dir.path().join("journal.sqlite"), false)
         .unwrap()
         .all()
@@ -184,7 +193,11 @@ fn a_connection_flood_cannot_take_stop_away() {
     let mut stdin = server.stdin.take().unwrap();
     let mut stdout = BufReader::new(server.stdout.take().unwrap());
     let url = login_link(control.path());
-    let addr = url["http://".len()..].split('/').next().unwrap().to_string();
+    let addr = url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let mut line = String::new();
     let mut rpc = |message: Value, wait: bool, line: &mut String| {
         writeln!(stdin, "{message}").unwrap();
@@ -201,7 +214,11 @@ fn a_connection_flood_cannot_take_stop_away() {
         true,
         &mut line,
     );
-    rpc(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), false, &mut line);
+    rpc(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        false,
+        &mut line,
+    );
     // A triage that waits on the page for a person.
     rpc(
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -216,7 +233,11 @@ fn a_connection_flood_cannot_take_stop_away() {
             std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).ok()
         })
         .collect();
-    assert!(flood.len() > 300, "the flood opened {} connections", flood.len());
+    assert!(
+        flood.len() > 300,
+        "the flood opened {} connections",
+        flood.len()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let before = ws.snapshot();
     let (code, said) = agentcap(&["stop", "--all"], control.path());
@@ -255,7 +276,14 @@ fn a_connection_flood_cannot_take_stop_away() {
 fn loopback_http_needs_the_bearer() {
     let (_ws, policy, control) = served();
     let mut server = Command::new(AGENTCAP)
-        .args(["--no-cache", "serve", "--no-approvals", "--http", "127.0.0.1:0", "--policy"])
+        .args([
+            "--no-cache",
+            "serve",
+            "--no-approvals",
+            "--http",
+            "127.0.0.1:0",
+            "--policy",
+        ])
         .arg(&policy)
         .env("AGENTCAP_CONTROL_DIR", control.path())
         .env_remove("AGENTCAP_MCP_SECRET")

@@ -513,3 +513,54 @@ async fn an_ambiguous_id_is_refused_and_nothing_moves() {
     }
     assert_eq!(ws.snapshot(), before, "neither file may move");
 }
+
+/// A tool cannot wear the human down: after three refusals of mail.delete
+/// in a session, it is refused without asking (journaled) until the page
+/// (the same call the page's button makes) allows asking again.
+#[tokio::test]
+async fn a_tool_that_asks_in_a_loop_is_not_asked_again_until_reallowed() {
+    let ws = Workspace::new();
+    let policy = agentcap_tests::triage_policy("");
+    let approver = std::sync::Arc::new(ScriptedApprover::new("test-user", |_| {
+        Decision::Decline("no".into())
+    }));
+    let (runtime, tool) = ws.load_guest(&policy, approver.clone(), "inbox-triage", "inbox_triage");
+    let before = ws.snapshot();
+    let session = SessionId("loop".into());
+    let args = json!({"folder": "INBOX"});
+    let run = || runtime.call(&tool, &session, "purge", &args);
+    let outcome = run().await.unwrap();
+    assert_eq!(outcome.result, json!({"ok": 0}));
+    assert_eq!(
+        approver.answered().len(),
+        3,
+        "asked three times, then not again"
+    );
+    let records = runtime.journal().all().unwrap();
+    let silenced = records
+        .iter()
+        .filter(|r| {
+            r.outcome
+                .as_deref()
+                .unwrap_or("")
+                .contains("further requests are refused without asking")
+        })
+        .count();
+    assert!(silenced >= 1, "the silenced requests are journaled");
+    let muted = runtime.stop_handle().muted_requests();
+    assert_eq!(muted.len(), 1, "{muted:?}");
+    assert_eq!(muted[0].capability, "mail.delete");
+    // Another call in the session is not asked either.
+    run().await.unwrap();
+    assert_eq!(approver.answered().len(), 3);
+    // Re-allowed (as the page's button does): asked again.
+    assert!(runtime.stop_handle().reallow(
+        &session,
+        "inbox-triage",
+        agentcap::consent::Capability::MailDelete,
+        "approvals page"
+    ));
+    run().await.unwrap();
+    assert_eq!(approver.answered().len(), 6);
+    assert_eq!(ws.snapshot(), before, "nothing was deleted");
+}

@@ -398,25 +398,41 @@ fn a_client_that_accepts_every_form_cannot_approve_a_delete() {
         let page = PageUser::open(&login_link(control.path()));
         let pending = page.next_pending();
         assert!(
-            pending["action"].as_str().unwrap().starts_with("delete 9 messages"),
+            pending["action"]
+                .as_str()
+                .unwrap()
+                .starts_with("delete 9 messages"),
             "{pending}"
         );
         let all: Vec<usize> = (0..9).collect();
-        assert_eq!(page.decide(json!({"id": pending["id"], "approve": all})).0, 200);
+        assert_eq!(
+            page.decide(json!({"id": pending["id"], "approve": all})).0,
+            200
+        );
         let report = agent.join().unwrap();
         let step = &report["steps"][0];
         let outcome = &step["result"]["structuredContent"]["result"]["ok"];
-        assert_eq!(outcome["archived"].as_array().unwrap().len(), 12, "{outcome}");
+        assert_eq!(
+            outcome["archived"].as_array().unwrap().len(),
+            12,
+            "{outcome}"
+        );
         assert_eq!(outcome["deleted"].as_array().unwrap().len(), 9, "{outcome}");
         // The client was asked about the archive only.
         let forms = step["elicitations"].as_array().unwrap();
         assert_eq!(forms.len(), 1, "{mode}: {forms:?}");
-        assert!(forms[0]["message"].as_str().unwrap().contains("move 12 messages"));
+        assert!(
+            forms[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("move 12 messages")
+        );
         let lines = journal_lines(&ws);
         assert!(
             lines
                 .iter()
-                .any(|l| l.contains("decision mail.delete by human via approvals page: approved 9 of 9")),
+                .any(|l| l
+                    .contains("decision mail.delete by human via approvals page: approved 9 of 9")),
             "{mode}: {lines:#?}"
         );
         assert!(
