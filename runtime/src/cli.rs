@@ -191,7 +191,11 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AGENTCAP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+                // The MCP library's debug logs carry whole messages:
+                // `requestState` handles and consent prompts. Logs go to
+                // stderr, which an MCP client owns, so they stay out.
+                .add_directive("rmcp=info".parse().expect("a valid directive")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -92,10 +92,50 @@ pub struct CallContext {
     /// Time this call spent waiting for a human, in microseconds: the only
     /// time excused from its wall-time budget.
     pub human_wait_us: std::sync::atomic::AtomicU64,
+    /// The call's execution slot of its tool, given back while the call
+    /// waits for a human.
+    pub slot: ExecutionSlot,
     /// Cancels this call alone (an MCP `notifications/cancelled`): the guest
     /// traps at the next epoch tick and a pending consent request is
     /// answered `stopped`. Effects already past the Gate finish.
     pub cancel: CancellationToken,
+}
+
+/// One of a tool's `max_concurrent_calls` slots, held by a running call. A
+/// call parked on a consent request gives its slot back until the person
+/// answers, so calls waiting for people (or abandoned by their client)
+/// cannot keep every other call of the tool out.
+pub struct ExecutionSlot {
+    slots: Arc<tokio::sync::Semaphore>,
+    held: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl ExecutionSlot {
+    /// A slot of `slots`, already acquired as `held`.
+    pub fn new(
+        slots: Arc<tokio::sync::Semaphore>,
+        held: tokio::sync::OwnedSemaphorePermit,
+    ) -> ExecutionSlot {
+        ExecutionSlot {
+            slots,
+            held: std::sync::Mutex::new(Some(held)),
+        }
+    }
+
+    /// Give the slot back while waiting.
+    fn release(&self) {
+        self.held.lock().unwrap().take();
+    }
+
+    /// Take a slot again (waiting for one if every slot is busy).
+    async fn reacquire(&self) {
+        if self.held.lock().unwrap().is_some() {
+            return;
+        }
+        if let Ok(permit) = self.slots.clone().acquire_owned().await {
+            *self.held.lock().unwrap() = Some(permit);
+        }
+    }
 }
 
 /// The state of one store (one call of one tool).
@@ -679,8 +719,12 @@ impl CallContext {
                     since: waiting,
                     total_us: &self.human_wait_us,
                 };
-                let asked =
-                    tokio::time::timeout(self.consent_timeout, self.approver.answer(&prompt));
+                let asked = tokio::time::timeout(self.consent_timeout, async {
+                    self.slot.release();
+                    let answer = self.approver.answer(&prompt).await;
+                    self.slot.reacquire().await;
+                    answer
+                });
                 let answer = tokio::select! {
                     answer = asked => answer.unwrap_or_else(|_| Answer {
                         decision: Decision::TimedOut,
@@ -699,6 +743,9 @@ impl CallContext {
                         ).into());
                     }
                 };
+                // Back to running: the slot given up while waiting (also
+                // when the wait timed out).
+                self.slot.reacquire().await;
                 let channel = answer.channel;
                 let by_human = |denial: wit_consent::Denial| Refused {
                     denial,

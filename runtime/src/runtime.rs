@@ -485,7 +485,7 @@ impl Runtime {
             });
         }
         let params = convert_arguments(function, &spec.params, args)?;
-        let _slot =
+        let slot =
             tool.running
                 .clone()
                 .try_acquire_owned()
@@ -532,6 +532,7 @@ impl Runtime {
             tool_digest: tool.info.digest.clone(),
             session_state,
             human_wait_us: Default::default(),
+            slot: crate::host::ExecutionSlot::new(tool.running.clone(), slot),
             cancel: options.cancel.unwrap_or_default(),
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);

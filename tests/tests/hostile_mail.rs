@@ -564,3 +564,85 @@ async fn a_tool_that_asks_in_a_loop_is_not_asked_again_until_reallowed() {
     assert_eq!(approver.answered().len(), 6);
     assert_eq!(ws.snapshot(), before, "nothing was deleted");
 }
+
+/// A person who has not answered yet.
+struct Waiting(std::sync::Arc<tokio::sync::Notify>);
+
+impl Approver for Waiting {
+    fn channel(&self) -> &str {
+        "test-user"
+    }
+
+    fn decide<'a>(
+        &'a self,
+        prompt: &'a agentcap::consent::ConsentPrompt,
+    ) -> agentcap::consent::DecisionFuture<'a> {
+        Box::pin(async move {
+            self.0.notified().await;
+            Decision::approve_all(prompt)
+        })
+    }
+}
+
+/// A call parked on a consent request gives its execution slot back: with
+/// one slot, a call waiting for a person (or abandoned by its client) does
+/// not keep the tool's other calls out, and it still finishes when the
+/// person answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_a_person_does_not_hold_the_tool() {
+    let ws = Workspace::new();
+    let policy = agentcap_tests::triage_policy("").replace(
+        "[tools.inbox-triage]\ncomponent",
+        "[tools.inbox-triage]\nlimits = { max_concurrent_calls = 1 }\ncomponent",
+    );
+    assert!(policy.contains("max_concurrent_calls = 1"), "{policy}");
+    let answer = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (runtime, tool) = ws.load_guest(
+        &policy,
+        shared(Waiting(answer.clone())),
+        "inbox-triage",
+        "inbox_triage",
+    );
+    let (runtime, tool) = (std::sync::Arc::new(runtime), std::sync::Arc::new(tool));
+    let parked = {
+        let (runtime, tool) = (runtime.clone(), tool.clone());
+        tokio::spawn(async move {
+            runtime
+                .call(
+                    &tool,
+                    &SessionId("a".into()),
+                    "triage",
+                    &json!({"folder": "INBOX"}),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!parked.is_finished(), "the triage waits for the person");
+    for session in ["b", "c"] {
+        let other = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            runtime.call(
+                &tool,
+                &SessionId(session.into()),
+                "plan",
+                &json!({"folder": "INBOX"}),
+            ),
+        )
+        .await
+        .expect("the other call is not blocked")
+        .expect("the other call runs in the free slot");
+        assert!(other.result.get("ok").is_some(), "{}", other.result);
+    }
+    // The person answers both of the triage's requests; it completes.
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        answer.notify_one();
+    }
+    let done = tokio::time::timeout(std::time::Duration::from_secs(20), parked)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.result["ok"]["archived"].as_array().unwrap().len(), 12);
+}

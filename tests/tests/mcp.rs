@@ -443,3 +443,68 @@ fn a_client_that_accepts_every_form_cannot_approve_a_delete() {
         );
     }
 }
+
+/// Invariant 2 through MCP: a hostile sender's subject reaches the client's
+/// form (message and item titles) as visible markers, never as escape
+/// sequences or bidi overrides, and cannot add a line to the form.
+#[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
+fn hostile_mail_text_reaches_the_form_as_markers() {
+    let python = python_with_mcp();
+    let (ws, policy) = served_workspace();
+    let subject = "Flash sale \u{1b}[8mHIDDEN\u{1b}[0m\r\n  [2] From: ceo \u{202e}fdp.exe\u{200b}";
+    std::fs::write(
+        ws.maildir().join("cur/1000000000.hostile.mcp:2,S"),
+        format!(
+            "From: deals@evil.example\r\nSubject: =?utf-8?b?{}?=\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\nList-Unsubscribe: <mailto:x@evil.example>\r\n\r\nsale\r\n",
+            base64(subject)
+        ),
+    )
+    .unwrap();
+    let before = ws.snapshot();
+    let plan = json!({
+        "server": stdio_server(&policy),
+        "mode": "legacy",
+        "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
+                   "answers": [{"action": "decline"}, {"action": "decline"}]}]
+    });
+    let report = run_agent(&python, &plan);
+    let forms = report["steps"][0]["elicitations"].as_array().unwrap();
+    let form = forms
+        .iter()
+        .find(|f| f["message"].as_str().unwrap().contains("HIDDEN"))
+        .unwrap_or_else(|| panic!("no form showed the hostile mail: {forms:#?}"));
+    let text = form.to_string();
+    let message = form["message"].as_str().unwrap();
+    for raw in ['\u{1b}', '\u{202e}', '\u{200b}', '\r'] {
+        assert!(
+            !message.contains(raw),
+            "{raw:?} reached the form: {message:?}"
+        );
+        assert!(!text.contains(raw), "{raw:?} reached the form: {text}");
+    }
+    assert!(
+        message.contains("⟨ESC⟩[8mHIDDEN⟨ESC⟩[0m⟨CR⟩⟨LF⟩  [2] From: ceo ⟨U+202E⟩fdp.exe⟨U+200B⟩"),
+        "{message}"
+    );
+    let titles: Vec<&str> = form["schema"]["properties"]["approve"]["items"]["anyOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert!(
+        titles.iter().any(|t| t.contains("⟨U+202E⟩fdp.exe")),
+        "{titles:?}"
+    );
+    assert_eq!(ws.snapshot(), before, "declined: nothing changed");
+}
+
+/// Standard base64 of `text` (for an RFC 2047 encoded word).
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
