@@ -75,6 +75,9 @@ struct Parked {
     answer: oneshot::Sender<Decision>,
     items: usize,
     tool_name: String,
+    /// The client the elicitation went to (its declared name): only a
+    /// retry from the same client, able to show forms, may answer.
+    client: String,
     parked_at: Instant,
 }
 
@@ -288,6 +291,7 @@ impl McpConnection {
         &self,
         mut running: RunningCall,
         tool_name: &str,
+        client: &str,
         ct: &CancellationToken,
     ) -> CallToolResponse {
         // A closed `asks` channel (no deferred approver) disables its branch.
@@ -312,6 +316,7 @@ impl McpConnection {
                     answer: ask.answer,
                     items,
                     tool_name: tool_name.to_string(),
+                    client: client.to_string(),
                     parked_at: Instant::now(),
                 });
                 let mut requests = rmcp::model::InputRequests::new();
@@ -360,8 +365,25 @@ impl ServerHandler for McpConnection {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let client =
+            crate::consent::client_name(&context.client_info().map(|c| c.name).unwrap_or_default());
         if let Some(handle) = &request.request_state {
-            // A retry carrying the answer to a parked consent request.
+            // A retry carrying the answer to a parked consent request. Only
+            // the client that was asked, declaring forms, may answer; any
+            // other is refused and the parked call is left untouched.
+            let answerable = {
+                let parked = self.server.parked.lock().unwrap();
+                parked.get(handle).map(|p| p.client == client)
+            };
+            if answerable == Some(false)
+                || (answerable == Some(true)
+                    && !matches!(consent_route(&context), ConsentRoute::InputRequired))
+            {
+                return Err(McpError::invalid_params(
+                    "requestState belongs to another client's consent request (or this request declares no forms)",
+                    None,
+                ));
+            }
             let parked = self.server.parked.lock().unwrap().remove(handle);
             let Some(parked) = parked else {
                 return Err(McpError::invalid_params(
@@ -391,7 +413,7 @@ impl ServerHandler for McpConnection {
             // call has ended or will, and its result is what the client gets.
             let _ = parked.answer.send(answer);
             return Ok(self
-                .drive(parked.running, &parked.tool_name, &context.ct)
+                .drive(parked.running, &parked.tool_name, &client, &context.ct)
                 .await);
         }
         let Some(published) = self.server.find(&request.name) else {
@@ -405,8 +427,6 @@ impl ServerHandler for McpConnection {
         };
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let (asks_tx, asks_rx) = mpsc::channel(1);
-        let client =
-            crate::consent::client_name(&context.client_info().map(|c| c.name).unwrap_or_default());
         let client_channel: Option<SharedApprover> = match consent_route(&context) {
             ConsentRoute::ElicitNow => Some(Arc::new(ElicitingApprover {
                 peer: context.peer.clone(),
@@ -445,7 +465,9 @@ impl ServerHandler for McpConnection {
         let running = self
             .start_call(session, published, arguments, approver, asks_rx)
             .await;
-        Ok(self.drive(running, &request.name, &context.ct).await)
+        Ok(self
+            .drive(running, &request.name, &client, &context.ct)
+            .await)
     }
 }
 

@@ -325,3 +325,64 @@ fn loopback_http_needs_the_bearer() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A parked consent request (2026-07-28 `requestState`) can be answered
+/// only by the client it was sent to, declaring forms: another client that
+/// learned the handle, or one that declares no forms, is refused and the
+/// parked request is left as it was.
+#[test]
+fn a_request_state_is_answered_only_by_its_own_client() {
+    let (ws, policy, control) = served();
+    let mut client = RawClient::start(&policy, control.path(), &["--no-approvals"]);
+    let before = ws.snapshot();
+    let envelope = |name: &str, forms: bool| {
+        let capabilities = if forms {
+            json!({"elicitation": {"form": {}}})
+        } else {
+            json!({})
+        };
+        json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": name, "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        })
+    };
+    let first = client.request(
+        "tools/call",
+        json!({"name": "inbox-triage.triage", "arguments": {"folder": "INBOX"},
+               "_meta": envelope("alice-client", true)}),
+    );
+    let state = first["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the triage must wait for consent: {first}"))
+        .to_string();
+    let retry = |client: &mut RawClient, name: &str, forms: bool, answer: Value| {
+        client.request(
+            "tools/call",
+            json!({"name": "inbox-triage.triage", "arguments": {"folder": "INBOX"},
+                   "requestState": state, "inputResponses": {"consent": answer},
+                   "_meta": envelope(name, forms)}),
+        )
+    };
+    let approve_all = json!({"action": "accept", "content": {"approve": (1..=12).map(|i| i.to_string()).collect::<Vec<_>>()}});
+    let stranger = retry(&mut client, "mallory", true, approve_all.clone());
+    assert!(
+        stranger["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another client"),
+        "{stranger}"
+    );
+    let formless = retry(&mut client, "alice-client", false, approve_all);
+    assert!(formless.get("error").is_some(), "{formless}");
+    assert_eq!(ws.snapshot(), before, "nothing approved");
+    // The request still waits for its own client, which declines.
+    let own = retry(
+        &mut client,
+        "alice-client",
+        true,
+        json!({"action": "decline"}),
+    );
+    assert!(own.get("error").is_none(), "{own}");
+    assert_eq!(ws.snapshot(), before);
+}
