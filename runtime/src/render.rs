@@ -34,10 +34,30 @@ pub fn is_hidden(c: char) -> bool {
         | '\u{feff}'                  // zero width no-break space
         | '\u{fff9}'..='\u{fffb}'     // interlinear annotations
         | '\u{1d173}'..='\u{1d17a}'   // musical format controls
-        | '\u{e0000}'..='\u{e007f}'   // tag characters
-        | '\u{e0100}'..='\u{e01ef}'   // variation selectors supplement
+        | '\u{2800}'                  // blank Braille pattern
+        | '\u{fe00}'..='\u{fe0f}'     // variation selectors (can carry hidden data)
+        | '\u{fff0}'..='\u{fff8}'     // unassigned specials
+        | '\u{13430}'..='\u{1343f}'   // Egyptian hieroglyph format controls
+        | '\u{1bca0}'..='\u{1bca3}'   // shorthand format controls
+        | '\u{e0000}'..='\u{e0fff}'   // tags, variation selectors supplement, reserved
     )
 }
+
+/// Whether `c` is a combining mark: a run of them can paint over nearby
+/// lines, so only the first [`MAX_COMBINING_RUN`] of a run are kept.
+fn is_combining(c: char) -> bool {
+    matches!(c,
+        '\u{300}'..='\u{36f}'
+        | '\u{483}'..='\u{489}'
+        | '\u{1ab0}'..='\u{1aff}'
+        | '\u{1dc0}'..='\u{1dff}'
+        | '\u{20d0}'..='\u{20ff}'
+        | '\u{fe20}'..='\u{fe2f}'
+    )
+}
+
+/// Combining marks kept in a row; more are shown as markers.
+const MAX_COMBINING_RUN: usize = 2;
 
 /// The visible marker for a hidden character.
 fn marker(c: char) -> String {
@@ -68,8 +88,17 @@ pub fn count_hidden(text: &str) -> usize {
 /// The characters of `text` that hide or redraw text (what
 /// [`count_hidden`] counts).
 pub fn hidden_chars(text: &str) -> impl Iterator<Item = char> + '_ {
-    text.chars()
-        .filter(|&c| is_hidden(c) && !matches!(c, '\n' | '\t'))
+    let mut run = 0;
+    text.chars().filter(move |&c| {
+        let stacked = is_combining(c) && {
+            run += 1;
+            run > MAX_COMBINING_RUN
+        };
+        if !is_combining(c) {
+            run = 0;
+        }
+        stacked || (is_hidden(c) && !matches!(c, '\n' | '\t'))
+    })
 }
 
 /// `text` on one line: every hidden character (line breaks included) as a
@@ -87,12 +116,20 @@ pub fn block(text: &str, max_bytes: usize) -> String {
 fn render(text: &str, max_bytes: usize, keep_lines: bool) -> String {
     let mut out = String::with_capacity(text.len().min(max_bytes) + 16);
     let mut chars = text.char_indices().peekable();
+    let mut combining_run = 0;
     while let Some((at, c)) = chars.next() {
         if at >= max_bytes {
             out.push_str(&format!("…({} more bytes)", text.len() - at));
             break;
         }
-        if keep_lines && c == '\n' {
+        combining_run = if is_combining(c) {
+            combining_run + 1
+        } else {
+            0
+        };
+        if combining_run > MAX_COMBINING_RUN {
+            out.push_str(&marker(c));
+        } else if keep_lines && c == '\n' {
             out.push('\n');
         } else if keep_lines && c == '\r' && chars.peek().is_some_and(|&(_, n)| n == '\n') {
             // A CRLF line break is a line break; a lone CR is a marker.
@@ -141,6 +178,20 @@ mod tests {
         assert_eq!(one_line("a\nb\r\nc", 100), "a⟨LF⟩b⟨CR⟩⟨LF⟩c");
         assert_eq!(block("a\nb\r\nc\rd", 100), "a\nb\nc⟨CR⟩d");
         assert_eq!(one_line("\u{2028}", 10), "⟨U+2028⟩");
+    }
+
+    #[test]
+    fn variation_selectors_tags_and_stacked_marks_are_marked() {
+        let covert = "fine.\u{fe00}\u{fe0f}\u{e0080}\u{2800}";
+        assert_eq!(
+            one_line(covert, 100),
+            "fine.⟨U+FE00⟩⟨U+FE0F⟩⟨U+E0080⟩⟨U+2800⟩"
+        );
+        assert_eq!(count_hidden(covert), 4);
+        let zalgo = "a\u{301}\u{302}\u{303}\u{304}b";
+        assert_eq!(one_line(zalgo, 100), "a\u{301}\u{302}⟨U+0303⟩⟨U+0304⟩b");
+        assert_eq!(count_hidden(zalgo), 2);
+        assert_eq!(count_hidden("café"), 0);
     }
 
     #[test]

@@ -23,16 +23,32 @@ struct RawClient {
 
 impl RawClient {
     fn start(policy: &Path, control: &Path, extra: &[&str]) -> RawClient {
-        let mut child = Command::new(AGENTCAP)
+        RawClient::start_logging(policy, control, extra, None)
+    }
+
+    /// [`RawClient::start`] with `AGENTCAP_LOG=debug` and the server's
+    /// stderr (the client's stream) written to `log`.
+    fn start_logging(
+        policy: &Path,
+        control: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> RawClient {
+        let mut command = Command::new(AGENTCAP);
+        command
             .args(["--no-cache", "serve", "--policy"])
             .arg(policy)
             .args(extra)
             .env("AGENTCAP_CONTROL_DIR", control)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start agentcap serve");
+            .stderr(Stdio::null());
+        if let Some(log) = log {
+            command
+                .env("AGENTCAP_LOG", "debug")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let mut child = command.spawn().expect("start agentcap serve");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut client = RawClient {
@@ -333,7 +349,11 @@ fn loopback_http_needs_the_bearer() {
 #[test]
 fn a_request_state_is_answered_only_by_its_own_client() {
     let (ws, policy, control) = served();
-    let mut client = RawClient::start(&policy, control.path(), &["--no-approvals"]);
+    // Debug logging on: the server's stderr is the client's stream, and
+    // must not carry the handle either.
+    let log = control.path().join("server.log");
+    let mut client =
+        RawClient::start_logging(&policy, control.path(), &["--no-approvals"], Some(&log));
     let before = ws.snapshot();
     let envelope = |name: &str, forms: bool| {
         let capabilities = if forms {

@@ -633,3 +633,48 @@ async fn a_client_name_cannot_write_into_the_label() {
     );
     assert_eq!(stored.matches('\n').count(), 3, "{stored:?}");
 }
+
+/// A column scope holds when the hidden join condition is answered by a
+/// seek (the INTEGER PRIMARY KEY, or an index over an ungranted column),
+/// which reads the key without a `Column` opcode.
+#[tokio::test]
+async fn a_column_scope_covers_seeks_on_keys_and_indexes() {
+    let policy = POLICY.replace(
+        "tables = [\"service_metrics\"]",
+        "tables = [\"service_metrics\", \"user_accounts\"]\ncolumns = [\"user_accounts.name\", \"service_metrics.service\"]",
+    );
+    let s = setup_with(&policy);
+    rusqlite::Connection::open(s.ws.dir.path().join("company.sqlite"))
+        .unwrap()
+        .execute_batch("CREATE INDEX accounts_by_phone ON user_accounts(phone);")
+        .unwrap();
+    let guesses = "WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n+1 FROM c WHERE n<999)";
+    for sql in [
+        format!("{guesses} SELECT c.n FROM c JOIN user_accounts ON user_accounts.id = c.n"),
+        format!(
+            "WITH RECURSIVE c(id) AS (SELECT 0 UNION ALL SELECT id+1 FROM c WHERE id<999) SELECT c.id FROM c JOIN user_accounts USING (id)"
+        ),
+        format!(
+            "{guesses}, g(phone) AS (SELECT '+1-555-' || printf('%04d', n) FROM c) SELECT g.phone FROM g JOIN user_accounts USING (phone)"
+        ),
+        format!(
+            "{guesses}, g(phone) AS (SELECT '+1-555-' || printf('%04d', n) FROM c) SELECT g.phone FROM g NATURAL JOIN (SELECT phone FROM user_accounts)"
+        ),
+        "SELECT name FROM user_accounts WHERE phone = '+1-555-0101'".to_string(),
+        "SELECT count(*) FROM user_accounts INDEXED BY accounts_by_phone WHERE phone > ''"
+            .to_string(),
+    ] {
+        let err = s
+            .call("query", json!({"sql": sql, "tables": ["user_accounts"]}))
+            .await
+            .expect_err(&sql);
+        assert!(err.contains("column user_accounts."), "{sql}: {err}");
+    }
+    let ok = s
+        .call(
+            "query",
+            json!({"sql": "SELECT name FROM user_accounts", "tables": ["user_accounts"]}),
+        )
+        .await;
+    assert_eq!(ok.unwrap(), json!(3));
+}

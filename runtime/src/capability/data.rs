@@ -677,6 +677,53 @@ impl Connected {
                 cursors.insert(*p1, c);
             }
         }
+        let note_column = |reads: &mut ProgramReads, table: &str, column: String| {
+            if !reads
+                .columns
+                .iter()
+                .any(|(t, c)| t.eq_ignore_ascii_case(table) && c.eq_ignore_ascii_case(&column))
+            {
+                reads.columns.push((table.to_string(), column));
+            }
+        };
+        // Every key column of an index the program opens counts as read:
+        // a seek or a comparison on the index (the hidden condition of
+        // `JOIN ... USING`, say) reads its keys without a `Column` opcode.
+        for cursor in cursors.values() {
+            let Some(index) = &cursor.object.index else {
+                continue;
+            };
+            let keys = self
+                .schema
+                .indexes
+                .get(&index.to_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            for (position, (cid, name)) in keys.iter().enumerate() {
+                match (cid, name) {
+                    (cid, Some(name)) if *cid >= 0 => {
+                        note_column(&mut reads, &cursor.object.table, name.clone())
+                    }
+                    (-1, _) => {
+                        if let Some(alias) = self
+                            .schema
+                            .table(&cursor.object.table)
+                            .and_then(|t| t.rowid_alias.clone())
+                        {
+                            note_column(&mut reads, &cursor.object.table, alias);
+                        }
+                    }
+                    // An expression: which columns it reads is not known
+                    // here, so it counts as a column no column scope grants.
+                    (-2, _) => note_column(
+                        &mut reads,
+                        &cursor.object.table,
+                        format!("(expression key #{position} of index {index})"),
+                    ),
+                    _ => return Err(unknown(format!("key #{position} of index {index}"))),
+                }
+            }
+        }
         for (opcode, p1, p2, _) in &ops {
             let Some(cursor) = cursors.get(p1) else {
                 continue;
@@ -686,8 +733,12 @@ impl Connected {
                     Some(name) => name,
                     None => continue,
                 },
-                // The rowid of a table whose INTEGER PRIMARY KEY aliases it.
-                "Rowid" if cursor.object.index.is_none() => {
+                // The rowid of a table whose INTEGER PRIMARY KEY aliases it,
+                // read or compared (a seek by rowid compares it).
+                "Rowid" | "SeekRowid" | "NotExists" | "DeferredSeek" | "SeekGE" | "SeekGT"
+                | "SeekLE" | "SeekLT" | "Found" | "NotFound" | "NoConflict"
+                    if cursor.object.index.is_none() =>
+                {
                     match self
                         .schema
                         .table(&cursor.object.table)
@@ -700,13 +751,7 @@ impl Connected {
                 _ => continue,
             };
             let table = cursor.object.table.clone();
-            if !reads
-                .columns
-                .iter()
-                .any(|(t, c)| t.eq_ignore_ascii_case(&table) && c.eq_ignore_ascii_case(&column))
-            {
-                reads.columns.push((table, column));
-            }
+            note_column(&mut reads, &table, column);
         }
         Ok(reads)
     }
