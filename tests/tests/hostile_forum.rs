@@ -651,9 +651,7 @@ async fn a_column_scope_covers_seeks_on_keys_and_indexes() {
     let guesses = "WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n+1 FROM c WHERE n<999)";
     for sql in [
         format!("{guesses} SELECT c.n FROM c JOIN user_accounts ON user_accounts.id = c.n"),
-        format!(
-            "WITH RECURSIVE c(id) AS (SELECT 0 UNION ALL SELECT id+1 FROM c WHERE id<999) SELECT c.id FROM c JOIN user_accounts USING (id)"
-        ),
+        "WITH RECURSIVE c(id) AS (SELECT 0 UNION ALL SELECT id+1 FROM c WHERE id<999) SELECT c.id FROM c JOIN user_accounts USING (id)".to_string(),
         format!(
             "{guesses}, g(phone) AS (SELECT '+1-555-' || printf('%04d', n) FROM c) SELECT g.phone FROM g JOIN user_accounts USING (phone)"
         ),
