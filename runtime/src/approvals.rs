@@ -49,6 +49,8 @@ const FEED_LENGTH: usize = 40;
 pub struct ApprovalsBoard {
     waiting: Mutex<BTreeMap<u64, Waiting>>,
     next_id: AtomicU64,
+    /// Unused single-use links: token -> the request's journal record.
+    links: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 struct Waiting {
@@ -125,6 +127,33 @@ impl ApprovalsBoard {
     pub fn answer(&self, id: u64, decision: Decision) -> bool {
         let waiting = self.waiting.lock().unwrap().remove(&id);
         waiting.is_some_and(|w| w.answer.send(decision).is_ok())
+    }
+
+    /// A single-use link to the request recorded as journal record
+    /// `request_seq`, for an MCP URL elicitation: `/r/<random>`. The link is
+    /// not a credential: it opens the page (which still needs the secret)
+    /// at that request, once; a second use is refused.
+    pub fn link_for(&self, request_seq: i64) -> String {
+        let token = random_hex(16);
+        self.links
+            .lock()
+            .unwrap()
+            .insert(token.clone(), request_seq);
+        format!("/r/{token}")
+    }
+
+    /// Use a link: the board id of its request, if the link was unused and
+    /// the request still waits. Either way the link is spent.
+    fn use_link(&self, token: &str) -> Option<Option<u64>> {
+        let request_seq = self.links.lock().unwrap().remove(token)?;
+        Some(
+            self.waiting
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, w)| w.prompt.request_seq == request_seq)
+                .map(|(id, _)| *id),
+        )
     }
 
     /// How many items request `id` has.
@@ -258,6 +287,7 @@ impl ApprovalsPage {
             .route("/api/stop", post(stop))
             .route("/api/reallow", post(reallow))
             .route("/api/resume", post(resume))
+            .route("/r/{token}", get(open_link))
             .layer(axum::middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone())
     }
@@ -304,7 +334,9 @@ async fn guard(State(page): State<Arc<ApprovalsPage>>, request: Request, next: N
             "this Host is not allowed (start with --approvals-host to add a name)",
         );
     }
-    if request.uri().path() == "/" && request.method() == Method::GET {
+    // The shell and single-use request links hold no data: no secret.
+    let path = request.uri().path();
+    if request.method() == Method::GET && (path == "/" || path.starts_with("/r/")) {
         return next.run(request).await;
     }
     let presented = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok());
@@ -411,6 +443,34 @@ async fn decide(
         Json(json!({"ok": true})).into_response()
     } else {
         refuse(StatusCode::GONE, "that request is no longer waiting")
+    }
+}
+
+/// A single-use link to one request (sent to an MCP client as a URL
+/// elicitation): opens the page at that request, once.
+async fn open_link(
+    State(page): State<Arc<ApprovalsPage>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match page.board.use_link(&token) {
+        None => refuse(
+            StatusCode::GONE,
+            "this link was already used, or it never existed; open the approvals page itself",
+        ),
+        Some(waiting) => {
+            let target = match waiting {
+                Some(id) => format!("/?request={id}"),
+                None => "/?request=answered".to_string(),
+            };
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, target.as_str()),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+            )
+                .into_response()
+        }
     }
 }
 

@@ -614,7 +614,11 @@ async fn call(
     let _page_stops = shutdown.clone().drop_guard();
     let mut login = None;
     if let Some((addr, hosts)) = page {
-        login = Some(start_approvals_page(&runtime, board, addr, &hosts, shutdown).await?);
+        login = Some(
+            start_approvals_page(&runtime, board, addr, &hosts, shutdown)
+                .await?
+                .0,
+        );
     }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await?;
@@ -674,7 +678,11 @@ async fn serve(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _login = match page {
         Some((addr, hosts)) => {
-            Some(start_approvals_page(&runtime, board, addr, &hosts, shutdown.clone()).await?)
+            let (login, address) =
+                start_approvals_page(&runtime, board.clone(), addr, &hosts, shutdown.clone())
+                    .await?;
+            server.link_page(crate::mcp::PageLinks { board, address });
+            Some(login)
         }
         None => None,
     };
@@ -731,7 +739,7 @@ async fn start_approvals_page(
     addr: std::net::SocketAddr,
     hosts: &[String],
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<crate::approvals::LoginLink> {
+) -> anyhow::Result<(crate::approvals::LoginLink, String)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
@@ -750,12 +758,13 @@ async fn start_approvals_page(
         page.address(bound)
     );
     crate::approvals::show_on_terminal(&page.url(bound));
+    let address = page.address(bound);
     tokio::spawn(async move {
         if let Err(e) = page.serve(listener, shutdown).await {
             eprintln!("agentcap: the approvals page stopped: {e}");
         }
     });
-    Ok(link)
+    Ok((link, address))
 }
 
 /// `agentcap approvals`: the login links of the running approvals pages,

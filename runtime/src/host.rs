@@ -454,7 +454,7 @@ impl CallContext {
                 format!("the journal cannot be written, so nothing can be approved: {e}"),
             )
         })?;
-        let decided = self.decide(&intent).await;
+        let decided = self.decide(&intent, request_seq).await;
         let record = self.entry(Kind::Decision).answers(request_seq);
         let record = match &decided {
             Ok(d) => record
@@ -560,7 +560,11 @@ impl CallContext {
     /// Decide a consent request: policy first (grant, mode, scope), then the
     /// host's own description of the action, then a human if the grant says
     /// `ask`.
-    async fn decide(&self, intent: &wit_consent::Intent) -> Result<Decided, Refused> {
+    async fn decide(
+        &self,
+        intent: &wit_consent::Intent,
+        request_seq: i64,
+    ) -> Result<Decided, Refused> {
         use wit_consent::DenialReason::*;
         check_intent_size(intent)?;
         let capability = Capability::parse(&intent.capability).ok_or_else(|| {
@@ -708,6 +712,7 @@ impl CallContext {
                     payload: shown_payload,
                     tool_claim: intent.summary.clone(),
                     published: published.clone(),
+                    request_seq,
                     approvable_via: crate::consent::ApprovalChannel::ALL
                         .iter()
                         .copied()

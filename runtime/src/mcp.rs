@@ -97,6 +97,29 @@ struct RunningCall {
 struct Ask {
     prompt: ConsentPrompt,
     answer: oneshot::Sender<Decision>,
+    /// Send the person to this link (a URL elicitation) instead of a form.
+    url: Option<String>,
+}
+
+/// The approvals page, for requests a form may not approve: clients that
+/// support URL elicitation get a single-use link to the one request.
+#[derive(Clone)]
+pub struct PageLinks {
+    /// The page's board.
+    pub board: Arc<crate::approvals::ApprovalsBoard>,
+    /// The page's address (no secret), e.g. `http://127.0.0.1:8790/`.
+    pub address: String,
+}
+
+impl PageLinks {
+    /// A fresh single-use link to `prompt`'s request on the page.
+    fn link(&self, prompt: &ConsentPrompt) -> String {
+        format!(
+            "{}{}",
+            self.address.trim_end_matches('/'),
+            self.board.link_for(prompt.request_seq)
+        )
+    }
 }
 
 /// The MCP server: the tools of one runtime, shared by every connection.
@@ -106,6 +129,7 @@ pub struct McpServer {
     channels: Vec<SharedApprover>,
     parked: Mutex<HashMap<String, Parked>>,
     sessions: AtomicU64,
+    page: std::sync::OnceLock<PageLinks>,
 }
 
 impl McpServer {
@@ -144,7 +168,14 @@ impl McpServer {
             channels,
             parked: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
+            page: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Requests a form may not approve are sent, by URL elicitation, to
+    /// this page (when the client supports URL mode).
+    pub fn link_page(&self, page: PageLinks) {
+        let _ = self.page.set(page);
     }
 
     /// The MCP tools as listed to clients.
@@ -308,7 +339,10 @@ impl McpConnection {
                     }))
                 });
                 let handle = random_hex(16);
-                let request = elicitation_request(&ask.prompt);
+                let request = match &ask.url {
+                    Some(url) => url_elicitation_request(&ask.prompt, url),
+                    None => elicitation_request(&ask.prompt),
+                };
                 let items = ask.prompt.items.len();
                 self.server.sweep_parked();
                 self.server.parked.lock().unwrap().insert(handle.clone(), Parked {
@@ -427,14 +461,22 @@ impl ServerHandler for McpConnection {
         };
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         let (asks_tx, asks_rx) = mpsc::channel(1);
+        let page = context
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some())
+            .then(|| self.server.page.get().cloned())
+            .flatten();
         let client_channel: Option<SharedApprover> = match consent_route(&context) {
             ConsentRoute::ElicitNow => Some(Arc::new(ElicitingApprover {
                 peer: context.peer.clone(),
                 channel: format!("MCP client `{client}` (elicitation)"),
+                page,
             })),
             ConsentRoute::InputRequired => Some(Arc::new(DeferredApprover {
                 asks: asks_tx,
                 channel: format!("MCP client `{client}` (elicitation)"),
+                page,
             })),
             ConsentRoute::CannotElicit => None,
         };
@@ -504,6 +546,7 @@ fn consent_route(context: &RequestContext<RoleServer>) -> ConsentRoute {
 struct ElicitingApprover {
     peer: Peer<RoleServer>,
     channel: String,
+    page: Option<PageLinks>,
 }
 
 impl Approver for ElicitingApprover {
@@ -511,12 +554,22 @@ impl Approver for ElicitingApprover {
         &self.channel
     }
 
+    fn restricts_itself(&self) -> bool {
+        true
+    }
+
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         Box::pin(async move {
-            if let Some(refused) = form_may_not_approve(prompt, &self.channel) {
-                return refused;
-            }
-            let request = ServerRequest::ElicitRequest(elicitation_request(prompt));
+            let request = match form_may_not_approve(prompt, &self.channel) {
+                None => elicitation_request(prompt),
+                Some(refused) => match &self.page {
+                    // Send the person to the page; the page decides.
+                    Some(page) => url_elicitation_request(prompt, &page.link(prompt)),
+                    None => return refused,
+                },
+            };
+            let url_mode = !prompt.approvable_by(&self.channel);
+            let request = ServerRequest::ElicitRequest(request);
             let handle = match self
                 .peer
                 .send_request_with_option(request, PeerRequestOptions::no_options())
@@ -535,6 +588,10 @@ impl Approver for ElicitingApprover {
             };
             let response = handle.await_response().await;
             withdraw.id = None;
+            if url_mode {
+                // Accepting a link means only "I opened it".
+                return sent_to_page();
+            }
             match response {
                 Ok(ClientResult::ElicitResult(result)) => {
                     decision_from_result(&result, prompt.items.len())
@@ -584,6 +641,7 @@ impl Drop for WithdrawElicitation {
 struct DeferredApprover {
     asks: mpsc::Sender<Ask>,
     channel: String,
+    page: Option<PageLinks>,
 }
 
 impl Approver for DeferredApprover {
@@ -593,22 +651,64 @@ impl Approver for DeferredApprover {
 
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a> {
         Box::pin(async move {
-            if let Some(refused) = form_may_not_approve(prompt, &self.channel) {
-                return refused;
-            }
+            let url = match form_may_not_approve(prompt, &self.channel) {
+                None => None,
+                Some(refused) => match &self.page {
+                    Some(page) => Some(page.link(prompt)),
+                    None => return refused,
+                },
+            };
+            let url_mode = url.is_some();
             let (answer, answered) = oneshot::channel();
             let ask = Ask {
                 prompt: prompt.clone(),
                 answer,
+                url,
             };
             if self.asks.send(ask).await.is_err() {
                 return Decision::Unavailable("the MCP request that asked has ended".into());
             }
-            answered.await.unwrap_or_else(|_| {
+            let answer = answered.await.unwrap_or_else(|_| {
                 Decision::Decline("the MCP client never answered the consent request".into())
-            })
+            });
+            if url_mode {
+                // Accepting a link means only "I opened it".
+                return sent_to_page();
+            }
+            answer
         })
     }
+
+    fn restricts_itself(&self) -> bool {
+        true
+    }
+}
+
+/// What an MCP channel answers after a URL elicitation: it did not decide;
+/// the page will.
+fn sent_to_page() -> Decision {
+    Decision::Unavailable(
+        "the client was sent a link to the approvals page; the decision is made there".into(),
+    )
+}
+
+/// A URL elicitation: the host's message and a single-use link to the one
+/// request on the approvals page. The link is not a credential.
+fn url_elicitation_request(prompt: &ConsentPrompt, url: &str) -> ElicitRequest {
+    serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {
+            "mode": "url",
+            "message": format!(
+                "{} needs a decision on the approvals page (a form here may not approve it). Open the link; the page asks you to log in if this browser is not logged in.\n\n{}",
+                prompt.capability,
+                prompt.render_for(crate::approvals::CHANNEL)
+            ),
+            "url": url,
+            "elicitationId": random_hex(16),
+        },
+    }))
+    .expect("a valid URL elicitation request")
 }
 
 /// The form shown to the human: the host's rendering of the action, and

@@ -8,6 +8,8 @@ PLAN_JSON is an object:
   mode:   "legacy" (initialize handshake, server-to-client elicitation) or
           "2026-07-28" (per-request envelope, InputRequired round trips)
   elicitation: false to connect as a client that cannot show forms
+  open_links: true to open (HTTP GET) the link of a URL elicitation twice,
+          report both statuses, and accept
   auto_accept: true to accept every form with every item selected, as a
           harness in a non-interactive mode does (no human sees anything)
   steps:  a list of operations, run in order:
@@ -45,7 +47,21 @@ async def main(plan):
             return [choice["const"] for choice in approve["items"]["anyOf"]]
         return True
 
+    def fetch(url):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return {"status": response.status, "final_url": response.geturl()}
+        except urllib.error.HTTPError as e:
+            return {"status": e.code, "final_url": url}
+
     async def on_elicit(context, params):
+        if getattr(params, "mode", "form") == "url":
+            opened = [fetch(params.url), fetch(params.url)] if plan.get("open_links") else []
+            asked.append({"mode": "url", "message": params.message, "url": params.url, "opened": opened})
+            return ElicitResult(action="accept")
         asked.append({"message": params.message, "schema": params.requested_schema})
         if plan.get("auto_accept"):
             return ElicitResult(

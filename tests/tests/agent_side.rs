@@ -308,10 +308,10 @@ fn loopback_http_needs_the_bearer() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut stderr = BufReader::new(server.stderr.take().unwrap()).lines();
     let mut addr = None;
     let mut bearer = None;
-    for line in stderr.lines().map_while(Result::ok) {
+    for line in stderr.by_ref().map_while(Result::ok) {
         if let Some(rest) = line.split("http://").nth(1)
             && rest.ends_with("/mcp")
         {
@@ -322,6 +322,9 @@ fn loopback_http_needs_the_bearer() {
             break;
         }
     }
+    // Keep reading the server's stderr, so that it never writes to a
+    // closed pipe.
+    std::thread::spawn(move || stderr.for_each(drop));
     let (addr, bearer) = (addr.expect("address"), bearer.expect("bearer"));
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},

@@ -572,6 +572,7 @@ async fn a_tool_claim_cannot_fake_items() {
         tool_claim: claim.into(),
         approvable_via: Vec::new(),
         published: None,
+        request_seq: 1,
     };
     let shown = prompt.render();
     assert_eq!(

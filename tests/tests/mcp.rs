@@ -508,3 +508,98 @@ fn base64(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// URL-mode elicitation (both eras): for a request a form may not approve,
+/// a client that supports URL mode gets a single-use link to that one
+/// request on the approvals page. Opening it is not a credential and does
+/// not decide: the page still needs its secret, a second use of the link is
+/// refused, and the person decides on the page.
+#[test]
+#[cfg_attr(
+    not(agentcap_has_python),
+    ignore = "needs python3 with venv: apt-get install python3 python3-venv"
+)]
+fn a_url_elicitation_sends_the_person_to_the_page_once() {
+    let python = python_with_mcp();
+    for mode in ["legacy", "2026-07-28"] {
+        let ws = Workspace::new();
+        ws.policy(&triage_policy(""));
+        let policy = ws.dir.path().join("agentcap.toml");
+        let control = tempfile::tempdir().unwrap();
+        let plan = json!({
+            "server": {"command": AGENTCAP,
+                       "args": ["--no-cache", "serve", "--approvals", "127.0.0.1:0", "--policy", policy],
+                       "env": {"AGENTCAP_CONTROL_DIR": control.path(),
+                               "PATH": std::env::var("PATH").unwrap()}},
+            "mode": mode,
+            "open_links": true,
+            "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
+                       "answers": [{"action": "decline"}]}]
+        });
+        let agent = {
+            let python = python.clone();
+            std::thread::spawn(move || run_agent(&python, &plan))
+        };
+        let page = PageUser::open(&login_link(control.path()));
+        let pending = page.next_pending();
+        assert!(
+            pending["action"]
+                .as_str()
+                .unwrap()
+                .starts_with("delete 9 messages"),
+            "{pending}"
+        );
+        // Give the client time to open its link before the page decides.
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut keep: Vec<usize> = (0..9).collect();
+        keep.remove(0);
+        assert_eq!(
+            page.decide(json!({"id": pending["id"], "approve": keep})).0,
+            200
+        );
+        let report = agent.join().unwrap();
+        let step = &report["steps"][0];
+        let outcome = &step["result"]["structuredContent"]["result"]["ok"];
+        assert_eq!(
+            outcome["deleted"].as_array().unwrap().len(),
+            8,
+            "{mode}: {outcome}"
+        );
+        let link = step["elicitations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["mode"] == "url")
+            .unwrap_or_else(|| panic!("{mode}: no URL elicitation: {step}"));
+        let url = link["url"].as_str().unwrap();
+        assert!(url.contains("/r/") && !url.contains(&page.key), "{url}");
+        assert!(
+            link["message"]
+                .as_str()
+                .unwrap()
+                .contains("delete 9 messages"),
+            "{link}"
+        );
+        let opened = link["opened"].as_array().unwrap();
+        assert_eq!(
+            opened[0]["status"], 200,
+            "{mode}: first use opens the page: {opened:?}"
+        );
+        assert!(
+            opened[0]["final_url"]
+                .as_str()
+                .unwrap()
+                .contains("/?request="),
+            "{opened:?}"
+        );
+        assert_eq!(opened[1]["status"], 410, "{mode}: a second use is refused");
+        let lines = journal_lines(&ws);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l
+                    .contains("decision mail.delete by human via approvals page: approved 8 of 9")),
+            "{mode}: {lines:#?}"
+        );
+    }
+}

@@ -43,6 +43,9 @@ pub struct ConsentPrompt {
     /// The channels that may approve this request (the grant's
     /// `approve_via`); approvers of the operator's own code always may.
     pub approvable_via: Vec<super::ApprovalChannel>,
+    /// The journal record of the request (unique): links to this one
+    /// request (an MCP URL elicitation) name it.
+    pub request_seq: i64,
     /// For content that will be published: the body and the host's label,
     /// so that each channel shows the label exactly as it will read if
     /// that channel approves (the label names the deciding channel).
@@ -219,6 +222,13 @@ pub trait Approver: Send + Sync {
     fn channel(&self) -> &str;
     /// Ask; resolve when the human answers or the approver gives up.
     fn decide<'a>(&'a self, prompt: &'a ConsentPrompt) -> DecisionFuture<'a>;
+    /// Whether this channel enforces the grant's `approve_via` itself (it
+    /// may then still be asked, to send the person elsewhere, as an MCP
+    /// client's URL elicitation does); otherwise a channel that may not
+    /// approve a request is not asked at all.
+    fn restricts_itself(&self) -> bool {
+        false
+    }
     /// Ask, and name the channel that answered (approvers that combine
     /// channels override this).
     fn answer<'a>(&'a self, prompt: &'a ConsentPrompt) -> AnswerFuture<'a> {
@@ -268,7 +278,7 @@ impl Approver for FirstAnswer {
             let mut unavailable = Vec::new();
             let mut asking: Vec<AnswerFuture<'a>> = Vec::new();
             for channel in &self.channels {
-                if prompt.approvable_by(channel.channel()) {
+                if prompt.approvable_by(channel.channel()) || channel.restricts_itself() {
                     asking.push(channel.answer(prompt));
                 } else {
                     unavailable.push(format!(
