@@ -51,7 +51,10 @@ struct Served {
 }
 
 async fn serve() -> Served {
-    let ws = Workspace::new();
+    serve_in(Workspace::new()).await
+}
+
+async fn serve_in(ws: Workspace) -> Served {
     ws.policy(&triage_policy(""));
     let control = tempfile::tempdir().unwrap();
     let policy = ws.dir.path().join("agentcap.toml");
@@ -467,4 +470,51 @@ fn agentcap_call_is_answered_on_the_page_without_a_terminal() {
         r.decided_by.as_deref() == Some("human via approvals page")
             && r.outcome.as_deref() == Some("approved 12 of 12")
     }));
+}
+
+/// Invariant 2 in a real browser: a hostile sender's subject (escape
+/// sequences, a bidi override, zero-width characters, a fake item line) is
+/// shown on the page as visible markers; the visible text holds none of
+/// the raw characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(agentcap_has_browser),
+    ignore = "needs node, npm and chromium: apt-get install chromium nodejs npm"
+)]
+async fn the_page_shows_hostile_text_as_markers() {
+    let (node, chromium, modules) = browser_tools();
+    let ws = Workspace::new();
+    std::fs::write(
+        ws.maildir().join("cur/1000000000.hostile.page:2,S"),
+        "From: deals@evil.example\r\nSubject: =?utf-8?b?Rmxhc2ggc2FsZSAbWzhtSElEREVOG1swbQ0KICBbMl0gRnJvbTogY2VvIOKArmZkcC5leGXigIs=?=\r\nDate: Mon, 1 Jan 2001 00:00:00 +0000\r\nList-Unsubscribe: <mailto:x@evil.example>\r\n\r\nsale\r\n",
+    )
+    .unwrap();
+    let served = serve_in(ws).await;
+    let purge = start_call(&served, "purge");
+    let report = run_browser(
+        &node,
+        &modules,
+        json!({"url": served.url, "chromium": chromium, "phase": "read"}),
+    );
+    let text = report["visible_text"].as_str().unwrap();
+    assert!(
+        text.contains(
+            "Flash sale ⟨ESC⟩[8mHIDDEN⟨ESC⟩[0m⟨CR⟩⟨LF⟩ [2] From: ceo ⟨U+202E⟩fdp.exe⟨U+200B⟩"
+        ),
+        "{text}"
+    );
+    for raw in ['\u{1b}', '\u{202e}', '\u{200b}', '\r'] {
+        assert!(!text.contains(raw), "{raw:?} is on the page: {text:?}");
+    }
+    // Stop the purge (it ignores refusals and would keep asking).
+    let (code, _) = {
+        let out = std::process::Command::new(AGENTCAP)
+            .args(["stop", "--all"])
+            .env("AGENTCAP_CONTROL_DIR", served._control.path())
+            .output()
+            .unwrap();
+        (out.status.code(), ())
+    };
+    assert_eq!(code, Some(0));
+    let _ = tokio::time::timeout(Duration::from_secs(30), purge).await;
 }

@@ -7,6 +7,8 @@
 //            waits until the archive's outcome shows in the activity feed.
 //   stop:    approves three single-item requests as they appear, then presses
 //            STOP EVERYTHING while the fourth waits.
+//   read:    reports the visible text (innerText) of the first request's card,
+//            then denies it.
 import { chromium } from "playwright-core";
 
 const plan = JSON.parse(process.argv[2]);
@@ -27,7 +29,11 @@ async function nextRequest(exceptId) {
 try {
   await page.goto(plan.url);
   report.url_after_login = page.url();
-  if (plan.phase === "approve") {
+  if (plan.phase === "read") {
+    const card = await nextRequest();
+    report.visible_text = await card.innerText();
+    await card.locator("button.deny").click();
+  } else if (plan.phase === "approve") {
     const batch = page.locator(`.card.pending[data-id="${await (await nextRequest()).getAttribute("data-id")}"]`);
     const firstId = await batch.getAttribute("data-id");
     report.first_action = await batch.locator(".action").textContent();
