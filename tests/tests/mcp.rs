@@ -364,6 +364,48 @@ fn python_sdk_over_streamable_http_and_its_guards() {
     assert!(pid.parse::<u32>().is_ok(), "{sessions:?}");
 }
 
+/// An agent (the Python SDK, `mode`, with `options` merged into its plan)
+/// running a triage against `agentcap serve` with the approvals page and
+/// the default policy, in a thread; and the person on the page.
+struct TriageWithPage {
+    ws: Workspace,
+    agent: std::thread::JoinHandle<Value>,
+    page: PageUser,
+    _control: tempfile::TempDir,
+}
+
+impl TriageWithPage {
+    fn start(python: &Path, mode: &str, options: Value) -> TriageWithPage {
+        let ws = Workspace::new();
+        ws.policy(&triage_policy(""));
+        let policy = ws.dir.path().join("agentcap.toml");
+        let control = tempfile::tempdir().unwrap();
+        let mut plan = json!({
+            "server": {"command": AGENTCAP,
+                       "args": ["--no-cache", "serve", "--approvals", "127.0.0.1:0", "--policy", policy],
+                       "env": {"AGENTCAP_CONTROL_DIR": control.path(),
+                               "PATH": std::env::var("PATH").unwrap()}},
+            "mode": mode,
+            "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
+                       "answers": [{"action": "decline"}]}]
+        });
+        for (key, value) in options.as_object().unwrap() {
+            plan[key] = value.clone();
+        }
+        let agent = {
+            let python = python.to_path_buf();
+            std::thread::spawn(move || run_agent(&python, &plan))
+        };
+        let page = PageUser::open(&login_link(control.path()));
+        TriageWithPage {
+            ws,
+            agent,
+            page,
+            _control: control,
+        }
+    }
+}
+
 /// Invariant 9: a harness that accepts every form (no human sees it) cannot
 /// approve `mail.delete` under the default policy, in either protocol era:
 /// no form is even sent for it, the request waits on the approvals page,
@@ -377,25 +419,9 @@ fn python_sdk_over_streamable_http_and_its_guards() {
 fn a_client_that_accepts_every_form_cannot_approve_a_delete() {
     let python = python_with_mcp();
     for mode in ["legacy", "2026-07-28"] {
-        let ws = Workspace::new();
-        ws.policy(&triage_policy(""));
-        let policy = ws.dir.path().join("agentcap.toml");
-        let control = tempfile::tempdir().unwrap();
-        let plan = json!({
-            "server": {"command": AGENTCAP,
-                       "args": ["--no-cache", "serve", "--approvals", "127.0.0.1:0", "--policy", policy],
-                       "env": {"AGENTCAP_CONTROL_DIR": control.path(),
-                               "PATH": std::env::var("PATH").unwrap()}},
-            "mode": mode,
-            "auto_accept": true,
-            "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"}}]
-        });
-        let agent = {
-            let python = python.clone();
-            std::thread::spawn(move || run_agent(&python, &plan))
-        };
-        // The person, on the page: the deletion waits there.
-        let page = PageUser::open(&login_link(control.path()));
+        let TriageWithPage {
+            ws, agent, page, ..
+        } = TriageWithPage::start(&python, mode, json!({"auto_accept": true}));
         let pending = page.next_pending();
         assert!(
             pending["action"]
@@ -418,14 +444,22 @@ fn a_client_that_accepts_every_form_cannot_approve_a_delete() {
             "{outcome}"
         );
         assert_eq!(outcome["deleted"].as_array().unwrap().len(), 9, "{outcome}");
-        // The client was asked about the archive only.
-        let forms = step["elicitations"].as_array().unwrap();
-        assert_eq!(forms.len(), 1, "{mode}: {forms:?}");
+        // The client got a form for the archive only; for the deletion it
+        // got a link to the page, and accepting the link decided nothing.
+        let asked = step["elicitations"].as_array().unwrap();
+        let forms: Vec<&Value> = asked.iter().filter(|e| e["mode"] != "url").collect();
+        assert_eq!(forms.len(), 1, "{mode}: {asked:?}");
         assert!(
             forms[0]["message"]
                 .as_str()
                 .unwrap()
                 .contains("move 12 messages")
+        );
+        assert!(
+            asked
+                .iter()
+                .any(|e| e["mode"] == "url" && e["message"].as_str().unwrap().contains("delete 9")),
+            "{mode}: {asked:?}"
         );
         let lines = journal_lines(&ws);
         assert!(
@@ -522,25 +556,9 @@ fn base64(text: &str) -> String {
 fn a_url_elicitation_sends_the_person_to_the_page_once() {
     let python = python_with_mcp();
     for mode in ["legacy", "2026-07-28"] {
-        let ws = Workspace::new();
-        ws.policy(&triage_policy(""));
-        let policy = ws.dir.path().join("agentcap.toml");
-        let control = tempfile::tempdir().unwrap();
-        let plan = json!({
-            "server": {"command": AGENTCAP,
-                       "args": ["--no-cache", "serve", "--approvals", "127.0.0.1:0", "--policy", policy],
-                       "env": {"AGENTCAP_CONTROL_DIR": control.path(),
-                               "PATH": std::env::var("PATH").unwrap()}},
-            "mode": mode,
-            "open_links": true,
-            "steps": [{"op": "call", "name": "inbox-triage.triage", "args": {"folder": "INBOX"},
-                       "answers": [{"action": "decline"}]}]
-        });
-        let agent = {
-            let python = python.clone();
-            std::thread::spawn(move || run_agent(&python, &plan))
-        };
-        let page = PageUser::open(&login_link(control.path()));
+        let TriageWithPage {
+            ws, agent, page, ..
+        } = TriageWithPage::start(&python, mode, json!({"open_links": true}));
         let pending = page.next_pending();
         assert!(
             pending["action"]
