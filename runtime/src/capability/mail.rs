@@ -368,18 +368,23 @@ impl Maildir {
     }
 
     /// Move one message file into `dest_dir` without ever replacing a file
-    /// there: hard-link under a name that is free (the same name, or the
-    /// unique part with `-N` appended when another message already has it),
-    /// then unlink the source. A crash in between leaves two copies, never
-    /// none. Returns the unique part of the new name.
+    /// there: an atomic rename that refuses to replace (`RENAME_NOREPLACE`),
+    /// under the same name or, when another message already has it, the
+    /// unique part with `-N` appended. Where the filesystem cannot rename
+    /// without replacing, a hard link and an unlink do it (a crash in
+    /// between leaves two copies, never none). Returns the new unique part.
     fn move_without_replacing(
         src_dir: &Dir,
         l: &Located,
         dest_dir: &Dir,
         dest: &str,
     ) -> Result<String, MailError> {
-        // Keep the flags; new/ mail stays in new/.
-        let from = format!("{}/{}", l.subdir, l.file_name);
+        use rustix::fs::{RenameFlags, renameat_with};
+        let moving = |e: std::io::Error| backend(&format!("move {} to {dest}", l.file_name), e);
+        // Single-component names below directories opened through cap-std
+        // (no symlink can lead outside the store); new/ mail stays in new/.
+        let from_dir = src_dir.open_dir(l.subdir).map_err(moving)?;
+        let to_dir = dest_dir.open_dir(l.subdir).map_err(moving)?;
         let (unique, info) = match l.file_name.split_once(':') {
             Some((u, info)) => (u, format!(":{info}")),
             None => (l.file_name.as_str(), String::new()),
@@ -406,20 +411,33 @@ impl Maildir {
             if in_use(&candidate) {
                 continue;
             }
-            let to = format!("{}/{candidate}{info}", l.subdir);
-            match src_dir.hard_link(&from, dest_dir, &to) {
-                Ok(()) => {
-                    src_dir.remove_file(&from).map_err(|e| {
-                        backend(
-                            &format!("remove {} after copying it to {dest}", l.file_name),
-                            e,
-                        )
-                    })?;
-                    return Ok(candidate);
-                }
+            let to = format!("{candidate}{info}");
+            match renameat_with(
+                &from_dir,
+                l.file_name.as_str(),
+                &to_dir,
+                to.as_str(),
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => return Ok(candidate),
                 // Taken meanwhile: try the next name.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(backend(&format!("move {} to {dest}", l.file_name), e)),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    match from_dir.hard_link(&l.file_name, &to_dir, &to) {
+                        Ok(()) => {
+                            from_dir.remove_file(&l.file_name).map_err(|e| {
+                                backend(
+                                    &format!("remove {} after copying it to {dest}", l.file_name),
+                                    e,
+                                )
+                            })?;
+                            return Ok(candidate);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(moving(e)),
+                    }
+                }
+                Err(e) => return Err(moving(e.into())),
             }
         }
         Err(MailError::Backend(format!(
