@@ -409,3 +409,195 @@ fn a_request_state_is_answered_only_by_its_own_client() {
     assert!(own.get("error").is_none(), "{own}");
     assert_eq!(ws.snapshot(), before);
 }
+
+/// Over streamable HTTP too: after `agentcap stop --all`, a client that
+/// initializes again (a new MCP session) gets no effect, until a person
+/// resumes.
+#[test]
+fn a_new_http_session_after_stop_all_starts_stopped() {
+    let (_ws, policy, control) = served();
+    let mut server = Command::new(AGENTCAP)
+        .args([
+            "--no-cache",
+            "serve",
+            "--no-approvals",
+            "--http",
+            "127.0.0.1:0",
+            "--policy",
+        ])
+        .arg(&policy)
+        .env("AGENTCAP_CONTROL_DIR", control.path())
+        .env("AGENTCAP_MCP_SECRET", "s3cret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("http://")
+                .nth(1)
+                .filter(|rest| rest.ends_with("/mcp"))
+                .map(|rest| rest.trim_end_matches("/mcp").to_string())
+        })
+        .expect("the server prints its address");
+    std::thread::spawn(move || stderr.for_each(drop));
+    let post = |session: Option<&str>, body: Value| {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Authorization", "Bearer s3cret"),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ];
+        if let Some(id) = session {
+            headers.push(("Mcp-Session-Id", id));
+        }
+        http_request(&addr, "POST", "/mcp", &headers, &body.to_string()).1
+    };
+    let session = || {
+        let response = post(
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"}}}),
+        );
+        let id = response
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("mcp-session-id")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no session id: {response}"));
+        post(
+            Some(&id),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        );
+        id
+    };
+    let plan = |id: &str| {
+        post(
+            Some(id),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "inbox-triage.plan", "arguments": {"folder": "INBOX"}}}),
+        )
+    };
+    let first = session();
+    let before = plan(&first);
+    assert!(
+        before.contains("structuredContent") && !before.contains("was stopped"),
+        "{before}"
+    );
+    let (code, said) = agentcap(&["stop", "--all"], control.path());
+    assert_eq!(code, 0, "{said}");
+    assert!(plan(&first).contains("was stopped"));
+    let again = session();
+    let after = plan(&again);
+    assert!(
+        after.contains("was stopped"),
+        "a new session after the stop ran: {after}"
+    );
+    let (code, said) = agentcap(&["resume"], control.path());
+    assert_eq!(code, 0, "{said}");
+    let fresh = session();
+    assert!(!plan(&fresh).contains("was stopped"), "resumed");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A tool has at most one request in front of a person per session: a
+/// second one, from a concurrent call of the same tool in the same
+/// session, is refused at once instead of stacking up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_per_tool_waits_for_a_person_at_a_time() {
+    use agentcap::consent::{Approver, Decision, DecisionFuture, SessionId};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// A person who answers (no) only when told to; counts the questions.
+    struct Person {
+        asked: Arc<AtomicUsize>,
+        answer: Arc<tokio::sync::Notify>,
+    }
+    impl Approver for Person {
+        fn channel(&self) -> &str {
+            "test-user"
+        }
+        fn decide<'a>(&'a self, _: &'a agentcap::consent::ConsentPrompt) -> DecisionFuture<'a> {
+            Box::pin(async {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                self.answer.notified().await;
+                Decision::Decline("no".into())
+            })
+        }
+    }
+    let (asked, answer) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let ws = Workspace::new();
+    let (runtime, tool) = ws.load_guest(
+        &triage_policy(""),
+        agentcap_tests::shared(Person {
+            asked: asked.clone(),
+            answer: answer.clone(),
+        }),
+        "inbox-triage",
+        "inbox_triage",
+    );
+    let (runtime, tool) = (Arc::new(runtime), Arc::new(tool));
+    let call = |runtime: Arc<agentcap::Runtime>, tool: Arc<agentcap::LoadedTool>| {
+        tokio::spawn(async move {
+            runtime
+                .call(
+                    &tool,
+                    &SessionId("s".into()),
+                    "triage",
+                    &json!({"folder": "INBOX"}),
+                )
+                .await
+                .unwrap()
+                .result
+        })
+    };
+    let first = call(runtime.clone(), tool.clone());
+    for _ in 0..600 {
+        if asked.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the first request is in front of the person"
+    );
+    // The person has not answered: the second call's requests are refused
+    // at once (the person is not asked), so it ends on its own.
+    let second = tokio::time::timeout(Duration::from_secs(60), call(runtime.clone(), tool.clone()))
+        .await
+        .expect("the second request is refused, not queued behind the first")
+        .unwrap();
+    assert!(
+        second
+            .to_string()
+            .contains("a tool asks one question at a time"),
+        "{second}"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the person was asked once");
+    // The person answers the first call's questions; it ends.
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            answer.notify_waiters();
+            if first.is_finished() {
+                break first.await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(first.to_string().contains("declined"), "{first}");
+}
