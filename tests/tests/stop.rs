@@ -166,7 +166,26 @@ async fn no_effect_after_an_acknowledged_stop_at_100_random_points() {
             "sweep",
             json!({"folder": "INBOX"}),
         );
-        tokio::time::sleep(Duration::from_micros(rng.below(30_000))).await;
+        // The stop lands at a random point of the sweep's own progress (after
+        // its k-th move, or at a random moment for a tenth of the trials),
+        // not at a random wall-clock time, which a loaded machine shifts.
+        if trial % 10 == 0 {
+            tokio::time::sleep(Duration::from_micros(rng.below(30_000))).await;
+        } else {
+            let k = 1 + rng.below(20) as usize;
+            let moved = |ws: &Workspace| {
+                std::fs::read_dir(ws.maildir().join(".Trash/cur"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+                    + std::fs::read_dir(ws.maildir().join(".Trash/new"))
+                        .map(|d| d.count())
+                        .unwrap_or(0)
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while moved(&ws) < k && !sweep.is_finished() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
         let ack = {
             let runtime = runtime.clone();
             tokio::task::spawn_blocking(move || {
