@@ -464,6 +464,22 @@ impl PageUser {
 
     /// The first pending request, waiting up to 10 s for one.
     pub fn next_pending(&self) -> serde_json::Value {
+        self.pending_where("", |_| true)
+    }
+
+    /// The first pending request whose action starts with `action`,
+    /// waiting up to 10 s for one (others may come and go meanwhile).
+    pub fn next_pending_action(&self, action: &str) -> serde_json::Value {
+        self.pending_where(action, |r| {
+            r["action"].as_str().is_some_and(|a| a.starts_with(action))
+        })
+    }
+
+    fn pending_where(
+        &self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         for _ in 0..200 {
             let (_, response) = http_request(
                 &self.addr,
@@ -474,12 +490,15 @@ impl PageUser {
             );
             let state: serde_json::Value =
                 serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-            if let Some(first) = state["pending"].get(0) {
-                return first.clone();
+            if let Some(found) = state["pending"]
+                .as_array()
+                .and_then(|p| p.iter().find(|r| wanted(r)))
+            {
+                return found.clone();
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("no request appeared on the page");
+        panic!("no request {what} appeared on the page");
     }
 
     /// Answer a request (`{"id", "approve": [...]}` or `{"id", "decline": true}`).

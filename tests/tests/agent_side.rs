@@ -132,6 +132,23 @@ fn agentcap(args: &[&str], control: &Path) -> (i32, String) {
     )
 }
 
+/// `agentcap serve --http` on a free loopback port, without the page.
+fn http_server(policy: &Path, control: &Path) -> Command {
+    let mut command = Command::new(AGENTCAP);
+    command
+        .args([
+            "--no-cache",
+            "serve",
+            "--no-approvals",
+            "--http",
+            "127.0.0.1:0",
+            "--policy",
+        ])
+        .arg(policy)
+        .env("AGENTCAP_CONTROL_DIR", control);
+    command
+}
+
 fn served() -> (Workspace, std::path::PathBuf, tempfile::TempDir) {
     let ws = Workspace::new();
     ws.policy(&triage_policy(""));
@@ -291,17 +308,7 @@ fn a_connection_flood_cannot_take_stop_away() {
 #[test]
 fn loopback_http_needs_the_bearer() {
     let (_ws, policy, control) = served();
-    let mut server = Command::new(AGENTCAP)
-        .args([
-            "--no-cache",
-            "serve",
-            "--no-approvals",
-            "--http",
-            "127.0.0.1:0",
-            "--policy",
-        ])
-        .arg(&policy)
-        .env("AGENTCAP_CONTROL_DIR", control.path())
+    let mut server = http_server(&policy, control.path())
         .env_remove("AGENTCAP_MCP_SECRET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -416,17 +423,7 @@ fn a_request_state_is_answered_only_by_its_own_client() {
 #[test]
 fn a_new_http_session_after_stop_all_starts_stopped() {
     let (_ws, policy, control) = served();
-    let mut server = Command::new(AGENTCAP)
-        .args([
-            "--no-cache",
-            "serve",
-            "--no-approvals",
-            "--http",
-            "127.0.0.1:0",
-            "--policy",
-        ])
-        .arg(&policy)
-        .env("AGENTCAP_CONTROL_DIR", control.path())
+    let mut server = http_server(&policy, control.path())
         .env("AGENTCAP_MCP_SECRET", "s3cret")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -124,7 +124,12 @@ fn start_call(served: &Served, function: &str) -> tokio::task::JoinHandle<CallTo
     tokio::spawn(async move { client.call_tool(params).await.expect("tools/call") })
 }
 
+/// One headless browser at a time: two on two cores starve the servers
+/// they talk to.
+static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_browser(node: &Path, modules: &Path, plan: Value) -> Value {
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/approvals-e2e.mjs");
     // Node resolves `playwright-core` from the script's folder upwards, so
     // run a copy placed next to the installed module.
@@ -198,10 +203,17 @@ async fn a_phone_approves_a_subset_and_stops_a_purge() {
             .contains("moved 10 to Archive"),
         "{report}"
     );
-    let result = tokio::time::timeout(Duration::from_secs(30), triage)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = match tokio::time::timeout(Duration::from_secs(90), triage).await {
+        Ok(done) => done.unwrap(),
+        Err(_) => panic!(
+            "the triage did not end after the page's answers; browser: {report}; journal:\n{}",
+            journal(&served.ws)
+                .iter()
+                .map(|r| r.summary_line())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    };
     let outcome = &serde_json::to_value(&result).unwrap()["structuredContent"]["result"]["ok"];
     assert_eq!(
         outcome["archived"].as_array().unwrap().len(),
@@ -223,6 +235,14 @@ async fn a_phone_approves_a_subset_and_stops_a_purge() {
                 && r.outcome.as_deref() == Some("approved 10 of 12")
         ),
         "the journal names the page as the channel that decided"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.capability.as_deref() == Some("mail.delete")
+                && r.decided_by.as_deref() == Some("human via approvals page")
+                && r.outcome.as_deref().unwrap_or("").starts_with("declined")),
+        "the deletion was declined on the page, not left to time out"
     );
     assert!(screenshot_path().is_file());
 
