@@ -217,7 +217,11 @@ pub fn main() -> ExitCode {
     }) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors can quote a tool's output (a trap's log tail).
+            eprintln!(
+                "error: {}",
+                crate::render::block(&format!("{e:#}"), 64 * 1024)
+            );
             ExitCode::from(2)
         }
     }
@@ -625,7 +629,8 @@ async fn call(
     drop(login);
     for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         for line in text.lines() {
-            eprintln!("[{name} {stream}] {line}");
+            // The tool's own output: through the rendering path, never raw.
+            eprintln!("[{name} {stream}] {}", one_line(line, 2000));
         }
     }
     println!("{}", serde_json::to_string_pretty(&outcome.result)?);

@@ -19,6 +19,7 @@ use crate::consent::{
 use crate::control::{self, ControlSocket};
 use crate::engine::AgentEngine;
 use crate::policy::Policy;
+use crate::render::one_line;
 use crate::runtime::Runtime;
 
 /// The bundled mailbox (46 messages, see examples/inbox-triage/fixtures).
@@ -196,7 +197,11 @@ impl Approver for StoppingUser {
                 .first()
                 .map(|i| i.description.as_str())
                 .unwrap_or("");
-            println!("  request {n}: {}: {item}", prompt.action);
+            println!(
+                "  request {n}: {}: {}",
+                prompt.shown_action(),
+                one_line(item, 300)
+            );
             if n <= self.approvals {
                 println!("    -> Alice approves.");
                 return Decision::approve_all(prompt);
@@ -451,7 +456,7 @@ async fn run_forum(
         .call(&tool, &session, "reply", &json!({"thread": 1}))
         .await?;
     if let Some(refusal) = second.result["ok"]["refusal"].as_str() {
-        println!("Result: {refusal}; nothing was posted.");
+        println!("Result: {}; nothing was posted.", one_line(refusal, 600));
     }
     let published = second.result["ok"]["published"]
         .as_str()
@@ -460,7 +465,7 @@ async fn run_forum(
     let post_id = second.result["ok"]["posted"].as_u64().unwrap_or(0);
     let provenance = forum.provenance(post_id)?;
     println!("\nPublished in thread #1 (as stored):");
-    for line in published.lines() {
+    for line in crate::render::block(&published, 64 * 1024).lines() {
         println!("  | {line}");
     }
     if let Some(p) = &provenance {
@@ -592,6 +597,7 @@ async fn run_purge(
         }
         None => (None, calls_after_stop),
     };
+    let ended = one_line(&ended, 600);
     match (stop_seq, acknowledged_after_us) {
         (Some(seq), Some(us)) => {
             println!("STOP acknowledged after {us} µs (journal #{seq}). The tool's call: {ended}.")
@@ -666,7 +672,12 @@ fn print_summary(s: &DemoSummary) {
             } else {
                 "NOT in INBOX"
             };
-            println!("  - {} \"{}\" — {}", id, subject_of(id), state);
+            println!(
+                "  - {} \"{}\" — {}",
+                one_line(id, 200),
+                one_line(&subject_of(id), 200),
+                state
+            );
         }
     }
     let refusals = ids(&r["refusals"]);
@@ -675,7 +686,7 @@ fn print_summary(s: &DemoSummary) {
     } else {
         println!("Refused:");
         for line in refusals {
-            println!("  - {line}");
+            println!("  - {}", one_line(&line, 600));
         }
     }
     println!(
