@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use agentcap::consent::{Action, Capability, DecisionSource, Gate, Mint, SessionId};
+use agentcap::consent::{Action, DecisionSource, Gate, Mint, SessionId};
 use agentcap::journal::{Entry, Journal, Kind};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -12,7 +12,7 @@ fn live_token(gate: &Gate, session: &SessionId) -> u64 {
     gate.mint(Mint {
         session: session.clone(),
         tool: "bench".into(),
-        capability: Capability::MailDelete,
+        capability: agentcap::capability::mail::DELETE,
         targets: (0..8).map(|i| format!("INBOX/{i}.M1P1.bench")).collect(),
         payload: None,
         ttl: Duration::from_secs(3600),
@@ -29,7 +29,7 @@ fn bench(c: &mut Criterion) {
     let token = live_token(&gate, &session);
     let targets = vec!["INBOX/3.M1P1.bench".to_string()];
     let action = Action {
-        capability: Capability::MailDelete,
+        capability: agentcap::capability::mail::DELETE,
         targets: &targets,
         payload: None,
     };

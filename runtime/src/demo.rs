@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::capability::mail::{ARCHIVE, INBOX, Maildir, TRASH};
 use crate::consent::{
-    Approver, Capability, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId,
-    SharedApprover, TerminalApprover,
+    Approver, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId, SharedApprover,
+    TerminalApprover,
 };
 use crate::control::{self, ControlSocket};
 use crate::engine::AgentEngine;
@@ -240,7 +240,7 @@ impl Approver for StoppingUser {
 
 /// The scripted user's rule.
 pub fn scripted_decision(prompt: &ConsentPrompt) -> Decision {
-    if prompt.capability == Capability::MailDelete && prompt.items.len() > 1 {
+    if prompt.capability == crate::capability::mail::DELETE && prompt.items.len() > 1 {
         Decision::Approve((1..prompt.items.len()).collect())
     } else {
         Decision::approve_all(prompt)

@@ -10,8 +10,7 @@ use wasmtime::component::{HasData, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capability;
-use crate::capability::mail::Maildir;
+use crate::capability::{Backends, Request, registry};
 use crate::consent::{
     Action, Answer, Capability, ConsentPrompt, Decision, DecisionSource, Gate, Mint, SessionId,
     SessionState, SharedApprover, TokenHandle, TokenId, TokenRecord,
@@ -36,7 +35,7 @@ pub mod bindings {
     });
 }
 
-use bindings::agentcap::tools::{consent as wit_consent, mail as wit_mail};
+use bindings::agentcap::tools::consent as wit_consent;
 
 /// Largest number of targets in one intent or call.
 pub const MAX_TARGETS: usize = 1000;
@@ -75,14 +74,8 @@ pub struct CallContext {
     pub approver: SharedApprover,
     /// How long a human has to answer.
     pub consent_timeout: Duration,
-    /// The mail store, if configured.
-    pub mail: Option<Arc<Maildir>>,
-    /// The forum, if configured.
-    pub forum: Option<Arc<dyn crate::capability::forum::Forum>>,
-    /// The label template for forum posts.
-    pub forum_label: String,
-    /// The database for `data.query`, if configured.
-    pub data: Option<Arc<crate::capability::data::DataSource>>,
+    /// The configured backends of the capabilities, by interface.
+    pub backends: Arc<Backends>,
     /// The audit journal.
     pub journal: Arc<Journal>,
     /// The tool's component digest.
@@ -408,6 +401,12 @@ fn reason_name(reason: wit_consent::DenialReason) -> &'static str {
 }
 
 impl CallContext {
+    /// The opened backend of capability interface `interface`, if the
+    /// policy configures it and it is a `T`.
+    pub fn backend<T: std::any::Any>(&self, interface: &str) -> Option<&T> {
+        self.backends.get(interface)?.opened.get::<T>()
+    }
+
     /// Trap the running guest if its session was stopped or its call
     /// cancelled: after a stop, no host function returns to the guest.
     pub(crate) fn trap_if_ended(&self) -> wasmtime::Result<()> {
@@ -632,13 +631,13 @@ impl CallContext {
         let mut seen = std::collections::HashSet::new();
         targets.retain(|t| seen.insert(t.clone()));
         let targets_requested = targets.len();
-        let described = capability::describe_intent(
-            self,
-            grant,
+        let described = capability.plugin().describe(&Request {
+            call: self,
             capability,
-            &targets,
-            intent.payload.as_deref(),
-        )?;
+            scope: &grant.scope,
+            targets: &targets,
+            payload: intent.payload.as_deref(),
+        })?;
         let (action, items) = (described.action, described.items);
         let targets = described.targets;
         if self.session_state.is_stopped() {
@@ -647,10 +646,15 @@ impl CallContext {
         // Content that will be published carries the host's label, which
         // holds host facts only. Each channel shows the label exactly as it
         // will read if that channel approves: it names the deciding channel.
-        let published = match (&intent.payload, capability == Capability::ForumPost) {
-            (Some(body), true) => Some(crate::consent::Published {
+        let template = self
+            .backends
+            .get(capability.interface())
+            .filter(|_| capability.publishes())
+            .and_then(|b| capability.plugin().label_template(&b.settings));
+        let published = match (&intent.payload, template) {
+            (Some(body), Some(template)) => Some(crate::consent::Published {
                 body: body.clone(),
-                template: self.forum_label.clone(),
+                template,
                 tool: self.tool.clone(),
                 user: self.user.clone(),
                 at: std::time::SystemTime::now(),
@@ -658,7 +662,7 @@ impl CallContext {
             _ => None,
         };
         let standing_stamp = published.as_ref().map(|p| {
-            crate::capability::forum::label(
+            crate::consent::label(
                 &p.template,
                 &p.tool,
                 &p.user,
@@ -973,20 +977,10 @@ pub fn linker_for(engine: &Engine, grants: &ToolPolicy) -> wasmtime::Result<Link
     let mut linker = Linker::new(engine);
     add_harmless_wasi(&mut linker)?;
     wit_consent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    if grants.links_interface("mail") {
-        wit_mail::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    }
-    if grants.links_interface("forum") {
-        bindings::agentcap::tools::forum::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )?;
-    }
-    if grants.links_interface("data") {
-        bindings::agentcap::tools::data::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )?;
+    for plugin in registry::plugins() {
+        if grants.links_interface(plugin.interface()) {
+            plugin.add_to_linker(&mut linker)?;
+        }
     }
     Ok(linker)
 }

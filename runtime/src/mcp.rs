@@ -870,10 +870,14 @@ fn describe(
     let mut annotations = json!({
         "title": format!("{} ({})", function.name, tool.name()),
         "readOnlyHint": side_effects.is_empty(),
-        "openWorldHint": capabilities.iter().any(|(c, _)| *c == Capability::ForumPost),
+        "openWorldHint": capabilities.iter().any(|(c, _)| c.publishes()),
     });
     if !side_effects.is_empty() {
-        annotations["destructiveHint"] = json!(side_effects.contains(&Capability::MailDelete));
+        annotations["destructiveHint"] = json!(
+            side_effects
+                .iter()
+                .any(|c| c.effect() == crate::capability::Effect::Destroys)
+        );
     }
     let mut listing = json!({
         "name": mcp_tool_name(tool.name(), &function.name),

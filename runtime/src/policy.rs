@@ -30,8 +30,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
-use crate::consent::{ApprovalChannel, Capability};
+use crate::capability::{Capability, Opaque, registry};
+use crate::consent::ApprovalChannel;
 
 /// A policy file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -69,35 +71,45 @@ pub enum PolicyError {
 pub struct Policy {
     /// The person on whose behalf tools act.
     pub user: String,
-    /// The mail backend, if any tool may use mail.
-    #[serde(default)]
-    pub mail: Option<MailBackend>,
     /// Seconds a human has to answer a consent prompt; silence is a refusal.
     #[serde(
         default = "default_consent_timeout_secs",
         deserialize_with = "within::<_, _, 1, 86400>"
     )]
     pub consent_timeout_secs: u64,
-    /// The forum backend, if any tool may use the forum.
-    #[serde(default)]
-    pub forum: Option<ForumBackend>,
-    /// The database for `data.query`, if any tool may query.
-    #[serde(default)]
-    pub data: Option<DataBackend>,
     /// Where and how the audit journal is kept.
     #[serde(default)]
     pub journal: JournalSettings,
     /// Tools by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// Each configured capability's backend settings (its table, `[mail]`),
+    /// as its plug-in parsed them, by interface.
+    #[serde(skip)]
+    pub backends: BTreeMap<&'static str, Opaque>,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
 
+/// The policy's own top-level keys; every other table belongs to a
+/// capability plug-in (`[mail]`).
+const POLICY_KEYS: &[&str] = &["user", "consent_timeout_secs", "journal", "tools"];
+
+/// The keys every grant has; the others are its capability's scope.
+const GRANT_KEYS: &[&str] = &[
+    "capability",
+    "mode",
+    "expires_after_secs",
+    "max_uses",
+    "approve_via",
+    "refuse_invisible",
+    "max_refusals",
+];
+
 /// Deserialize a whole number within `MIN..=MAX`; the parser's error then
 /// names the file, line and column of the value out of range.
-fn within<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
+pub fn within<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: TryFrom<u64>,
@@ -115,72 +127,6 @@ fn default_consent_timeout_secs() -> u64 {
     120
 }
 
-/// Where the forum is: a local SQLite forum, or a Discourse-style server.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForumBackend {
-    /// A local forum database (SQLite), created if missing.
-    #[serde(default)]
-    pub database: Option<PathBuf>,
-    /// The base URL of a Discourse-style server (`POST /posts.json`).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// The environment variable holding the server's API key (never shown
-    /// to tools).
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// The user the server posts as.
-    #[serde(default)]
-    pub api_username: Option<String>,
-    /// Seconds before a server request is abandoned.
-    #[serde(
-        default = "default_http_timeout_secs",
-        deserialize_with = "within::<_, _, 1, 600>"
-    )]
-    pub timeout_secs: u64,
-    /// The label stamped on every AI-written post. Placeholders: `{tool}`,
-    /// `{user}`, `{approver}`, `{time}`. It cannot be turned off.
-    #[serde(default = "default_label")]
-    pub label: String,
-}
-
-fn default_http_timeout_secs() -> u64 {
-    10
-}
-
-fn default_label() -> String {
-    "Posted by an AI agent (tool {tool}) on behalf of {user}; approved by {approver} at {time}."
-        .to_string()
-}
-
-/// The database `data.query` reads (opened read-only).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataBackend {
-    /// The SQLite database.
-    pub database: PathBuf,
-    /// Most rows a query returns.
-    #[serde(
-        default = "default_max_rows",
-        deserialize_with = "within::<_, _, 1, 1000000>"
-    )]
-    pub max_rows: usize,
-    /// Milliseconds a query may run.
-    #[serde(
-        default = "default_query_timeout_ms",
-        deserialize_with = "within::<_, _, 1, 600000>"
-    )]
-    pub timeout_ms: u64,
-}
-
-fn default_max_rows() -> usize {
-    1000
-}
-
-fn default_query_timeout_ms() -> u64 {
-    2000
-}
-
 /// The audit journal's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,14 +137,6 @@ pub struct JournalSettings {
     /// default, for privacy).
     #[serde(default)]
     pub record_payloads: bool,
-}
-
-/// Where the user's Maildir++ store is.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MailBackend {
-    /// The Maildir root (the INBOX); sub-folders are `.Name` below it.
-    pub maildir: PathBuf,
 }
 
 /// What one tool is and may do.
@@ -235,20 +173,6 @@ pub struct Grant {
     pub capability: String,
     /// How consent is obtained.
     pub mode: ConsentMode,
-    /// Mail folders the capability may touch (`INBOX`, `Archive`, ...);
-    /// absent = all folders.
-    #[serde(default)]
-    pub folders: Option<Vec<String>>,
-    /// Forum threads the capability may touch; absent = all threads.
-    #[serde(default)]
-    pub threads: Option<Vec<u64>>,
-    /// Tables a `data.query` may read; required for `data.query`.
-    #[serde(default)]
-    pub tables: Option<Vec<String>>,
-    /// Columns (`table.column`) a `data.query` may read; absent = every
-    /// column of the granted tables.
-    #[serde(default)]
-    pub columns: Option<Vec<String>>,
     /// Lifetime of each token minted under this grant.
     #[serde(
         default = "default_expires_after_secs",
@@ -280,6 +204,10 @@ pub struct Grant {
         deserialize_with = "within::<_, _, 1, 1000>"
     )]
     pub max_refusals: u32,
+    /// The capability's scope (its keys, such as `folders`), as its plug-in
+    /// parsed them.
+    #[serde(skip)]
+    pub scope: Opaque,
 }
 
 fn default_max_refusals() -> u32 {
@@ -313,7 +241,7 @@ impl Grant {
     /// Whether content with invisible or control characters is refused.
     pub fn refuses_invisible(&self) -> bool {
         self.refuse_invisible
-            .unwrap_or(self.parsed_capability() == Capability::ForumPost)
+            .unwrap_or(self.parsed_capability().publishes())
     }
 
     /// The parsed capability (validated when the policy is loaded).
@@ -324,14 +252,6 @@ impl Grant {
     /// Token lifetime.
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.expires_after_secs)
-    }
-
-    /// Whether `folder` is within this grant's folder scope.
-    pub fn allows_folder(&self, folder: &str) -> bool {
-        match &self.folders {
-            None => true,
-            Some(folders) => folders.iter().any(|f| f == folder),
-        }
     }
 }
 
@@ -425,110 +345,116 @@ impl Policy {
     }
 
     /// Parse policy text; `origin` names it in errors, `base_dir` anchors
-    /// relative paths.
+    /// relative paths. The policy's own keys are parsed here; each
+    /// capability's table and grant scope by its plug-in. Every error names
+    /// the line.
     pub fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Policy, PolicyError> {
-        let mut policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse {
-            path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let parse_error = |mut e: toml::de::Error| {
+            e.set_input(Some(text));
+            PolicyError::Parse {
+                path: origin.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            }
+        };
+        let mut document = toml::de::DeTable::parse(text).map_err(parse_error)?;
+        let (backend_tables, scope_tables) = split_plugged(document.get_mut());
+        let mut policy: Policy =
+            Policy::deserialize(toml::de::Deserializer::from(document)).map_err(parse_error)?;
         policy.base_dir = base_dir.to_path_buf();
         let invalid = |message: String| PolicyError::Invalid {
             path: origin.to_path_buf(),
             message,
         };
-        if let Some(forum) = &policy.forum {
-            if forum.database.is_some() == forum.url.is_some() {
-                return Err(invalid(
-                    "[forum] needs exactly one of `database` or `url`".into(),
+        let at_line = |span: std::ops::Range<usize>, message: String| PolicyError::Parse {
+            path: origin.to_path_buf(),
+            message: format!("{message} (line {})", line_of(text, span.start)),
+        };
+        for (key, table) in backend_tables {
+            let Some(plugin) = registry::plugin(key.get_ref()) else {
+                let known = registry::interfaces().collect::<Vec<_>>().join("], [");
+                return Err(at_line(
+                    key.span(),
+                    format!(
+                        "unknown table `[{}]` (the capabilities are [{known}])",
+                        key.get_ref()
+                    ),
                 ));
-            }
-            if !forum.label.contains("{tool}") || !forum.label.contains("{user}") {
-                return Err(invalid(
-                    "[forum] label must name the tool and the user ({tool}, {user}); AI posts are always labelled".into(),
-                ));
-            }
+            };
+            // A plug-in's own check has no position: it is the table's.
+            let settings = plugin
+                .parse_backend(toml::de::ValueDeserializer::from(table))
+                .map_err(|e| match e.span() {
+                    Some(_) => parse_error(e),
+                    None => at_line(key.span(), e.message().to_string()),
+                })?;
+            policy.backends.insert(plugin.interface(), settings);
         }
         if policy.user.trim().is_empty() {
             return Err(invalid("`user` must name the person tools act for".into()));
         }
-        for (name, tool) in &policy.tools {
+        for (name, tool) in &mut policy.tools {
             if !is_tool_name(name) {
                 return Err(invalid(format!(
                     "tool name `{name}` must be letters, digits, `-` or `_`"
                 )));
             }
-            for grant in &tool.grants {
+            for (index, grant) in tool.grants.iter_mut().enumerate() {
                 let Some(capability) = Capability::parse(&grant.capability) else {
                     return Err(invalid(format!(
                         "tools.{name}: unknown capability `{}` (known: {})",
                         grant.capability,
-                        Capability::ALL
-                            .iter()
+                        Capability::all()
                             .map(|c| c.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     )));
                 };
-                if grant.max_uses == 0 {
-                    return Err(invalid(format!(
-                        "tools.{name}: grant for {capability}: max_uses must be at least 1"
-                    )));
-                }
-                if grant.expires_after_secs == 0 {
-                    return Err(invalid(format!(
-                        "tools.{name}: grant for {capability}: expires_after_secs must be at least 1"
-                    )));
-                }
-                let missing = match capability.interface() {
-                    "mail" => policy.mail.is_none(),
-                    "forum" => policy.forum.is_none(),
-                    _ => policy.data.is_none(),
-                };
-                if missing {
+                if !policy.backends.contains_key(capability.interface()) {
                     return Err(invalid(format!(
                         "tools.{name} is granted {capability}, but the policy has no [{}] backend",
                         capability.interface()
                     )));
                 }
+                let scope = scope_tables
+                    .get(&(name.clone(), index))
+                    .cloned()
+                    .unwrap_or_else(|| Spanned::new(0..0, toml::de::DeTable::new()));
                 // A scope the capability cannot apply is an error, never
                 // silently ignored.
-                let scopes = [
-                    (
-                        "folders",
-                        grant.folders.is_some(),
-                        capability.interface() == "mail",
-                    ),
-                    (
-                        "threads",
-                        grant.threads.is_some(),
-                        matches!(
-                            capability,
-                            Capability::ForumReadThread | Capability::ForumPost
-                        ),
-                    ),
-                    (
-                        "tables",
-                        grant.tables.is_some(),
-                        capability == Capability::DataQuery,
-                    ),
-                    (
-                        "columns",
-                        grant.columns.is_some(),
-                        capability == Capability::DataQuery,
-                    ),
-                ];
-                if let Some((scope, _, _)) =
-                    scopes.iter().find(|(_, set, applies)| *set && !applies)
+                if let Some((key, _)) = scope
+                    .get_ref()
+                    .iter()
+                    .find(|(key, _)| !capability.scope_keys().contains(&key.get_ref().as_ref()))
                 {
-                    return Err(invalid(format!(
-                        "tools.{name}: grant for {capability}: a `{scope}` scope does not apply to {capability}, so it would be ignored; remove it"
-                    )));
+                    let takes = match capability.scope_keys() {
+                        [] => "no scope".to_string(),
+                        keys => keys.join(", "),
+                    };
+                    return Err(at_line(
+                        key.span(),
+                        format!(
+                            "tools.{name}: grant for {capability}: a `{}` scope does not apply to {capability}, so it would be ignored; remove it ({capability} takes: {takes})",
+                            key.get_ref()
+                        ),
+                    ));
                 }
-                if capability == Capability::DataQuery && grant.tables.is_none() {
-                    return Err(invalid(format!(
-                        "tools.{name}: a grant for data.query must list its `tables`"
-                    )));
-                }
+                let span = scope.span();
+                let table =
+                    Spanned::new(span.clone(), toml::de::DeValue::Table(scope.into_inner()));
+                grant.scope = capability
+                    .plugin()
+                    .parse_scope(capability, toml::de::ValueDeserializer::from(table))
+                    .map_err(|mut e| {
+                        let context = format!("tools.{name}: grant for {capability}");
+                        if e.span().is_none() {
+                            return at_line(span.clone(), format!("{context}: {}", e.message()));
+                        }
+                        e.set_input(Some(text));
+                        PolicyError::Parse {
+                            path: origin.to_path_buf(),
+                            message: format!("{context}: {}", e.to_string().trim_end()),
+                        }
+                    })?;
             }
             let l = &tool.limits;
             if l.memory_mb == 0
@@ -544,14 +470,18 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The settings of capability interface `interface`'s backend, if the
+    /// policy configures it.
+    pub fn backend(&self, interface: &str) -> Option<&Opaque> {
+        self.backends.get(interface)
+    }
+
     /// A policy that grants nothing: tools that import any capability are
     /// refused at link time.
     pub fn deny_all(user: &str) -> Policy {
         Policy {
             user: user.to_string(),
-            mail: None,
-            forum: None,
-            data: None,
+            backends: BTreeMap::new(),
             consent_timeout_secs: default_consent_timeout_secs(),
             journal: JournalSettings::default(),
             tools: BTreeMap::new(),
@@ -584,6 +514,79 @@ impl Policy {
             (path == wanted).then_some((name.as_str(), tool))
         })
     }
+}
+
+/// The tables a policy document hands to plug-ins: top-level tables that
+/// are not the policy's own keys (backends, by key), and each grant's keys
+/// beyond the common ones (scopes, by tool and grant index). They are taken
+/// out of `document`, which then holds only what [`Policy`] parses itself.
+#[allow(clippy::type_complexity)]
+fn split_plugged<'i>(
+    document: &mut toml::de::DeTable<'i>,
+) -> (
+    Vec<(
+        Spanned<toml::de::DeString<'i>>,
+        Spanned<toml::de::DeValue<'i>>,
+    )>,
+    BTreeMap<(String, usize), Spanned<toml::de::DeTable<'i>>>,
+) {
+    let plugged: Vec<_> = document
+        .keys()
+        .filter(|k| !POLICY_KEYS.contains(&k.get_ref().as_ref()))
+        .cloned()
+        .collect();
+    let backends = plugged
+        .into_iter()
+        .filter_map(|key| document.remove_entry(key.get_ref().as_ref()))
+        .collect();
+    let mut scopes = BTreeMap::new();
+    let Some(toml::de::DeValue::Table(tools)) = document.get_mut("tools").map(Spanned::get_mut)
+    else {
+        return (backends, scopes);
+    };
+    for (tool, value) in tools.iter_mut() {
+        let toml::de::DeValue::Table(tool_table) = value.get_mut() else {
+            continue;
+        };
+        let Some(toml::de::DeValue::Array(grants)) =
+            tool_table.get_mut("grants").map(Spanned::get_mut)
+        else {
+            continue;
+        };
+        for (index, grant) in grants.iter_mut().enumerate() {
+            let span = grant.span();
+            let toml::de::DeValue::Table(grant) = grant.get_mut() else {
+                continue;
+            };
+            let keys: Vec<_> = grant
+                .keys()
+                .filter(|k| !GRANT_KEYS.contains(&k.get_ref().as_ref()))
+                .cloned()
+                .collect();
+            let mut scope = toml::de::DeTable::new();
+            let mut scope_span = span.clone();
+            for key in keys {
+                if let Some((key, value)) = grant.remove_entry(key.get_ref().as_ref()) {
+                    scope_span = key.span();
+                    scope.insert(key, value);
+                }
+            }
+            scopes.insert(
+                (tool.get_ref().to_string(), index),
+                Spanned::new(scope_span, scope),
+            );
+        }
+    }
+    (backends, scopes)
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 fn is_tool_name(name: &str) -> bool {
@@ -621,9 +624,13 @@ folders = ["INBOX"]
         let tool = &p.tools["triage"];
         assert_eq!(tool.limits.memory_mb, 32);
         assert_eq!(tool.limits.wall_time_ms, 30_000);
-        let grant = tool.grant_for(Capability::MailDelete).unwrap();
+        let grant = tool.grant_for(crate::capability::mail::DELETE).unwrap();
         assert_eq!(grant.mode, ConsentMode::Ask);
-        assert!(grant.allows_folder("INBOX") && !grant.allows_folder("Archive"));
+        let scope = grant
+            .scope
+            .get::<crate::capability::mail::MailScope>()
+            .unwrap();
+        assert!(scope.allows_folder("INBOX") && !scope.allows_folder("Archive"));
         assert!(tool.links_interface("mail"));
         assert_eq!(
             p.resolve(Path::new("mail")),
@@ -692,8 +699,10 @@ folders = ["INBOX"]
                     [[tools.t.grants]]\ncapability = \"mail.archive\"\nmode = \"ask\"\n";
         let p = parse(text).unwrap();
         let tool = &p.tools["t"];
-        let delete = tool.grant_for(Capability::MailDelete).unwrap();
-        let archive = tool.grant_for(Capability::MailArchive).unwrap();
+        let delete = tool.grant_for(crate::capability::mail::DELETE).unwrap();
+        let archive = tool
+            .grant_for(crate::capability::mail::ARCHIVE_ACTION)
+            .unwrap();
         assert!(!delete.approvable_via(Some(ApprovalChannel::McpForm)));
         assert!(delete.approvable_via(Some(ApprovalChannel::Page)));
         assert!(delete.approvable_via(Some(ApprovalChannel::Terminal)));
@@ -704,7 +713,7 @@ folders = ["INBOX"]
         ))
         .unwrap();
         let delete = opted_in.tools["t"]
-            .grant_for(Capability::MailDelete)
+            .grant_for(crate::capability::mail::DELETE)
             .unwrap();
         assert!(delete.approvable_via(Some(ApprovalChannel::McpForm)));
         assert!(!delete.approvable_via(Some(ApprovalChannel::Terminal)));
@@ -754,5 +763,53 @@ folders = ["INBOX"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("no [mail] backend"), "{err}");
+    }
+
+    #[test]
+    fn plug_in_tables_and_scopes_are_checked_where_parsed() {
+        // A table no capability owns.
+        let err = parse("user = \"a\"\n\n[mial]\nmaildir = \"m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown table `[mial]`") && err.contains("line 3"),
+            "{err}"
+        );
+        // A backend's unknown key and its own check name the line.
+        let err = parse("user = \"a\"\n[mail]\nmaildir = \"m\"\nmaildri = \"n\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maildri") && err.contains("line 4"), "{err}");
+        let err = parse("user = \"a\"\n[forum]\ndatabase = \"f\"\nlabel = \"AI\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("label must name") && err.contains("line"),
+            "{err}"
+        );
+        // A scope of the wrong type, and a required scope left out.
+        let head = "user = \"a\"\n[data]\ndatabase = \"d\"\n[tools.t]\ncomponent = \"t\"\n[[tools.t.grants]]\ncapability = \"data.query\"\nmode = \"ask\"\n";
+        let err = parse(&format!("{head}tables = \"metrics\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data.query") && err.contains("line 9") && err.contains("invalid type"),
+            "{err}"
+        );
+        let err = parse(head).unwrap_err().to_string();
+        assert!(
+            err.contains("data.query") && err.contains("tables"),
+            "{err}"
+        );
+        // Every registered capability parses with its scope.
+        let p = parse(&format!(
+            "{head}tables = [\"metrics\"]\ncolumns = [\"metrics.day\"]\n"
+        ))
+        .unwrap();
+        let scope = p.tools["t"].grants[0]
+            .scope
+            .get::<crate::capability::data::Scope>()
+            .unwrap();
+        assert_eq!(scope.tables, ["metrics"]);
     }
 }

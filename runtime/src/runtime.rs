@@ -10,9 +10,7 @@ use serde_json::Value;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Val};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
-use crate::capability::data::DataSource;
-use crate::capability::forum::Forum;
-use crate::capability::mail::Maildir;
+use crate::capability::Backends;
 use crate::consent::{Gate, SessionId, SharedApprover};
 use crate::engine::AgentEngine;
 use crate::host::{CallContext, HostState, linker_for};
@@ -270,9 +268,7 @@ pub struct Runtime {
     policy: Arc<Policy>,
     gate: Arc<Gate>,
     approver: SharedApprover,
-    mail: Option<Arc<Maildir>>,
-    forum: Option<Arc<dyn Forum>>,
-    data: Option<Arc<DataSource>>,
+    backends: Arc<Backends>,
     journal: Arc<Journal>,
 }
 
@@ -284,33 +280,7 @@ impl Runtime {
         policy: Policy,
         approver: SharedApprover,
     ) -> Result<Runtime, LoadError> {
-        let mail = match &policy.mail {
-            Some(backend) => {
-                let path = policy.resolve(&backend.maildir);
-                Some(Arc::new(
-                    Maildir::open(&path).map_err(|e| LoadError::Setup(e.to_string()))?,
-                ))
-            }
-            None => None,
-        };
-        let forum = match &policy.forum {
-            Some(settings) => Some(
-                crate::capability::forum::open(settings, |p| policy.resolve(p))
-                    .map_err(|e| LoadError::Setup(format!("cannot open the forum: {e}")))?,
-            ),
-            None => None,
-        };
-        let data = match &policy.data {
-            Some(settings) => Some(Arc::new(
-                DataSource::new(
-                    &policy.resolve(&settings.database),
-                    settings.max_rows,
-                    Duration::from_millis(settings.timeout_ms),
-                )
-                .map_err(|e| LoadError::Setup(format!("cannot open the database: {e}")))?,
-            )),
-            None => None,
-        };
+        let backends = crate::capability::open_backends(&policy).map_err(LoadError::Setup)?;
         let journal = Journal::open(&policy.journal_path(), policy.journal.record_payloads)
             .map_err(|e| LoadError::Setup(format!("cannot open the audit journal: {e}")))?;
         Ok(Runtime {
@@ -318,9 +288,7 @@ impl Runtime {
             policy: Arc::new(policy),
             gate: Arc::new(Gate::new()),
             approver,
-            mail,
-            forum,
-            data,
+            backends: Arc::new(backends),
             journal: Arc::new(journal),
         })
     }
@@ -519,15 +487,7 @@ impl Runtime {
             gate: self.gate.clone(),
             approver: options.approver.unwrap_or_else(|| self.approver.clone()),
             consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
-            mail: self.mail.clone(),
-            forum: self.forum.clone(),
-            forum_label: self
-                .policy
-                .forum
-                .as_ref()
-                .map(|f| f.label.clone())
-                .unwrap_or_default(),
-            data: self.data.clone(),
+            backends: self.backends.clone(),
             journal: self.journal.clone(),
             tool_digest: tool.info.digest.clone(),
             session_state,

@@ -13,9 +13,6 @@ use crate::schema::{Unsupported, schema_of};
 /// The WIT package of agentcap's own interfaces.
 pub const TOOLS_PACKAGE: &str = "agentcap:tools";
 
-/// Capability interfaces this runtime can link (besides `consent`).
-pub const CAPABILITY_INTERFACES: &[&str] = &["mail", "forum", "data"];
-
 /// What an import is, and whether it can ever be linked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -187,9 +184,11 @@ pub fn classify_import(name: &str) -> ImportKind {
     };
     match package {
         TOOLS_PACKAGE if interface == "consent" => ImportKind::Consent,
-        TOOLS_PACKAGE if CAPABILITY_INTERFACES.contains(&interface) => ImportKind::Capability {
-            interface: interface.to_string(),
-        },
+        TOOLS_PACKAGE if crate::capability::registry::plugin(interface).is_some() => {
+            ImportKind::Capability {
+                interface: interface.to_string(),
+            }
+        }
         "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" => {
             ImportKind::Wasi
         }

@@ -562,7 +562,7 @@ async fn a_tool_claim_cannot_fake_items() {
         tool: "hostile".into(),
         user: "alice".into(),
         session: SessionId("s".into()),
-        capability: agentcap::consent::Capability::DataQuery,
+        capability: agentcap::capability::data::QUERY,
         action: "run a read-only query on service_metrics".into(),
         items: vec![agentcap::consent::PromptItem {
             target: "service_metrics".into(),

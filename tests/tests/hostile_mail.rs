@@ -557,7 +557,7 @@ async fn a_tool_that_asks_in_a_loop_is_not_asked_again_until_reallowed() {
     assert!(runtime.stop_handle().reallow(
         &session,
         "inbox-triage",
-        agentcap::consent::Capability::MailDelete,
+        agentcap::capability::mail::DELETE,
         "approvals page"
     ));
     run().await.unwrap();

@@ -17,12 +17,116 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use wasmtime::component::Resource;
+use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker, Resource};
 
-use crate::consent::{Capability, PromptItem, TokenHandle};
+use super::{
+    Action, Capability, CapabilityPlugin, Described, Effect, Opaque, PolicyTable, Request,
+};
+use crate::consent::{PromptItem, TokenHandle};
+use crate::host::bindings::agentcap::tools::consent::{Denial, DenialReason};
 use crate::host::bindings::agentcap::tools::data as wit_data;
 use crate::host::{CallContext, HostState};
-use crate::policy::Grant;
+use crate::policy::Policy;
+
+/// `data.query`: run exactly the approved read-only SQL. Targets: the
+/// tables it reads (found by SQLite, not taken from the tool).
+pub const QUERY: Capability = Capability::new(&Action {
+    name: "data.query",
+    effect: Effect::Reads,
+    carries_payload: true,
+    scope_keys: &["tables", "columns"],
+});
+
+/// The policy's `[data]` table: the database `data.query` reads (opened
+/// read-only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// Most rows a query returns.
+    #[serde(
+        default = "default_max_rows",
+        deserialize_with = "crate::policy::within::<_, _, 1, 1000000>"
+    )]
+    pub max_rows: usize,
+    /// Milliseconds a query may run.
+    #[serde(
+        default = "default_query_timeout_ms",
+        deserialize_with = "crate::policy::within::<_, _, 1, 600000>"
+    )]
+    pub timeout_ms: u64,
+}
+
+fn default_max_rows() -> usize {
+    1000
+}
+
+fn default_query_timeout_ms() -> u64 {
+    2000
+}
+
+/// The `data` capability's plug-in.
+pub struct DataPlugin;
+
+impl CapabilityPlugin for DataPlugin {
+    fn interface(&self) -> &'static str {
+        "data"
+    }
+
+    fn actions(&self) -> &'static [Capability] {
+        &[QUERY]
+    }
+
+    fn parse_backend(&self, table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error> {
+        Ok(Opaque::new(DataSettings::deserialize(table)?))
+    }
+
+    fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
+        let settings = settings.get::<DataSettings>().ok_or("not data settings")?;
+        let source = DataSource::new(
+            &policy.resolve(&settings.database),
+            settings.max_rows,
+            Duration::from_millis(settings.timeout_ms),
+        )
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+        Ok(Opaque::new(source))
+    }
+
+    fn parse_scope(
+        &self,
+        _capability: Capability,
+        scope: PolicyTable<'_>,
+    ) -> Result<Opaque, toml::de::Error> {
+        Ok(Opaque::new(Scope::deserialize(scope)?))
+    }
+
+    fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
+        let scope = request
+            .scope
+            .get::<Scope>()
+            .ok_or_else(|| request.invalid("the grant has no data scope"))?;
+        let source = request.backend::<DataSource>()?;
+        let sql = request.payload.unwrap_or_default();
+        match describe(source, scope, request.targets, sql) {
+            Ok((tables, action, items)) => Ok(Described {
+                action,
+                items,
+                targets: tables,
+            }),
+            Err(DataError::Refused(why)) => Err(super::refusal(
+                DenialReason::NotGranted,
+                format!("{}: {why}", request.capability),
+            )),
+            Err(e) => Err(request.invalid(e)),
+        }
+    }
+
+    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit_data::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    }
+}
 
 /// Longest SQL accepted.
 pub const MAX_SQL_LEN: usize = 16 * 1024;
@@ -165,24 +269,18 @@ pub struct Rows {
     pub truncated: bool,
 }
 
-/// What the query may touch.
-#[derive(Debug, Clone)]
+/// What the query may touch: a `data.query` grant's scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scope {
-    /// Tables it may read.
+    /// Tables it may read (required).
     pub tables: Vec<String>,
     /// Columns (`table.column`) it may read; `None` = all of the tables'.
+    #[serde(default)]
     pub columns: Option<Vec<String>>,
 }
 
 impl Scope {
-    /// The scope of a grant.
-    pub fn of(grant: &Grant) -> Scope {
-        Scope {
-            tables: grant.tables.clone().unwrap_or_default(),
-            columns: grant.columns.clone(),
-        }
-    }
-
     fn allows(&self, table: &str, column: &str) -> Result<(), String> {
         if !self.tables.iter().any(|t| t.eq_ignore_ascii_case(table)) {
             return Err(format!(
@@ -812,12 +910,11 @@ fn clip_name(name: &str) -> String {
 /// from SQLite, not from the tool; the tool must have named all of them.
 pub fn describe(
     source: &DataSource,
-    grant: &Grant,
+    scope: &Scope,
     targets: &[String],
     sql: &str,
 ) -> Result<(Vec<String>, String, Vec<PromptItem>), DataError> {
     let tables = source.tables_read(sql)?;
-    let scope = Scope::of(grant);
     if let Some(outside) = tables.iter().find(|t| scope.allows(t, "").is_err()) {
         return Err(DataError::Refused(format!(
             "the query reads table {outside}, outside the grant (tables: {})",
@@ -850,8 +947,7 @@ pub fn describe(
 
 impl CallContext {
     fn data(&self) -> Result<&DataSource, wit_data::DataError> {
-        self.data
-            .as_deref()
+        self.backend::<DataSource>("data")
             .ok_or_else(|| wit_data::DataError::Backend("no database is configured".into()))
     }
 }
@@ -880,24 +976,19 @@ impl wit_data::Host for HostState {
         {
             Ok(t) => t,
             Err(e) => {
-                self.call.journal_refusal(
-                    Capability::DataQuery,
-                    &[],
-                    Some(&sql),
-                    None,
-                    &format!("{e:?}"),
-                );
+                self.call
+                    .journal_refusal(QUERY, &[], Some(&sql), None, &format!("{e:?}"));
                 return Ok(Err(e));
             }
         };
         let grant_scope = self
             .call
             .grants
-            .grant_for(Capability::DataQuery)
-            .map(Scope::of);
+            .grant_for(QUERY)
+            .and_then(|g| g.scope.get::<Scope>().cloned());
         self.through_gate(
             &token,
-            Capability::DataQuery,
+            QUERY,
             &tables,
             Some(&sql),
             wit_data::DataError::Refused,

@@ -14,8 +14,131 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use mail_parser::{Address, MessageParser};
 
-use crate::consent::{Capability, PromptItem};
+use serde::Deserialize;
+
+use super::{
+    Action, Capability, CapabilityPlugin, Described, Effect, Opaque, PolicyTable, Request,
+};
+use crate::consent::PromptItem;
 use crate::host::MAX_TARGETS;
+use crate::policy::Policy;
+
+/// `mail.list`: list folders. Targets: folder names.
+pub const LIST: Capability = Capability::new(&Action {
+    name: "mail.list",
+    effect: Effect::Reads,
+    carries_payload: false,
+    scope_keys: &["folders"],
+});
+/// `mail.read`: read messages. Targets: message ids.
+pub const READ: Capability = Capability::new(&Action {
+    name: "mail.read",
+    effect: Effect::Reads,
+    carries_payload: false,
+    scope_keys: &["folders"],
+});
+/// `mail.archive`: move messages to Archive. Targets: message ids.
+pub const ARCHIVE_ACTION: Capability = Capability::new(&Action {
+    name: "mail.archive",
+    effect: Effect::Changes,
+    carries_payload: false,
+    scope_keys: &["folders"],
+});
+/// `mail.delete`: move messages to Trash. Targets: message ids.
+pub const DELETE: Capability = Capability::new(&Action {
+    name: "mail.delete",
+    effect: Effect::Destroys,
+    carries_payload: false,
+    scope_keys: &["folders"],
+});
+
+/// The policy's `[mail]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// The Maildir root (the INBOX); sub-folders are `.Name` below it.
+    pub maildir: PathBuf,
+}
+
+/// A mail grant's scope.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailScope {
+    /// Folders the capability may touch (`INBOX`, `Archive`, ...); absent =
+    /// all folders.
+    #[serde(default)]
+    pub folders: Option<Vec<String>>,
+}
+
+impl MailScope {
+    /// Whether `folder` is within the scope.
+    pub fn allows_folder(&self, folder: &str) -> bool {
+        self.folders
+            .as_ref()
+            .is_none_or(|folders| folders.iter().any(|f| f == folder))
+    }
+}
+
+/// The `mail` capability's plug-in.
+pub struct MailPlugin;
+
+impl CapabilityPlugin for MailPlugin {
+    fn interface(&self) -> &'static str {
+        "mail"
+    }
+
+    fn actions(&self) -> &'static [Capability] {
+        &[LIST, READ, ARCHIVE_ACTION, DELETE]
+    }
+
+    fn parse_backend(&self, table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error> {
+        Ok(Opaque::new(MailSettings::deserialize(table)?))
+    }
+
+    fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
+        let settings = settings.get::<MailSettings>().ok_or("not mail settings")?;
+        let store = Maildir::open(&policy.resolve(&settings.maildir)).map_err(|e| e.to_string())?;
+        Ok(Opaque::new(store))
+    }
+
+    fn parse_scope(
+        &self,
+        _capability: Capability,
+        scope: PolicyTable<'_>,
+    ) -> Result<Opaque, toml::de::Error> {
+        Ok(Opaque::new(MailScope::deserialize(scope)?))
+    }
+
+    fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
+        let capability = request.capability;
+        let scope = request
+            .scope
+            .get::<MailScope>()
+            .ok_or_else(|| request.invalid("the grant has no mail scope"))?;
+        let folders =
+            Maildir::target_folders(capability, request.targets).map_err(|e| request.invalid(e))?;
+        if let Some(outside) = folders.iter().find(|f| !scope.allows_folder(f)) {
+            return Err(request.outside_scope(format_args!(
+                "in folder {outside} is outside the grant of tool `{}` (folders: {})",
+                request.call.tool,
+                scope.folders.as_deref().unwrap_or_default().join(", ")
+            )));
+        }
+        let store = request.backend::<Maildir>()?;
+        let (action, items) = store
+            .describe(capability, request.targets)
+            .map_err(|e| request.invalid(e))?;
+        Ok(Described {
+            action,
+            items,
+            targets: request.targets.to_vec(),
+        })
+    }
+
+    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wit_mail::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    }
+}
 
 /// The folder that holds the Maildir root.
 pub const INBOX: &str = "INBOX";
@@ -453,8 +576,8 @@ impl Maildir {
         capability: Capability,
         targets: &[String],
     ) -> Result<(String, Vec<PromptItem>), MailError> {
-        let items: Vec<PromptItem> = match capability {
-            Capability::MailList => targets
+        let items: Vec<PromptItem> = if capability == LIST {
+            targets
                 .iter()
                 .map(|folder| {
                     let count = self.files(folder)?.len();
@@ -463,8 +586,9 @@ impl Maildir {
                         description: format!("folder {folder} ({count} messages)"),
                     })
                 })
-                .collect::<Result<_, MailError>>()?,
-            _ => targets
+                .collect::<Result<_, MailError>>()?
+        } else {
+            targets
                 .iter()
                 .map(|id| {
                     let s = self.summary(id)?;
@@ -482,24 +606,22 @@ impl Maildir {
                         ),
                     })
                 })
-                .collect::<Result<_, MailError>>()?,
+                .collect::<Result<_, MailError>>()?
         };
         let n = items.len();
         let plural = if n == 1 { "" } else { "s" };
-        let action = match capability {
-            Capability::MailList => {
-                format!("list the messages (senders, subjects, dates) of {n} folder{plural}")
-            }
-            Capability::MailRead => format!("read {n} message{plural} in full"),
-            Capability::MailArchive => format!("move {n} message{plural} to {ARCHIVE}"),
-            Capability::MailDelete => {
-                format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
-            }
-            other => {
-                return Err(MailError::Invalid(format!(
-                    "{other} is not a mail capability"
-                )));
-            }
+        let action = if capability == LIST {
+            format!("list the messages (senders, subjects, dates) of {n} folder{plural}")
+        } else if capability == READ {
+            format!("read {n} message{plural} in full")
+        } else if capability == ARCHIVE_ACTION {
+            format!("move {n} message{plural} to {ARCHIVE}")
+        } else if capability == DELETE {
+            format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
+        } else {
+            return Err(MailError::Invalid(format!(
+                "{capability} is not a mail capability"
+            )));
         };
         Ok((action, items))
     }
@@ -511,9 +633,12 @@ impl Maildir {
     ) -> Result<Vec<String>, MailError> {
         targets
             .iter()
-            .map(|t| match capability {
-                Capability::MailList => validate_folder(t).map(|_| t.clone()),
-                _ => parse_id(t).map(|(folder, _)| folder.to_string()),
+            .map(|t| {
+                if capability == LIST {
+                    validate_folder(t).map(|_| t.clone())
+                } else {
+                    parse_id(t).map(|(folder, _)| folder.to_string())
+                }
             })
             .collect()
     }
@@ -521,9 +646,10 @@ impl Maildir {
 
 // ---- The WIT interface: every function passes the Gate first. ----
 
-use wasmtime::component::Resource;
+use wasmtime::component::{HasSelf, Linker, Resource};
 
 use crate::consent::TokenHandle;
+use crate::host::bindings::agentcap::tools::consent::Denial;
 use crate::host::bindings::agentcap::tools::mail as wit_mail;
 use crate::host::{CallContext, HostState};
 
@@ -560,8 +686,7 @@ fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
 
 impl CallContext {
     fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
-        self.mail
-            .as_deref()
+        self.backend::<Maildir>("mail")
             .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
     }
 }
@@ -607,7 +732,7 @@ impl wit_mail::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<wit_mail::MessageSummary>, wit_mail::MailError>> {
         self.through_gate(
             &token,
-            Capability::MailList,
+            LIST,
             std::slice::from_ref(&folder),
             None,
             wit_mail::MailError::Refused,
@@ -626,7 +751,7 @@ impl wit_mail::Host for HostState {
     ) -> wasmtime::Result<Result<wit_mail::Message, wit_mail::MailError>> {
         self.through_gate(
             &token,
-            Capability::MailRead,
+            READ,
             std::slice::from_ref(&id),
             None,
             wit_mail::MailError::Refused,
@@ -647,7 +772,7 @@ impl wit_mail::Host for HostState {
         token: Resource<TokenHandle>,
         ids: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
-        self.move_messages(token, ids, Capability::MailArchive, ARCHIVE)
+        self.move_messages(token, ids, ARCHIVE_ACTION, ARCHIVE)
     }
 
     fn delete(
@@ -655,7 +780,7 @@ impl wit_mail::Host for HostState {
         token: Resource<TokenHandle>,
         ids: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<String>, wit_mail::MailError>> {
-        self.move_messages(token, ids, Capability::MailDelete, TRASH)
+        self.move_messages(token, ids, DELETE, TRASH)
     }
 }
 

@@ -70,7 +70,7 @@ pub struct Published {
 impl Published {
     /// The label as it reads when `channel` approves.
     pub fn stamp(&self, channel: &str) -> String {
-        crate::capability::forum::label(
+        label(
             &self.template,
             &self.tool,
             &self.user,
@@ -81,8 +81,32 @@ impl Published {
 
     /// The body with the label as it reads when `channel` approves.
     pub fn labelled_for(&self, channel: &str) -> String {
-        crate::capability::forum::labelled(&self.body, &self.stamp(channel))
+        labelled(&self.body, &self.stamp(channel))
     }
+}
+
+/// The label for a post, from the operator's template.
+pub fn label(
+    template: &str,
+    tool: &str,
+    user: &str,
+    approver: &str,
+    at: std::time::SystemTime,
+) -> String {
+    let time = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC");
+    template
+        .replace("{tool}", tool)
+        .replace("{user}", user)
+        .replace("{approver}", approver)
+        .replace("{time}", &time)
+}
+
+/// The body as published: the tool's text, then the host's label.
+pub fn labelled(body: &str, stamp: &str) -> String {
+    format!("{}\n\n-- \n{stamp}", body.trim_end())
 }
 
 /// How much of each prompt field is shown (bytes of the original text).

@@ -12,7 +12,7 @@ mod approver;
 pub use approver::{
     Answer, AnswerFuture, Approver, ConsentPrompt, Decision, DecisionFuture, DenyApprover,
     FirstAnswer, PromptItem, Published, ScriptedApprover, SharedApprover, TerminalApprover,
-    client_name, label_channel, parse_answer,
+    client_name, label, label_channel, labelled, parse_answer,
 };
 
 use std::collections::HashMap;
@@ -67,99 +67,7 @@ impl ApprovalChannel {
     }
 }
 
-/// An action a tool can be granted: `<interface>.<function>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Capability {
-    /// `mail.list`: list a folder. Targets: folder names.
-    MailList,
-    /// `mail.read`: read messages. Targets: message ids.
-    MailRead,
-    /// `mail.archive`: move messages to Archive. Targets: message ids.
-    MailArchive,
-    /// `mail.delete`: move messages to Trash. Targets: message ids.
-    MailDelete,
-    /// `forum.list-threads`: list the forum's threads. Target: `threads`.
-    ForumListThreads,
-    /// `forum.read-thread`: read threads. Targets: thread ids.
-    ForumReadThread,
-    /// `forum.post`: reply to one thread with exactly the approved body.
-    ForumPost,
-    /// `data.query`: run exactly the approved read-only SQL.
-    DataQuery,
-}
-
-impl Capability {
-    /// Every capability the runtime knows.
-    pub const ALL: &'static [Capability] = &[
-        Capability::MailList,
-        Capability::MailRead,
-        Capability::MailArchive,
-        Capability::MailDelete,
-        Capability::ForumListThreads,
-        Capability::ForumReadThread,
-        Capability::ForumPost,
-        Capability::DataQuery,
-    ];
-
-    /// The name used in intents and policies.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::MailList => "mail.list",
-            Capability::MailRead => "mail.read",
-            Capability::MailArchive => "mail.archive",
-            Capability::MailDelete => "mail.delete",
-            Capability::ForumListThreads => "forum.list-threads",
-            Capability::ForumReadThread => "forum.read-thread",
-            Capability::ForumPost => "forum.post",
-            Capability::DataQuery => "data.query",
-        }
-    }
-
-    /// Parse a name such as `mail.delete`.
-    pub fn parse(name: &str) -> Option<Capability> {
-        Capability::ALL.iter().copied().find(|c| c.as_str() == name)
-    }
-
-    /// Whether the action destroys or publishes something: such requests
-    /// are not approvable through an MCP client's form unless the operator
-    /// says so (`approve_via`), since the agent's own software answers it.
-    pub fn destroys_or_publishes(self) -> bool {
-        matches!(self, Capability::MailDelete | Capability::ForumPost)
-    }
-
-    /// The WIT interface that carries this capability (`mail`).
-    pub fn interface(self) -> &'static str {
-        match self {
-            Capability::MailList
-            | Capability::MailRead
-            | Capability::MailArchive
-            | Capability::MailDelete => "mail",
-            Capability::ForumListThreads | Capability::ForumReadThread | Capability::ForumPost => {
-                "forum"
-            }
-            Capability::DataQuery => "data",
-        }
-    }
-
-    /// Whether the action changes anything (as opposed to reading).
-    pub fn is_side_effecting(self) -> bool {
-        matches!(
-            self,
-            Capability::MailArchive | Capability::MailDelete | Capability::ForumPost
-        )
-    }
-
-    /// Whether an intent for it must carry the exact content (payload).
-    pub fn carries_payload(self) -> bool {
-        matches!(self, Capability::ForumPost | Capability::DataQuery)
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::capability::Capability;
 
 /// Identifies one agent session; tokens belong to exactly one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -801,23 +709,38 @@ mod tests {
         let gate = Gate::new();
         let t = mint(
             &gate,
-            Capability::MailDelete,
+            crate::capability::mail::DELETE,
             &["INBOX/a", "INBOX/b"],
             2,
             60_000,
         );
         let a = vec!["INBOX/a".to_string()];
         assert!(
-            gate.authorize(t, &session(), "t", action(Capability::MailDelete, &a))
-                .is_ok()
+            gate.authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::DELETE, &a)
+            )
+            .is_ok()
         );
         assert_eq!(gate.record(t).unwrap().uses_left, 1);
         assert!(
-            gate.authorize(t, &session(), "t", action(Capability::MailDelete, &a))
-                .is_ok()
+            gate.authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::DELETE, &a)
+            )
+            .is_ok()
         );
         let err = gate
-            .authorize(t, &session(), "t", action(Capability::MailDelete, &a))
+            .authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::DELETE, &a),
+            )
             .unwrap_err();
         assert!(matches!(err, Refusal::UsedUp { .. }), "{err}");
     }
@@ -825,10 +748,21 @@ mod tests {
     #[test]
     fn refusals_name_what_and_why() {
         let gate = Gate::new();
-        let t = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 60_000);
+        let t = mint(
+            &gate,
+            crate::capability::mail::READ,
+            &["INBOX/a"],
+            5,
+            60_000,
+        );
         let ids = vec!["INBOX/a".to_string()];
         let err = gate
-            .authorize(t, &session(), "t", action(Capability::MailDelete, &ids))
+            .authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::DELETE, &ids),
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -836,7 +770,12 @@ mod tests {
         );
         let other = vec!["INBOX/a".to_string(), "INBOX/z".to_string()];
         let err = gate
-            .authorize(t, &session(), "t", action(Capability::MailRead, &other))
+            .authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::READ, &other),
+            )
             .unwrap_err();
         assert!(
             err.to_string().contains("INBOX/z was not approved"),
@@ -847,12 +786,17 @@ mod tests {
                 t,
                 &SessionId("s2".into()),
                 "t",
-                action(Capability::MailRead, &ids),
+                action(crate::capability::mail::READ, &ids),
             )
             .unwrap_err();
         assert!(matches!(err, Refusal::ForeignSession { .. }));
         let err = gate
-            .authorize(t, &session(), "u", action(Capability::MailRead, &ids))
+            .authorize(
+                t,
+                &session(),
+                "u",
+                action(crate::capability::mail::READ, &ids),
+            )
             .unwrap_err();
         assert!(matches!(err, Refusal::ForeignTool { .. }));
         assert_eq!(
@@ -862,7 +806,12 @@ mod tests {
         );
         gate.revoke(t);
         let err = gate
-            .authorize(t, &session(), "t", action(Capability::MailRead, &ids))
+            .authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::READ, &ids),
+            )
             .unwrap_err();
         assert!(matches!(err, Refusal::Revoked { .. }));
     }
@@ -870,25 +819,41 @@ mod tests {
     #[test]
     fn expiry_and_stop() {
         let gate = Gate::new();
-        let t = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 1);
+        let t = mint(&gate, crate::capability::mail::READ, &["INBOX/a"], 5, 1);
         std::thread::sleep(Duration::from_millis(5));
         let ids = vec!["INBOX/a".to_string()];
         let err = gate
-            .authorize(t, &session(), "t", action(Capability::MailRead, &ids))
+            .authorize(
+                t,
+                &session(),
+                "t",
+                action(crate::capability::mail::READ, &ids),
+            )
             .unwrap_err();
         assert!(matches!(err, Refusal::Expired { .. }), "{err}");
-        let live = mint(&gate, Capability::MailRead, &["INBOX/a"], 5, 60_000);
+        let live = mint(
+            &gate,
+            crate::capability::mail::READ,
+            &["INBOX/a"],
+            5,
+            60_000,
+        );
         gate.stop_session(&session());
         assert!(
-            gate.authorize(live, &session(), "t", action(Capability::MailRead, &ids))
-                .is_err()
+            gate.authorize(
+                live,
+                &session(),
+                "t",
+                action(crate::capability::mail::READ, &ids)
+            )
+            .is_err()
         );
         assert!(gate.record(live).unwrap().revoked);
         assert!(matches!(
             gate.mint(Mint {
                 session: session(),
                 tool: "t".into(),
-                capability: Capability::MailRead,
+                capability: crate::capability::mail::READ,
                 targets: vec![],
                 payload: None,
                 ttl: Duration::from_secs(1),
@@ -907,7 +872,7 @@ mod tests {
             .mint(Mint {
                 session: session(),
                 tool: "t".into(),
-                capability: Capability::MailRead,
+                capability: crate::capability::mail::READ,
                 targets: vec!["x".into()],
                 payload: Some("hello".into()),
                 ttl: Duration::from_secs(60),
@@ -918,7 +883,7 @@ mod tests {
             .unwrap();
         let ids = vec!["x".to_string()];
         let with = |p| Action {
-            capability: Capability::MailRead,
+            capability: crate::capability::mail::READ,
             targets: &ids,
             payload: Some(p),
         };
