@@ -13,6 +13,7 @@ const GUESTS: &[&str] = &[
     "hostile-forum",
     "hostile-resources",
     "hostile-network",
+    "hostile-files",
 ];
 
 fn main() {

@@ -133,6 +133,15 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// The `files` capability's trash: what tools deleted or replaced, and
+    /// putting it back.
+    Files {
+        /// The operator's policy file (its `[files]` roots).
+        #[arg(long)]
+        policy: PathBuf,
+        #[command(subcommand)]
+        action: FilesAction,
+    },
     /// Replay the "confirm before acting" incident on bundled data, offline.
     Demo {
         /// Where to lay out the demo (default: a new temporary folder).
@@ -169,6 +178,18 @@ enum JournalAction {
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilesAction {
+    /// List the trash of every root: restore handles, original paths, sizes.
+    Trash,
+    /// Put a deleted or replaced file back where it was (nothing existing
+    /// is replaced).
+    Restore {
+        /// The restore handle (`root#id`, from `trash` or the journal).
+        handle: String,
     },
 }
 
@@ -269,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             policy,
             action,
         } => journal_command(journal, policy, action).await,
+        Command::Files { policy, action } => files_command(&policy, action),
         Command::Demo {
             workspace,
             scripted,
@@ -789,6 +811,40 @@ fn approvals_command(qr: bool) -> anyhow::Result<ExitCode> {
         println!("approvals page of process {pid}: {url}");
         if qr {
             println!("{}", crate::approvals::qr_code(&url));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn files_command(policy_path: &Path, action: FilesAction) -> anyhow::Result<ExitCode> {
+    use crate::capability::files::{FileStore, FilesSettings};
+    let policy = Policy::load(policy_path)?;
+    let settings = policy
+        .backend("files")
+        .and_then(|s| s.get::<FilesSettings>())
+        .with_context(|| format!("{} has no [files] table", policy_path.display()))?;
+    let store = FileStore::open(settings, |p| policy.resolve(p))
+        .context("cannot open the [files] roots")?;
+    match action {
+        FilesAction::Trash => {
+            let entries = store.trash_entries().context("cannot read the trash")?;
+            if entries.is_empty() {
+                println!("The trash is empty.");
+            }
+            for e in entries {
+                println!(
+                    "{}  {}  {} bytes",
+                    one_line(&e.handle, 80),
+                    one_line(&e.origin, 200),
+                    e.size
+                );
+            }
+        }
+        FilesAction::Restore { handle } => {
+            let path = store
+                .restore(&handle)
+                .with_context(|| format!("cannot restore {}", one_line(&handle, 80)))?;
+            println!("Restored {}.", one_line(&path.to_string(), 200));
         }
     }
     Ok(ExitCode::SUCCESS)

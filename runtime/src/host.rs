@@ -638,7 +638,7 @@ impl CallContext {
             targets: &targets,
             payload: intent.payload.as_deref(),
         })?;
-        let (action, items) = (described.action, described.items);
+        let (action, items, shown) = (described.action, described.items, described.shown);
         let targets = described.targets;
         if self.session_state.is_stopped() {
             return Err(denial(Stopped, format!("session {} was stopped", self.session)).into());
@@ -651,6 +651,14 @@ impl CallContext {
             .get(capability.interface())
             .filter(|_| capability.publishes())
             .and_then(|b| capability.plugin().label_template(&b.settings));
+        if capability.publishes() && template.is_none() {
+            // What is published is always labelled: no label, no approval.
+            return Err(denial(
+                NotGranted,
+                format!("{capability} publishes, but its backend gives no label to stamp"),
+            )
+            .into());
+        }
         let published = match (&intent.payload, template) {
             (Some(body), Some(template)) => Some(crate::consent::Published {
                 body: body.clone(),
@@ -672,9 +680,10 @@ impl CallContext {
         });
         // What the prompt holds as the content: for a post, as it reads if
         // this call's approver decides (each channel renders its own).
-        let shown_payload = match &published {
-            Some(p) => Some(p.labelled_for(self.approver.channel())),
-            None => intent.payload.clone(),
+        let shown_payload = match (&published, shown) {
+            (Some(p), _) => Some(p.labelled_for(self.approver.channel())),
+            (None, Some(shown)) => Some(shown),
+            (None, None) => intent.payload.clone(),
         };
         let (approved, decided_by, stamp) = match grant.mode {
             ConsentMode::Standing => (targets, DecisionSource::StandingGrant, standing_stamp),

@@ -54,7 +54,7 @@ mod bindings {
     });
 }
 
-pub use bindings::agentcap::tools::{consent, data, forum, mail};
+pub use bindings::agentcap::tools::{consent, data, files, forum, mail};
 pub use consent::{Denial, DenialReason, Token};
 
 use std::fmt;
@@ -165,6 +165,18 @@ impl Explain for mail::MailError {
             mail::MailError::NotFound(m) => format!("not found: {m}"),
             mail::MailError::Invalid(m) => format!("invalid: {m}"),
             mail::MailError::Backend(m) => format!("mail store error: {m}"),
+        }
+    }
+}
+
+impl Explain for files::FilesError {
+    fn explain(&self) -> String {
+        match self {
+            files::FilesError::Refused(m) => format!("refused: {m}"),
+            files::FilesError::NotFound(m) => format!("not found: {m}"),
+            files::FilesError::Invalid(m) => format!("invalid: {m}"),
+            files::FilesError::TooLarge(m) => format!("too large: {m}"),
+            files::FilesError::Backend(m) => format!("file system error: {m}"),
         }
     }
 }

@@ -114,6 +114,7 @@ impl CapabilityPlugin for DataPlugin {
                 action,
                 items,
                 targets: tables,
+                shown: None,
             }),
             Err(DataError::Refused(why)) => Err(super::refusal(
                 DenialReason::NotGranted,

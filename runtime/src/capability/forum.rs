@@ -170,6 +170,7 @@ impl CapabilityPlugin for ForumPlugin {
             action,
             items,
             targets: request.targets.to_vec(),
+            shown: None,
         })
     }
 

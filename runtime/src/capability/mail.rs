@@ -132,6 +132,7 @@ impl CapabilityPlugin for MailPlugin {
             action,
             items,
             targets: request.targets.to_vec(),
+            shown: None,
         })
     }
 

@@ -9,6 +9,7 @@
 //! capability module.
 
 pub mod data;
+pub mod files;
 
 pub mod forum;
 pub mod mail;
@@ -288,6 +289,9 @@ pub struct Described {
     /// The targets a token would cover (for `data.query`, the tables SQLite
     /// found in the statement rather than those the tool named).
     pub targets: Vec<String>,
+    /// What a human sees of the content, when it is not the payload itself
+    /// (a diff against the file a write replaces); `None` shows the payload.
+    pub shown: Option<String>,
 }
 
 /// What a capability plugs into the host. Implement it in the capability's
@@ -340,6 +344,7 @@ pub mod registry {
         &super::mail::MailPlugin,
         &super::forum::ForumPlugin,
         &super::data::DataPlugin,
+        &super::files::FilesPlugin,
     ];
 
     /// Every registered capability plug-in.

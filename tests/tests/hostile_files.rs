@@ -1,0 +1,436 @@
+//! A hostile component against the `files` capability: each attack fails,
+//! the files (inside the root and outside it) are unchanged, and the
+//! journal holds the refusal. Approved work does exactly what was approved.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use agentcap::consent::{ConsentPrompt, Decision, ScriptedApprover, SessionId};
+use agentcap::{LoadedTool, Runtime};
+use agentcap_tests::{Workspace, snapshot};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+user = "alice"
+[files]
+max_file_kb = 64
+[files.roots.notes]
+path = "notes"
+[files.roots.shared]
+path = "shared"
+read_only = true
+[tools.hostile]
+component = "x.wasm"
+[[tools.hostile.grants]]
+capability = "files.list"
+mode = "standing"
+[[tools.hostile.grants]]
+capability = "files.read"
+mode = "standing"
+roots = ["notes", "shared"]
+paths = ["**/*.md", "*.txt"]
+[[tools.hostile.grants]]
+capability = "files.write"
+mode = "ask"
+roots = ["notes", "shared"]
+paths = ["drafts/*.md", "*.md"]
+[[tools.hostile.grants]]
+capability = "files.move"
+mode = "ask"
+roots = ["notes"]
+paths = ["drafts/*.md", "archive/*.md"]
+[[tools.hostile.grants]]
+capability = "files.delete"
+mode = "ask"
+roots = ["notes"]
+paths = ["drafts/*.md"]
+max_uses = 1
+"#;
+
+struct Setup {
+    ws: Workspace,
+    runtime: Runtime,
+    tool: LoadedTool,
+    approver: Arc<ScriptedApprover>,
+}
+
+fn setup(script: impl Fn(&ConsentPrompt) -> Decision + Send + Sync + 'static) -> Setup {
+    let ws = Workspace::new();
+    let root = ws.dir.path();
+    for (path, content) in [
+        ("notes/drafts/old.md", "# Old draft\nstale\n"),
+        ("notes/drafts/keep.md", "# Keep\n"),
+        ("notes/todo.md", "- one\n- two\n"),
+        ("notes/plain.txt", "plain\n"),
+        ("shared/policy.md", "# Shared, read-only\n"),
+        ("outside/secret.md", "the neighbour's secret\n"),
+    ] {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), content).unwrap();
+    }
+    // Links inside the root that lead out of it.
+    std::os::unix::fs::symlink(root.join("outside/secret.md"), root.join("notes/leak.md")).unwrap();
+    std::os::unix::fs::symlink(root.join("outside"), root.join("notes/drafts/out")).unwrap();
+    std::os::unix::fs::symlink("../../outside", root.join("notes/up")).unwrap();
+    let approver = Arc::new(ScriptedApprover::new("test-user", script));
+    let (runtime, tool) = ws.load_guest(POLICY, approver.clone(), "hostile", "hostile_files");
+    Setup {
+        ws,
+        runtime,
+        tool,
+        approver,
+    }
+}
+
+impl Setup {
+    async fn call(&self, function: &str, args: Value) -> Result<Value, String> {
+        let outcome = self
+            .runtime
+            .call(&self.tool, &SessionId("s".into()), function, &args)
+            .await
+            .unwrap_or_else(|e| panic!("{function}: {e}"));
+        match outcome.result.get("ok") {
+            Some(v) => Ok(v.clone()),
+            None => Err(outcome.result["err"].as_str().unwrap().to_string()),
+        }
+    }
+
+    /// Every file of the workspace but the journal, with digests.
+    fn tree(&self) -> BTreeMap<String, String> {
+        let mut tree = snapshot(self.ws.dir.path());
+        tree.retain(|k, _| !k.starts_with("journal") && !k.starts_with("Maildir"));
+        tree
+    }
+
+    fn file(&self, path: &str) -> String {
+        std::fs::read_to_string(self.ws.dir.path().join(path)).unwrap()
+    }
+
+    /// Journal records that refused something (a refused call, or a
+    /// consent request that was not approved).
+    fn refusals(&self) -> Vec<String> {
+        self.runtime
+            .journal()
+            .all()
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                r.kind == "refusal"
+                    || (r.kind == "decision"
+                        && !r.outcome.as_deref().unwrap_or("").starts_with("approved"))
+            })
+            .map(|r| r.outcome.unwrap_or_default())
+            .collect()
+    }
+
+    /// Run `attack`, check it failed with `expected` in its message, the
+    /// tree did not change and the journal gained a refusal naming it.
+    async fn refused(&self, function: &str, args: Value, expected: &str) -> String {
+        let before = self.tree();
+        let refusals = self.refusals().len();
+        let err = self
+            .call(function, args.clone())
+            .await
+            .expect_err(&format!("{function}({args}) must fail"));
+        assert!(err.contains(expected), "{function}({args}): {err}");
+        assert_eq!(self.tree(), before, "{function}({args}) changed files");
+        let journaled = self.refusals();
+        assert!(
+            journaled.len() > refusals,
+            "{function}({args}) was not journaled as refused: {journaled:?}"
+        );
+        err
+    }
+}
+
+#[tokio::test]
+async fn paths_out_of_the_root_are_refused() {
+    let s = setup(Decision::approve_all);
+    for (path, expected) in [
+        ("notes:../outside/secret.md", "`.` and `..` are refused"),
+        (
+            "notes:drafts/../../outside/secret.md",
+            "`.` and `..` are refused",
+        ),
+        ("notes:/etc/passwd", "absolute paths are refused"),
+        ("/etc/passwd", "a path is `root:relative/path`"),
+        ("outside:secret.md", "root outside is not granted"),
+        ("notes:.agentcap-trash/1/file", "the trash is not reachable"),
+    ] {
+        let args = json!({"approved": path, "actual": path, "length": 100});
+        s.refused("read-other", args, expected).await;
+    }
+    // Links created in the root that point out of it (or anywhere).
+    for path in [
+        "notes:leak.md",
+        "notes:drafts/out/secret.md",
+        "notes:up/secret.md",
+    ] {
+        let args = json!({"approved": path, "actual": path, "length": 100});
+        s.refused("read-other", args, "symbolic link").await;
+    }
+    // A token for an allowed file does not read another one.
+    let args =
+        json!({"approved": "notes:todo.md", "actual": "notes:drafts/keep.md", "length": 100});
+    s.refused(
+        "read-other",
+        args,
+        "files.read of notes:drafts/keep.md was not approved",
+    )
+    .await;
+    // The glob scope: `*.txt` is only at the top, `**/*.md` anywhere.
+    let args =
+        json!({"approved": "notes:drafts/x.txt", "actual": "notes:drafts/x.txt", "length": 10});
+    s.refused("read-other", args, "matches none of the granted paths")
+        .await;
+    assert_eq!(
+        s.call(
+            "read-other",
+            json!({"approved": "notes:plain.txt", "actual": "notes:plain.txt", "length": 100})
+        )
+        .await
+        .unwrap(),
+        json!("plain\n")
+    );
+    // Nothing of the outside file reached the guest.
+    assert!(
+        s.approver
+            .answered()
+            .iter()
+            .all(|(p, _)| !p.render().contains("neighbour")),
+    );
+}
+
+#[tokio::test]
+async fn writes_are_bound_to_the_approved_content_path_and_version() {
+    let s = setup(Decision::approve_all);
+    // One byte off, in either direction.
+    for actual in ["# Todo\n- one!\n", "# Todo\n- one\n\n", "# Todo\n- one"] {
+        let args =
+            json!({"path": "notes:todo.md", "approved": "# Todo\n- one\n", "actual": actual});
+        s.refused("write-other", args, "differs from the approved content")
+            .await;
+    }
+    // Approved for one path, written to another.
+    let args = json!({"approved-path": "notes:todo.md", "actual-path": "notes:drafts/keep.md", "content": "x\n"});
+    s.refused("write-elsewhere", args, "was not approved").await;
+    // Outside the glob scope, or a read-only root.
+    let args = json!({"approved-path": "notes:deep/x/new.md", "actual-path": "notes:deep/x/new.md", "content": "x\n"});
+    s.refused("write-elsewhere", args, "matches none of the granted paths")
+        .await;
+    let args = json!({"approved-path": "shared:policy.md", "actual-path": "shared:policy.md", "content": "x\n"});
+    s.refused("write-elsewhere", args, "root shared is read-only")
+        .await;
+    // A read token does not write.
+    let args = json!({"path": "notes:todo.md", "content": "x\n"});
+    s.refused(
+        "write-with-read-token",
+        args,
+        "is for files.read, not files.write",
+    )
+    .await;
+    // Over the size limit (64 KiB here; the consent payload limit is 1 MiB).
+    let args = json!({"path": "notes:big.md", "size": 65 * 1024 + 1});
+    s.refused("write-size", args, "max_file_kb").await;
+    let args = json!({"path": "notes:big.md", "size": 2 * 1024 * 1024});
+    s.refused("write-size", args, "payload exceeds").await;
+    // A read asking for a GiB is refused by the limit, before any byte.
+    let args =
+        json!({"approved": "notes:todo.md", "actual": "notes:todo.md", "length": 1u64 << 30});
+    s.refused("read-other", args, "a read is at most 64.0 KiB")
+        .await;
+    // The approved write happens, once; replaying the token is refused.
+    let before = s.tree();
+    let err = s
+        .call(
+            "write-again",
+            json!({"path": "notes:todo.md", "content": "- done\n", "times": 2}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("has no uses left"), "{err}");
+    assert_eq!(s.file("notes/todo.md"), "- done\n");
+    assert_ne!(s.tree(), before);
+    // The human saw a diff against the current file.
+    let (prompt, _) = s.approver.answered().pop().unwrap();
+    let shown = prompt.shown_payload("terminal").unwrap();
+    assert!(
+        shown.contains("-- one") && shown.contains("+- done"),
+        "{shown}"
+    );
+    assert!(
+        prompt.items[0].target.starts_with("notes:todo.md@"),
+        "{:?}",
+        prompt.items[0].target
+    );
+}
+
+#[tokio::test]
+async fn a_file_changed_after_approval_is_not_overwritten() {
+    let workspace: Arc<std::sync::Mutex<Option<std::path::PathBuf>>> = Default::default();
+    let seen = workspace.clone();
+    let s = setup(move |prompt| {
+        // Someone edits the file while the human reads the prompt.
+        if let Some(root) = seen.lock().unwrap().as_ref() {
+            std::fs::write(root.join("notes/todo.md"), "edited meanwhile\n").unwrap();
+        }
+        Decision::approve_all(prompt)
+    });
+    *workspace.lock().unwrap() = Some(s.ws.dir.path().to_path_buf());
+    let err = s
+        .call(
+            "write-again",
+            json!({"path": "notes:todo.md", "content": "- mine\n", "times": 1}),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("was not approved"), "{err}");
+    assert_eq!(s.file("notes/todo.md"), "edited meanwhile\n");
+}
+
+#[tokio::test]
+async fn deletes_and_moves_only_the_approved_subset_and_deletes_can_be_undone() {
+    // The human approves only the first item of every request.
+    let s = setup(|_| Decision::Approve(vec![0]));
+    std::fs::write(s.ws.dir.path().join("notes/drafts/older.md"), "older\n").unwrap();
+    let args = json!({"asked": ["notes:drafts/old.md", "notes:drafts/older.md"],
+                      "deleted": ["notes:drafts/old.md", "notes:drafts/older.md"]});
+    s.refused(
+        "delete-beyond",
+        args,
+        "files.delete of notes:drafts/older.md was not approved",
+    )
+    .await;
+    // Outside the delete grant's paths, or a root it does not cover.
+    let args = json!({"asked": ["notes:todo.md"], "deleted": ["notes:todo.md"]});
+    s.refused("delete-beyond", args, "matches none of the granted paths")
+        .await;
+    let args = json!({"asked": ["shared:policy.md"], "deleted": ["shared:policy.md"]});
+    s.refused("delete-beyond", args, "root shared is not granted")
+        .await;
+    // The approved one goes to the trash, and comes back.
+    let handles = s
+        .call(
+            "delete-beyond",
+            json!({"asked": ["notes:drafts/old.md"], "deleted": ["notes:drafts/old.md"]}),
+        )
+        .await
+        .unwrap();
+    assert!(!s.ws.dir.path().join("notes/drafts/old.md").exists());
+    let handle = handles[0].as_str().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentcap-cli"))
+        .args(["files", "--policy"])
+        .arg(s.ws.dir.path().join("agentcap.toml"))
+        .args(["restore", &handle])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.file("notes/drafts/old.md"), "# Old draft\nstale\n");
+    // Moves: only approved pairs, never over an existing file, never out
+    // of the grant's paths.
+    let pair = "notes:drafts/old.md -> archive/old.md";
+    let other = "notes:drafts/keep.md -> archive/keep.md";
+    let args = json!({"asked": [pair, other], "moved": [pair, other]});
+    s.refused("move-beyond", args, "was not approved").await;
+    let args = json!({"asked": ["notes:drafts/old.md -> drafts/keep.md"], "moved": ["notes:drafts/old.md -> drafts/keep.md"]});
+    s.refused("move-beyond", args, "exists; a move does not replace")
+        .await;
+    let args = json!({"asked": ["notes:drafts/old.md -> ../outside/x.md"], "moved": []});
+    s.refused("move-beyond", args, "`.` and `..` are refused")
+        .await;
+    let moved = s
+        .call("move-beyond", json!({"asked": [pair], "moved": [pair]}))
+        .await
+        .unwrap();
+    assert_eq!(moved, json!([pair]));
+    assert_eq!(s.file("notes/archive/old.md"), "# Old draft\nstale\n");
+}
+
+#[tokio::test]
+async fn names_with_controls_and_bidi_overrides_are_shown_escaped() {
+    let s = setup(|_| Decision::Decline("no".into()));
+    let evil = "drafts/invoice\u{202e}dm.exe\u{1b}[2J.md";
+    std::fs::write(s.ws.dir.path().join("notes").join(evil), "x\n").unwrap();
+    let target = format!("notes:{evil}");
+    let args = json!({"asked": [target], "deleted": [target]});
+    s.refused("delete-beyond", args, "declined").await;
+    let (prompt, _) = s.approver.answered().pop().unwrap();
+    for channel in ["terminal", "page", "mcp-form"] {
+        let shown = prompt.render_for(channel);
+        assert!(
+            !shown.contains('\u{202e}') && !shown.contains('\u{1b}'),
+            "{channel}: {shown:?}"
+        );
+        assert!(
+            shown.contains("⟨U+202E⟩") && shown.contains("⟨ESC⟩"),
+            "{shown}"
+        );
+    }
+    // The listing returns the real name to the tool (it is data), and the
+    // journal's view of the request is escaped.
+    let listed = Setup::list(&s).await;
+    assert!(listed.iter().any(|p| p.contains('\u{202e}')));
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_agentcap-cli"))
+        .args(["journal", "--policy"])
+        .arg(s.ws.dir.path().join("agentcap.toml"))
+        .args(["tail", "-n", "50"])
+        .output()
+        .unwrap();
+    let tail = String::from_utf8_lossy(&tail.stdout);
+    assert!(
+        !tail.contains('\u{202e}') && !tail.contains('\u{1b}'),
+        "{tail}"
+    );
+}
+
+impl Setup {
+    async fn list(&self) -> Vec<String> {
+        self.call("list-folder", json!({"folder": "notes:drafts"}))
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn listing_shows_only_the_grant_and_never_the_trash() {
+    let s = setup(Decision::approve_all);
+    s.call(
+        "delete-beyond",
+        json!({"asked": ["notes:drafts/old.md"], "deleted": ["notes:drafts/old.md"]}),
+    )
+    .await
+    .unwrap();
+    assert!(s.ws.dir.path().join("notes/.agentcap-trash").is_dir());
+    let listed: Vec<String> = s
+        .call("list-folder", json!({"folder": "notes:"}))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(listed.contains(&"notes:todo.md".to_string()), "{listed:?}");
+    assert!(
+        listed.iter().all(|p| !p.contains(".agentcap-trash")),
+        "{listed:?}"
+    );
+    // The trash is not listable by name either.
+    s.refused(
+        "list-folder",
+        json!({"folder": "notes:.agentcap-trash"}),
+        "the trash is not reachable",
+    )
+    .await;
+    assert!(Path::new(&s.ws.dir.path().join("notes/.agentcap-trash")).is_dir());
+}
