@@ -7,6 +7,7 @@ use std::path::PathBuf;
 const EMBEDDED: &[(&str, &str)] = &[
     ("inbox-triage", "inbox_triage"),
     ("forum-reply", "forum_reply"),
+    ("notes-tidy", "notes_tidy"),
 ];
 
 fn main() {

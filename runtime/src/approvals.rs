@@ -76,8 +76,11 @@ pub struct PendingView {
     pub action: String,
     /// Each item as the host describes it.
     pub items: Vec<String>,
-    /// The exact content (a post with its label, the SQL).
+    /// The exact content (a post with its label, the SQL), or what stands
+    /// for it (a diff).
     pub payload: Option<String>,
+    /// What `payload` is (`exact content`, a diff's heading).
+    pub payload_heading: String,
     /// How many invisible characters the content hides, in words.
     pub payload_warning: Option<String>,
     /// The tool's own claim.
@@ -115,6 +118,7 @@ impl ApprovalsBoard {
                 action: w.prompt.shown_action(),
                 items: w.prompt.shown_items(),
                 payload: w.prompt.shown_payload(CHANNEL),
+                payload_heading: w.prompt.shown_payload_heading(),
                 payload_warning: w.prompt.payload_warning(),
                 tool_claim: w.prompt.shown_claim(),
                 waiting_secs: now.duration_since(w.asked_at).map_or(0, |d| d.as_secs()),

@@ -33,6 +33,13 @@ pub static INBOX_TRIAGE_WASM: &[u8] =
 /// The forum-reply component, built for wasm32-wasip2 by build.rs.
 pub static FORUM_REPLY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/forum_reply.wasm"));
 
+/// The notes-tidy component, built for wasm32-wasip2 by build.rs.
+pub static NOTES_TIDY_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/notes_tidy.wasm"));
+
+/// The bundled notes folder (see examples/notes-tidy/fixtures).
+static FIXTURE_NOTES: Dir<'_> =
+    include_dir!("$CARGO_MANIFEST_DIR/../examples/notes-tidy/fixtures/notes");
+
 /// The demo company's database (service metrics, and personal data).
 pub const COMPANY_SQL: &str = include_str!("../../examples/forum-reply/fixtures/company.sql");
 
@@ -107,6 +114,46 @@ max_uses = 1
 capability = "forum.post"
 mode = "ask"
 threads = [1]
+
+# Alice's notes folder: the only files any tool can reach.
+[files]
+max_file_kb = 256
+
+[files.roots.notes]
+path = "notes"
+
+[tools.notes-tidy]
+component = "notes_tidy.wasm"
+
+[[tools.notes-tidy.grants]]
+capability = "files.list"
+mode = "standing"
+roots = ["notes"]
+
+[[tools.notes-tidy.grants]]
+capability = "files.read"
+mode = "standing"
+roots = ["notes"]
+paths = ["drafts/*.md"]
+
+# Moving, deleting (to the trash) and rewriting the index ask Alice.
+[[tools.notes-tidy.grants]]
+capability = "files.move"
+mode = "ask"
+roots = ["notes"]
+paths = ["drafts/*.md", "archive/*.md"]
+
+[[tools.notes-tidy.grants]]
+capability = "files.delete"
+mode = "ask"
+roots = ["notes"]
+paths = ["drafts/*.md"]
+
+[[tools.notes-tidy.grants]]
+capability = "files.write"
+mode = "ask"
+roots = ["notes"]
+paths = ["index.md"]
 "#;
 
 /// Who answers the demo's consent prompts.
@@ -138,6 +185,23 @@ pub struct DemoSummary {
     pub purge: Option<PurgeSummary>,
     /// Part 3, the forum answer.
     pub forum: Option<ForumSummary>,
+    /// Part 4, tidying notes.
+    pub notes: Option<NotesSummary>,
+}
+
+/// Part 4 of the demo: a tool that tidies a notes folder.
+#[derive(Debug, Clone)]
+pub struct NotesSummary {
+    /// The tool's report.
+    pub report: Value,
+    /// Files in `drafts/` and `archive/` afterwards.
+    pub drafts: usize,
+    /// Files in `archive/` afterwards.
+    pub archived: usize,
+    /// The draft the person kept out of the deletion, still in place.
+    pub left_out_untouched: Vec<String>,
+    /// The draft restored from the trash, and whether it is back.
+    pub restored: Option<(String, bool)>,
 }
 
 /// Part 3 of the demo: a forum answer that needs permission.
@@ -240,7 +304,9 @@ impl Approver for StoppingUser {
 
 /// The scripted user's rule.
 pub fn scripted_decision(prompt: &ConsentPrompt) -> Decision {
-    if prompt.capability == crate::capability::mail::DELETE && prompt.items.len() > 1 {
+    let deletes = prompt.capability == crate::capability::mail::DELETE
+        || prompt.capability == crate::capability::files::DELETE;
+    if deletes && prompt.items.len() > 1 {
         Decision::Approve((1..prompt.items.len()).collect())
     } else {
         Decision::approve_all(prompt)
@@ -276,6 +342,12 @@ pub fn prepare_workspace(workspace: &Path) -> anyhow::Result<PathBuf> {
     extract(&FIXTURE_MAILDIR, &maildir).context("copy the fixture Maildir")?;
     std::fs::write(workspace.join("inbox_triage.wasm"), INBOX_TRIAGE_WASM)?;
     std::fs::write(workspace.join("forum_reply.wasm"), FORUM_REPLY_WASM)?;
+    std::fs::write(workspace.join("notes_tidy.wasm"), NOTES_TIDY_WASM)?;
+    let notes = workspace.join("notes");
+    if !notes.exists() {
+        std::fs::create_dir_all(&notes)?;
+        extract(&FIXTURE_NOTES, &notes).context("copy the fixture notes")?;
+    }
     let company = workspace.join("company.sqlite");
     if !company.exists() {
         rusqlite::Connection::open(&company)?.execute_batch(COMPANY_SQL)?;
@@ -382,6 +454,7 @@ pub async fn run_demo(
     let summary = DemoSummary {
         purge: None,
         forum: None,
+        notes: None,
         workspace: workspace.to_path_buf(),
         inbox: count(INBOX),
         archive: count(ARCHIVE),
@@ -392,7 +465,8 @@ pub async fn run_demo(
     print_summary(&summary);
     let summary = DemoSummary {
         purge: Some(run_purge(workspace, &policy_path, cache_dir.clone(), user).await?),
-        forum: Some(run_forum(workspace, &policy_path, cache_dir, user).await?),
+        forum: Some(run_forum(workspace, &policy_path, cache_dir.clone(), user).await?),
+        notes: Some(run_notes(workspace, &policy_path, cache_dir, user).await?),
         ..summary
     };
     print_journal(&runtime);
@@ -496,6 +570,111 @@ async fn run_forum(
         published,
         provenance,
         account_lookup_refusal,
+    })
+}
+
+/// Part 4: tidying notes. The tool proposes moves and deletions in one
+/// batch each and a new index; Alice keeps one draft out of the deletion,
+/// and one trashed draft is restored afterwards.
+async fn run_notes(
+    workspace: &Path,
+    policy_path: &Path,
+    cache_dir: Option<PathBuf>,
+    user_kind: DemoUser,
+) -> anyhow::Result<NotesSummary> {
+    let policy = Policy::load(policy_path)?;
+    let approver: SharedApprover = match user_kind {
+        DemoUser::Scripted => Arc::new(ScriptedApprover::new(
+            "scripted-user",
+            show_prompt_and_decide,
+        )),
+        DemoUser::Terminal => Arc::new(
+            TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs))
+                .context("stdin is not a terminal")?,
+        ),
+    };
+    let runtime = Runtime::new(AgentEngine::new(cache_dir)?, policy, approver)?;
+    let tool = runtime.load_tool("notes-tidy")?;
+    println!("\n=== Part 4: tidying a notes folder ==============================");
+    println!(
+        "The tool `notes-tidy` may list and read notes/drafts; moving, deleting (to a trash) and rewriting index.md ask Alice."
+    );
+    let outcome = runtime
+        .call(
+            &tool,
+            &SessionId("notes".into()),
+            "tidy",
+            &json!({"root": "notes"}),
+        )
+        .await?;
+    if outcome.is_error {
+        anyhow::bail!(
+            "notes-tidy reported an error: {}",
+            one_line(&outcome.result.to_string(), 600)
+        );
+    }
+    let report = outcome.result["ok"].clone();
+    let notes = workspace.join("notes");
+    let count = |folder: &str| {
+        std::fs::read_dir(notes.join(folder))
+            .map(|d| d.filter(|e| e.is_ok()).count())
+            .unwrap_or(0)
+    };
+    let left_out_untouched: Vec<String> = ids(&report["not-approved"])
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix("notes:")
+                .is_some_and(|rel| notes.join(rel).is_file())
+        })
+        .collect();
+    println!("\nMoved to archive/: {}", ids(&report["moved"]).len());
+    let trashed = ids(&report["trashed"]);
+    println!(
+        "Moved to the trash (restorable): {}; left alone as Alice chose: {}",
+        trashed.len(),
+        left_out_untouched
+            .iter()
+            .map(|p| one_line(p, 200))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "index.md rewritten after Alice saw the diff: {}",
+        report["index-written"].as_bool().unwrap_or(false)
+    );
+    for refusal in ids(&report["refusals"]) {
+        println!("Refused: {}", one_line(&refusal, 600));
+    }
+    // Nothing is unlinked: a trashed draft comes back with one command.
+    let restored = match trashed.first() {
+        Some(handle) => {
+            let settings = runtime
+                .policy()
+                .backend("files")
+                .and_then(|s| s.get::<crate::capability::files::FilesSettings>())
+                .context("the demo policy has [files]")?;
+            let store = crate::capability::files::FileStore::open(settings, |p| {
+                runtime.policy().resolve(p)
+            })?;
+            let path = store.restore(handle)?;
+            let back = notes.join(path.relative()).is_file();
+            println!(
+                "`agentcap files --policy {} restore {}` put {} back: {}",
+                policy_path.display(),
+                one_line(handle, 80),
+                one_line(&path.to_string(), 200),
+                if back { "it is there" } else { "MISSING" }
+            );
+            Some((path.to_string(), back))
+        }
+        None => None,
+    };
+    Ok(NotesSummary {
+        drafts: count("drafts"),
+        archived: count("archive"),
+        report,
+        left_out_untouched,
+        restored,
     })
 }
 

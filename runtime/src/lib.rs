@@ -4,28 +4,24 @@
 //! WIT import that works only with a live consent token that a human (or an
 //! operator's standing grant) issued for that exact action. See
 //! `ARCHITECTURE.md` for the layers.
+//!
+//! This crate holds the front-ends: the command line with the demo, the MCP
+//! server and the approvals page. Everything they share (Gate, journal,
+//! policy, host, capabilities, runtime) is `agentcap-core`, re-exported here
+//! under the same paths.
+
+pub use agentcap_core::{
+    capability, consent, control, engine, host, journal, output, policy, render, runtime, schema,
+    secret, session, tool,
+};
 
 pub mod approvals;
-pub mod capability;
 pub mod cli;
-pub mod consent;
-pub mod control;
 pub mod demo;
-pub mod engine;
-pub mod host;
 pub mod http_serve;
-pub mod journal;
 pub mod mcp;
-pub mod output;
-pub mod policy;
-pub mod render;
-pub mod runtime;
-pub mod schema;
-pub mod secret;
-pub mod session;
-pub mod tool;
 
-pub use consent::{Gate, SessionId};
-pub use engine::AgentEngine;
-pub use policy::Policy;
-pub use runtime::{CallError, CallOptions, CallOutcome, LoadError, LoadedTool, Runtime};
+pub use agentcap_core::{
+    AgentEngine, CallError, CallOptions, CallOutcome, Gate, LoadError, LoadedTool, Policy, Runtime,
+    SessionId,
+};

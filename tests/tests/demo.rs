@@ -42,4 +42,21 @@ async fn unattended_demo_acts_only_on_the_approved_subset() {
         "{}",
         purge.call_ended
     );
+    // Part 4: notes. Two done drafts archived, three title-only drafts
+    // proposed for deletion, the first left out, one restored afterwards.
+    let notes = summary.notes.expect("the scripted demo runs part 4");
+    let report = &notes.report;
+    assert_eq!(report["scanned"], 6);
+    assert_eq!(report["moved"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["trashed"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(notes.left_out_untouched, ["notes:drafts/empty.md"]);
+    assert_eq!(report["index-written"], true);
+    let (restored, back) = notes.restored.expect("one draft restored");
+    assert!(back, "{restored} is not back");
+    assert_eq!((notes.drafts, notes.archived), (3, 3));
+    let index = std::fs::read_to_string(dir.path().join("notes/index.md")).unwrap();
+    assert!(
+        index.contains("archive/offsite-2025.md") && !index.contains("drafts/untitled.md"),
+        "{index}"
+    );
 }

@@ -569,6 +569,7 @@ async fn a_tool_claim_cannot_fake_items() {
             description: "table service_metrics".into(),
         }],
         payload: Some(sql.into()),
+        payload_heading: None,
         tool_claim: claim.into(),
         approvable_via: Vec::new(),
         published: None,

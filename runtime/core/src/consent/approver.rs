@@ -38,6 +38,9 @@ pub struct ConsentPrompt {
     pub items: Vec<PromptItem>,
     /// The exact content, for actions with content.
     pub payload: Option<String>,
+    /// What `payload` is when it is not the exact content itself (a diff);
+    /// `None`: the exact content.
+    pub payload_heading: Option<String>,
     /// The tool's own summary: its claim, not a fact.
     pub tool_claim: String,
     /// The channels that may approve this request (the grant's
@@ -160,6 +163,15 @@ impl ConsentPrompt {
         self.payload.as_deref().and_then(crate::render::hidden_note)
     }
 
+    /// What the shown content is (`exact content`, or the plug-in's
+    /// heading such as a diff's), one line, escaped.
+    pub fn shown_payload_heading(&self) -> String {
+        match &self.payload_heading {
+            Some(h) => crate::render::one_line(h, SHOWN_LINE_MAX),
+            None => "exact content".into(),
+        }
+    }
+
     /// The tool's claim, as shown (one line, escaped).
     pub fn shown_claim(&self) -> String {
         crate::render::one_line(&self.tool_claim, SHOWN_LINE_MAX)
@@ -182,7 +194,7 @@ impl ConsentPrompt {
             let _ = writeln!(out, "  [{}] {item}", n + 1);
         }
         if let Some(payload) = self.shown_payload(channel) {
-            let _ = writeln!(out, "  exact content:");
+            let _ = writeln!(out, "  {}:", self.shown_payload_heading());
             for line in payload.split('\n') {
                 let _ = writeln!(out, "  | {line}");
             }

@@ -873,10 +873,7 @@ impl CapabilityPlugin for FilesPlugin {
 
     fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
         let capability = request.capability;
-        let scope = request
-            .scope
-            .get::<FilesScope>()
-            .ok_or_else(|| request.invalid("the grant has no files scope"))?;
+        let scope = request.scope::<FilesScope>()?;
         let store = request.backend::<FileStore>()?;
         let in_scope = |path: &FilePath| {
             scope
@@ -959,7 +956,13 @@ impl CapabilityPlugin for FilesPlugin {
                     size_text(content.len() as u64)
                 ),
             };
-            shown = Some(write_preview(&path, old.as_deref(), content));
+            shown = Some(super::ShownContent {
+                heading: match &old {
+                    Some(_) => "the change, as a unified diff against the current file".into(),
+                    None => format!("the new file's first {PREVIEW_LINES} lines"),
+                },
+                text: write_preview(&path, old.as_deref(), content),
+            });
             items.push(PromptItem {
                 target: versioned(&path, &version),
                 description,

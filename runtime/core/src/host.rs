@@ -23,7 +23,7 @@ use crate::session::SessionStopped;
 /// Generated host bindings of `tools-wit`.
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../tools-wit/wit",
+        path: "../../tools-wit/wit",
         world: "agentcap:tools/host",
         imports: {
             "agentcap:tools/consent.request": async | trappable,
@@ -680,10 +680,10 @@ impl CallContext {
         });
         // What the prompt holds as the content: for a post, as it reads if
         // this call's approver decides (each channel renders its own).
-        let shown_payload = match (&published, shown) {
-            (Some(p), _) => Some(p.labelled_for(self.approver.channel())),
-            (None, Some(shown)) => Some(shown),
-            (None, None) => intent.payload.clone(),
+        let (shown_payload, payload_heading) = match (&published, shown) {
+            (Some(p), _) => (Some(p.labelled_for(self.approver.channel())), None),
+            (None, Some(shown)) => (Some(shown.text), Some(shown.heading)),
+            (None, None) => (intent.payload.clone(), None),
         };
         let (approved, decided_by, stamp) = match grant.mode {
             ConsentMode::Standing => (targets, DecisionSource::StandingGrant, standing_stamp),
@@ -723,6 +723,7 @@ impl CallContext {
                     action,
                     items,
                     payload: shown_payload,
+                    payload_heading,
                     tool_claim: intent.summary.clone(),
                     published: published.clone(),
                     request_seq,

@@ -92,7 +92,7 @@ impl CapabilityPlugin for MailPlugin {
     }
 
     fn parse_backend(&self, table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error> {
-        Ok(Opaque::new(MailSettings::deserialize(table)?))
+        Opaque::parse::<MailSettings>(table)
     }
 
     fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
@@ -106,15 +106,12 @@ impl CapabilityPlugin for MailPlugin {
         _capability: Capability,
         scope: PolicyTable<'_>,
     ) -> Result<Opaque, toml::de::Error> {
-        Ok(Opaque::new(MailScope::deserialize(scope)?))
+        Opaque::parse::<MailScope>(scope)
     }
 
     fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
         let capability = request.capability;
-        let scope = request
-            .scope
-            .get::<MailScope>()
-            .ok_or_else(|| request.invalid("the grant has no mail scope"))?;
+        let scope = request.scope::<MailScope>()?;
         let folders =
             Maildir::target_folders(capability, request.targets).map_err(|e| request.invalid(e))?;
         if let Some(outside) = folders.iter().find(|f| !scope.allows_folder(f)) {

@@ -133,15 +133,12 @@ impl CapabilityPlugin for ForumPlugin {
         _capability: Capability,
         scope: PolicyTable<'_>,
     ) -> Result<Opaque, toml::de::Error> {
-        Ok(Opaque::new(ForumScope::deserialize(scope)?))
+        Opaque::parse::<ForumScope>(scope)
     }
 
     fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
         let capability = request.capability;
-        let scope = request
-            .scope
-            .get::<ForumScope>()
-            .ok_or_else(|| request.invalid("the grant has no forum scope"))?;
+        let scope = request.scope::<ForumScope>()?;
         if capability != LIST_THREADS {
             for t in request.targets {
                 let id = parse_thread(t).map_err(|e| request.invalid(e))?;

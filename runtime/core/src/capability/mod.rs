@@ -182,6 +182,14 @@ impl Opaque {
     pub fn get<T: Any>(&self) -> Option<&T> {
         self.0.downcast_ref::<T>()
     }
+
+    /// Deserialize a plug-in's `T` from its policy table.
+    pub fn parse<T>(table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error>
+    where
+        T: serde::de::DeserializeOwned + Any + Send + Sync,
+    {
+        Ok(Opaque::new(T::deserialize(table)?))
+    }
 }
 
 impl Default for Opaque {
@@ -248,6 +256,13 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// The grant's scope as the plug-in parsed it (a `T`).
+    pub fn scope<T: Any>(&self) -> Result<&T, Denial> {
+        self.scope
+            .get::<T>()
+            .ok_or_else(|| self.invalid("the grant's scope is not this capability's"))
+    }
+
     /// The plug-in's opened backend, or a refusal naming the missing one.
     pub fn backend<T: Any>(&self) -> Result<&T, Denial> {
         self.call
@@ -291,7 +306,16 @@ pub struct Described {
     pub targets: Vec<String>,
     /// What a human sees of the content, when it is not the payload itself
     /// (a diff against the file a write replaces); `None` shows the payload.
-    pub shown: Option<String>,
+    pub shown: Option<ShownContent>,
+}
+
+/// Content shown to a human in place of the exact payload.
+#[derive(Debug, Clone)]
+pub struct ShownContent {
+    /// What it is (`the change, as a diff against the current file`).
+    pub heading: String,
+    /// The text (rendered by each channel, like every other field).
+    pub text: String,
 }
 
 /// What a capability plugs into the host. Implement it in the capability's

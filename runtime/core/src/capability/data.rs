@@ -80,7 +80,7 @@ impl CapabilityPlugin for DataPlugin {
     }
 
     fn parse_backend(&self, table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error> {
-        Ok(Opaque::new(DataSettings::deserialize(table)?))
+        Opaque::parse::<DataSettings>(table)
     }
 
     fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
@@ -99,14 +99,11 @@ impl CapabilityPlugin for DataPlugin {
         _capability: Capability,
         scope: PolicyTable<'_>,
     ) -> Result<Opaque, toml::de::Error> {
-        Ok(Opaque::new(Scope::deserialize(scope)?))
+        Opaque::parse::<Scope>(scope)
     }
 
     fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
-        let scope = request
-            .scope
-            .get::<Scope>()
-            .ok_or_else(|| request.invalid("the grant has no data scope"))?;
+        let scope = request.scope::<Scope>()?;
         let source = request.backend::<DataSource>()?;
         let sql = request.payload.unwrap_or_default();
         match describe(source, scope, request.targets, sql) {
