@@ -35,6 +35,7 @@ capability = "files.write"
 mode = "ask"
 roots = ["notes", "shared"]
 paths = ["drafts/*.md", "*.md"]
+max_refusals = 1000
 [[tools.hostile.grants]]
 capability = "files.move"
 mode = "ask"
@@ -249,7 +250,9 @@ async fn writes_are_bound_to_the_approved_content_path_and_version() {
         )
         .await
         .unwrap_err();
-    assert!(err.contains("has no uses left"), "{err}");
+    // (The replay is refused twice over: the file is no longer the approved
+    // version, and the token has no uses left.)
+    assert!(err.contains("changed since the write was approved"), "{err}");
     assert_eq!(s.file("notes/todo.md"), "- done\n");
     assert_ne!(s.tree(), before);
     // The human saw a diff against the current file.
@@ -285,7 +288,10 @@ async fn a_file_changed_after_approval_is_not_overwritten() {
         )
         .await
         .unwrap_err();
-    assert!(err.contains("was not approved"), "{err}");
+    assert!(
+        err.contains("changed since the write was approved"),
+        "{err}"
+    );
     assert_eq!(s.file("notes/todo.md"), "edited meanwhile\n");
 }
 
@@ -433,4 +439,216 @@ async fn listing_shows_only_the_grant_and_never_the_trash() {
     )
     .await;
     assert!(Path::new(&s.ws.dir.path().join("notes/.agentcap-trash")).is_dir());
+}
+
+#[tokio::test]
+async fn a_write_token_reveals_nothing_about_other_files() {
+    let s = setup(Decision::approve_all);
+    std::fs::write(s.ws.dir.path().join("notes/pin.md"), "4821\n").unwrap();
+    for probe in [
+        "notes:pin.md",
+        "notes:drafts/keep.md",
+        "notes:absent.md",
+        "shared:policy.md",
+    ] {
+        let args =
+            json!({"approved-path": "notes:todo.md", "actual-path": probe, "content": "x\n"});
+        let err = s.refused("write-elsewhere", args, "").await;
+        assert!(
+            !err.contains('@') && (err.contains("does not cover it") || err.contains("read-only")),
+            "{probe}: {err}"
+        );
+    }
+    // Nor does the journal hold a digest of the probed files.
+    let journal = s.runtime.journal().all().unwrap();
+    assert!(
+        journal
+            .iter()
+            .all(|r| r.targets.iter().all(|t| !t.starts_with("notes:pin.md@"))),
+    );
+}
+
+#[tokio::test]
+async fn refused_calls_cannot_flood_the_journal() {
+    let s = setup(|_| Decision::Approve(vec![0]));
+    let journal = s.ws.dir.path().join("journal.sqlite");
+    let huge: Vec<String> = (0..100)
+        .map(|i| format!("notes:drafts/{i}{}.md", "x".repeat(100_000)))
+        .collect();
+    let err = s
+        .call(
+            "delete-repeatedly",
+            json!({"asked": ["notes:drafts/old.md"], "deleted": huge, "times": 50}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(err, json!(50));
+    // Each refusal keeps at most 20 targets of 200 bytes and a bounded message.
+    let size = std::fs::metadata(&journal).unwrap().len()
+        + std::fs::metadata(journal.with_extension("sqlite-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    assert!(size < 8 << 20, "the journal grew to {size} bytes");
+    // A loop of refused calls ends the call.
+    let ended = s
+        .runtime
+        .call(
+            &s.tool,
+            &SessionId("s".into()),
+            "delete-repeatedly",
+            &json!({"asked": ["notes:drafts/old.md"], "deleted": ["notes:drafts/keep.md"], "times": 5000}),
+        )
+        .await
+        .expect_err("the call is ended");
+    assert!(
+        ended
+            .to_string()
+            .contains("more than 1000 refused capability calls"),
+        "{ended}"
+    );
+    let records = s.runtime.journal().all().unwrap();
+    let refusals = records.iter().filter(|r| r.kind == "refusal").count();
+    assert!(refusals <= 1000 + 60, "{refusals} refusals journaled");
+    assert!(records.iter().any(|r| {
+        r.outcome
+            .as_deref()
+            .unwrap_or("")
+            .contains("more than 1000 refused capability calls")
+    }),);
+    assert!(s.ws.dir.path().join("notes/drafts/keep.md").exists());
+}
+
+#[tokio::test]
+async fn listing_follows_the_patterns_and_hides_links_and_devices() {
+    let policy = POLICY.replace(
+        "capability = \"files.list\"\nmode = \"standing\"\n",
+        "capability = \"files.list\"\nmode = \"standing\"\npaths = [\"drafts/*.md\"]\n",
+    );
+    let ws = Workspace::new();
+    let root = ws.dir.path();
+    std::fs::create_dir_all(root.join("notes/drafts")).unwrap();
+    std::fs::create_dir_all(root.join("notes/private")).unwrap();
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("notes/drafts/a.md"), "a\n").unwrap();
+    std::fs::write(root.join("notes/private/pin.txt"), "4821\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("notes/drafts/link.md")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("notes/drafts/fifo.md"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
+    let (runtime, tool) = ws.load_guest(&policy, approver.clone(), "hostile", "hostile_files");
+    let s = Setup {
+        ws,
+        runtime,
+        tool,
+        approver,
+    };
+    let top = s
+        .call("list-folder", json!({"folder": "notes:"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        top,
+        json!(["notes:drafts"]),
+        "private is not on the way to drafts/*.md"
+    );
+    let drafts = s
+        .call("list-folder", json!({"folder": "notes:drafts"}))
+        .await
+        .unwrap();
+    assert_eq!(drafts, json!(["notes:drafts/a.md"]));
+    // (The FIFO goes before the tree is read, which would block on it.)
+    std::fs::remove_file(s.ws.dir.path().join("notes/drafts/fifo.md")).unwrap();
+    s.refused(
+        "list-folder",
+        json!({"folder": "notes:private"}),
+        "leads to none of the granted paths",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn overlapping_roots_and_hard_links_are_refused() {
+    let ws = Workspace::new();
+    let root = ws.dir.path();
+    std::fs::create_dir_all(root.join("notes/drafts")).unwrap();
+    std::fs::create_dir_all(root.join("outside")).unwrap();
+    std::fs::write(root.join("outside/secret.md"), "secret\n").unwrap();
+    std::fs::hard_link(
+        root.join("outside/secret.md"),
+        root.join("notes/drafts/hard.md"),
+    )
+    .unwrap();
+    let nested = "user = \"a\"\n[files]\n[files.roots.notes]\npath = \"notes\"\n[files.roots.inner]\npath = \"notes/drafts\"\n";
+    let engine = agentcap::AgentEngine::new(None).unwrap();
+    let err = match agentcap::Runtime::new(
+        engine,
+        ws.policy(nested),
+        agentcap_tests::shared(agentcap_tests::Silent),
+    ) {
+        Ok(_) => panic!("overlapping roots must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("overlap"), "{err}");
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
+    let (runtime, tool) = ws.load_guest(POLICY, approver.clone(), "hostile", "hostile_files");
+    let s = Setup {
+        ws,
+        runtime,
+        tool,
+        approver,
+    };
+    let args = json!({"approved": "notes:drafts/hard.md", "actual": "notes:drafts/hard.md", "length": 100});
+    s.refused("read-other", args, "hard links").await;
+}
+
+#[tokio::test]
+async fn what_a_write_will_do_is_shown_whole_and_unambiguous() {
+    let s = setup(|_| Decision::Decline("just looking".into()));
+    let root = s.ws.dir.path();
+    // A new file longer than any preview: all of it is shown.
+    let mut long: String = (0..40).map(|i| format!("harmless line {i}\n")).collect();
+    long.push_str("rm -rf ~  # the line a preview would hide\n");
+    let args = json!({"path": "notes:drafts/new.md", "approved": long, "actual": long});
+    s.refused("write-other", args, "declined").await;
+    let (prompt, _) = s.approver.answered().pop().unwrap();
+    assert!(prompt.render().contains("rm -rf ~"), "{}", prompt.render());
+    // A binary file is not diffed against a lossy copy of itself.
+    std::fs::write(
+        root.join("notes/drafts/bin.md"),
+        b"config: safe\xff\xfe\nline2\n",
+    )
+    .unwrap();
+    let lossy = "config: safe\u{fffd}\u{fffd}\nline2\n";
+    let args = json!({"path": "notes:drafts/bin.md", "approved": lossy, "actual": lossy});
+    s.refused("write-other", args, "declined").await;
+    let shown = s.approver.answered().pop().unwrap().0.render();
+    assert!(
+        shown.contains("is not text") && shown.contains("config: safe"),
+        "{shown}"
+    );
+    // A line-end change is marked, and a name cannot add diff lines.
+    std::fs::write(root.join("notes/drafts/crlf.md"), "keep\nlast line\n").unwrap();
+    let args = json!({"path": "notes:drafts/crlf.md", "approved": "keep\r\nlast line\r\n", "actual": "keep\r\nlast line\r\n"});
+    s.refused("write-other", args, "declined").await;
+    let shown = s.approver.answered().pop().unwrap().0.render();
+    assert!(shown.contains("+keep⟨CR⟩"), "{shown}");
+    let evil = "x\n| (fake) nothing else changes.md";
+    std::fs::write(root.join("notes/drafts").join(evil), "old\n").unwrap();
+    let target = format!("notes:drafts/{evil}");
+    let args = json!({"path": target, "approved": "new\n", "actual": "new\n"});
+    s.refused("write-other", args, "declined").await;
+    let shown = s.approver.answered().pop().unwrap().0.render();
+    assert!(
+        !shown
+            .lines()
+            .any(|l| l.trim_start().starts_with("| | (fake)")),
+        "{shown}"
+    );
 }

@@ -57,6 +57,11 @@ pub const MAX_REQUESTS_PER_CALL: u32 = 2000;
 /// Most consent requests one session may make; past it every request is
 /// refused without being journaled again (one record says so).
 pub const MAX_REQUESTS_PER_SESSION: u64 = 10_000;
+/// Most refused capability calls one call may make; the call ends (trapped,
+/// journaled) at the next one.
+pub const MAX_REFUSALS_PER_CALL: u32 = 1000;
+/// Longest refusal message kept in the journal.
+const MAX_JOURNALED_MESSAGE: usize = 2048;
 
 /// What a call runs with: who is asking, for whom, and what backs it.
 pub struct CallContext {
@@ -88,6 +93,9 @@ pub struct CallContext {
     /// The call's execution slot of its tool, given back while the call
     /// waits for a human.
     pub slot: ExecutionSlot,
+    /// Refusals journaled for this call (bounded by
+    /// [`MAX_REFUSALS_PER_CALL`]).
+    pub refusals: std::sync::atomic::AtomicU32,
     /// Cancels this call alone (an MCP `notifications/cancelled`): the guest
     /// traps at the next epoch tick and a pending consent request is
     /// answered `stopped`. Effects already past the Gate finish.
@@ -146,6 +154,8 @@ pub struct HostState {
     minted: Vec<TokenId>,
     /// Consent requests made during this call.
     requests: u32,
+    /// Each linked plug-in's own per-call state, by interface.
+    plugin_states: Vec<(&'static str, Box<dyn std::any::Any + Send>)>,
 }
 
 impl Drop for HostState {
@@ -173,6 +183,11 @@ impl HostState {
             .build();
         let mut table = ResourceTable::with_capacity(16);
         table.set_max_capacity(MAX_HANDLES);
+        let plugin_states = registry::plugins()
+            .iter()
+            .filter(|p| call.grants.links_interface(p.interface()))
+            .filter_map(|p| Some((p.interface(), p.new_store_state(&call)?)))
+            .collect();
         HostState {
             call,
             wasi,
@@ -183,11 +198,36 @@ impl HostState {
             stderr,
             minted: Vec::new(),
             requests: 0,
+            plugin_states,
         }
+    }
+
+    /// The resource table and plug-in `interface`'s per-call state (a `T`),
+    /// borrowed together (a standard interface's view needs both).
+    pub fn plugin_state<T: std::any::Any>(
+        &mut self,
+        interface: &str,
+    ) -> Option<(&mut ResourceTable, &mut T)> {
+        let state = self
+            .plugin_states
+            .iter_mut()
+            .find(|(i, _)| *i == interface)?
+            .1
+            .downcast_mut::<T>()?;
+        Some((&mut self.table, state))
     }
 
     fn token_id(&self, token: &Resource<TokenHandle>) -> wasmtime::Result<TokenId> {
         Ok(self.table.get(token)?.id)
+    }
+
+    /// What `token` covers now (`None` once it is gone from the Gate); a
+    /// handle the store does not hold traps.
+    pub(crate) fn token_record(
+        &self,
+        token: &Resource<TokenHandle>,
+    ) -> wasmtime::Result<Option<TokenRecord>> {
+        Ok(self.call.gate.record(self.token_id(token)?))
     }
 
     /// The one path of every capability call: pass the Gate with `token`,
@@ -208,51 +248,32 @@ impl HostState {
     ) -> wasmtime::Result<Result<T, E>> {
         let id = self.token_id(token)?;
         let call = &self.call;
+        // What a call names is bounded like what an intent names, before
+        // anything is journaled.
+        if targets.len() > MAX_TARGETS || targets.iter().any(|t| t.len() > MAX_TARGET_LEN) {
+            let message = format!(
+                "{capability}: a call names at most {MAX_TARGETS} targets of at most {MAX_TARGET_LEN} bytes"
+            );
+            call.journal_refusal(capability, targets, None, Some(id), &message);
+            call.end_if_over_refusal_budget()?;
+            return Ok(Err(refused(message)));
+        }
         // Held until the outcome is journaled: a stop waits for it, and once
         // a stop has set the flag, the Gate below refuses.
         let _in_flight = call.session_state.effect_guard();
-        let action = Action {
-            capability,
-            targets,
-            payload,
-        };
-        let record = match call.gate.authorize(id, &call.session, &call.tool, action) {
-            Ok(record) => record,
-            Err(refusal) => {
-                let message = refusal.to_string();
-                call.journal_refusal(capability, targets, payload, Some(id), &message);
+        let (record, call_seq) = match call.authorize_and_journal(id, capability, targets, payload)
+        {
+            Ok(passed) => passed,
+            Err(message) => {
                 // A stopped session's guest gets no further control: the
                 // refusal is journaled, and the call ends here.
                 call.trap_if_ended()?;
+                call.end_if_over_refusal_budget()?;
                 return Ok(Err(refused(message)));
             }
         };
-        let entry = call
-            .entry(Kind::Call)
-            .capability(capability.as_str())
-            .targets(targets)
-            .payload(payload)
-            .detail("token", id);
-        let call_seq = match call.journal.append(entry) {
-            Ok(seq) => seq,
-            Err(e) => {
-                return Ok(Err(refused(format!(
-                    "the journal cannot be written, so {capability} was not performed: {e}"
-                ))));
-            }
-        };
         let result = effect(call, &record);
-        let record = call
-            .entry(Kind::Outcome)
-            .capability(capability.as_str())
-            .targets(targets)
-            .answers(call_seq)
-            .outcome(describe(&result));
-        if let Err(e) = call.journal.append(record) {
-            tracing::error!(
-                "{capability} (journal #{call_seq}) happened but its outcome could not be journaled: {e}"
-            );
-        }
+        call.record_outcome(call_seq, capability, targets, describe(&result));
         Ok(result)
     }
 }
@@ -407,6 +428,84 @@ impl CallContext {
         self.backends.get(interface)?.opened.get::<T>()
     }
 
+    /// The opened backend, shared (for effects that outlive the call).
+    pub fn backend_arc<T: std::any::Any + Send + Sync>(&self, interface: &str) -> Option<Arc<T>> {
+        self.backends.get(interface)?.opened.get_arc::<T>()
+    }
+
+    /// The Gate step of the one capability path, for effects that do not run
+    /// inside the store (an http exchange): under the session's effect
+    /// guard, check token `id` for exactly this action, then journal the
+    /// call durably. Returns the call record's number for the outcome; a
+    /// refusal is journaled and returned as its message.
+    pub(crate) fn pass_gate(
+        &self,
+        id: TokenId,
+        capability: Capability,
+        targets: &[String],
+        payload: Option<&str>,
+    ) -> Result<i64, String> {
+        let _in_flight = self.session_state.effect_guard();
+        self.authorize_and_journal(id, capability, targets, payload)
+            .map(|(_, call_seq)| call_seq)
+    }
+
+    /// Check token `id` for exactly this action and journal the call
+    /// durably (the caller holds the effect guard). A refusal is journaled
+    /// and returned as its message.
+    fn authorize_and_journal(
+        &self,
+        id: TokenId,
+        capability: Capability,
+        targets: &[String],
+        payload: Option<&str>,
+    ) -> Result<(TokenRecord, i64), String> {
+        let action = Action {
+            capability,
+            targets,
+            payload,
+        };
+        let record = match self.gate.authorize(id, &self.session, &self.tool, action) {
+            Ok(record) => record,
+            Err(refusal) => {
+                let message = refusal.to_string();
+                self.journal_refusal(capability, targets, payload, Some(id), &message);
+                return Err(message);
+            }
+        };
+        let entry = self
+            .entry(Kind::Call)
+            .capability(capability.as_str())
+            .targets(targets)
+            .payload(payload)
+            .detail("token", id);
+        let call_seq = self.journal.append(entry).map_err(|e| {
+            format!("the journal cannot be written, so {capability} was not performed: {e}")
+        })?;
+        Ok((record, call_seq))
+    }
+
+    /// Journal what an effect came to.
+    pub(crate) fn record_outcome(
+        &self,
+        call_seq: i64,
+        capability: Capability,
+        targets: &[String],
+        outcome: String,
+    ) {
+        let record = self
+            .entry(Kind::Outcome)
+            .capability(capability.as_str())
+            .targets(targets)
+            .answers(call_seq)
+            .outcome(outcome);
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!(
+                "{capability} (journal #{call_seq}) happened but its outcome could not be journaled: {e}"
+            );
+        }
+    }
+
     /// Trap the running guest if its session was stopped or its call
     /// cancelled: after a stop, no host function returns to the guest.
     pub(crate) fn trap_if_ended(&self) -> wasmtime::Result<()> {
@@ -421,9 +520,13 @@ impl CallContext {
 
     /// Handle a consent request: journal it, decide it, journal the
     /// decision, and mint a token for what was approved.
+    /// `context` carries facts the capability's own host code gathered when
+    /// the host asks on a tool's behalf (an http request); `None` for a
+    /// tool's own request.
     pub async fn request_consent(
         &self,
         intent: wit_consent::Intent,
+        context: Option<&(dyn std::any::Any + Sync)>,
     ) -> Result<TokenId, wit_consent::Denial> {
         // A session that has asked too often is refused without another
         // journal record each time (one says when the bound was reached).
@@ -453,7 +556,7 @@ impl CallContext {
                 format!("the journal cannot be written, so nothing can be approved: {e}"),
             )
         })?;
-        let decided = self.decide(&intent, request_seq).await;
+        let decided = self.decide(&intent, request_seq, context).await;
         let record = self.entry(Kind::Decision).answers(request_seq);
         let record = match &decided {
             Ok(d) => record
@@ -526,18 +629,44 @@ impl CallContext {
         token: Option<TokenId>,
         message: &str,
     ) {
+        let n = self
+            .refusals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if n > MAX_REFUSALS_PER_CALL {
+            return;
+        }
+        // A guest chooses what a refusal quotes: the record stays small.
+        let payload = payload.filter(|p| p.len() <= MAX_PAYLOAD_LEN);
         let mut record = self
             .entry(Kind::Refusal)
             .capability(capability.as_str())
             .targets(&bounded(targets))
             .payload(payload)
-            .outcome(message);
+            .detail("targets_total", targets.len())
+            .outcome(clip(message, MAX_JOURNALED_MESSAGE));
         if let Some(id) = token {
             record = record.detail("token", id);
         }
         if let Err(e) = self.journal.append(record) {
             tracing::error!("could not journal a refusal of {capability}: {e}");
         }
+    }
+
+    /// End the call (journaled once) when it made more refused calls than
+    /// [`MAX_REFUSALS_PER_CALL`].
+    pub(crate) fn end_if_over_refusal_budget(&self) -> wasmtime::Result<()> {
+        if self.refusals.load(std::sync::atomic::Ordering::SeqCst) <= MAX_REFUSALS_PER_CALL {
+            return Ok(());
+        }
+        let message = format!(
+            "the call made more than {MAX_REFUSALS_PER_CALL} refused capability calls and was ended"
+        );
+        let record = self.entry(Kind::Refusal).outcome(&message);
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!("could not journal an exhausted refusal budget: {e}");
+        }
+        Err(wasmtime::Error::msg(message))
     }
 
     /// Journal that a request budget was exhausted.
@@ -563,6 +692,7 @@ impl CallContext {
         &self,
         intent: &wit_consent::Intent,
         request_seq: i64,
+        context: Option<&(dyn std::any::Any + Sync)>,
     ) -> Result<Decided, Refused> {
         use wit_consent::DenialReason::*;
         check_intent_size(intent)?;
@@ -637,6 +767,7 @@ impl CallContext {
             scope: &grant.scope,
             targets: &targets,
             payload: intent.payload.as_deref(),
+            context,
         })?;
         let (action, items, shown) = (described.action, described.items, described.shown);
         let targets = described.targets;
@@ -864,7 +995,7 @@ impl wit_consent::Host for HostState {
         }
         use std::sync::atomic::Ordering::SeqCst;
         let waited_before = self.call.human_wait_us.load(SeqCst);
-        let outcome = self.call.request_consent(intent).await;
+        let outcome = self.call.request_consent(intent, None).await;
         // Only time spent waiting for a human is excused from the call's
         // wall-time budget; a refusal without asking costs the guest.
         let waited = self.call.human_wait_us.load(SeqCst) - waited_before;

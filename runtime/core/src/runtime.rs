@@ -493,6 +493,7 @@ impl Runtime {
             session_state,
             human_wait_us: Default::default(),
             slot: crate::host::ExecutionSlot::new(tool.running.clone(), slot),
+            refusals: Default::default(),
             cancel: options.cancel.unwrap_or_default(),
         });
         let wall_time = Duration::from_millis(limits.wall_time_ms);

@@ -192,6 +192,11 @@ pub fn classify_import(name: &str) -> ImportKind {
         "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" => {
             ImportKind::Wasi
         }
+        _ if crate::capability::registry::providing(name).is_some() => ImportKind::Capability {
+            interface: crate::capability::registry::providing(name)
+                .map(|p| p.interface().to_string())
+                .unwrap_or_default(),
+        },
         "wasi:sockets" | "wasi:http" => ImportKind::Forbidden {
             reason:
                 "network access is never granted to tools; side effects go through capabilities"

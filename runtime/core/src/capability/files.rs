@@ -25,6 +25,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::{
     Action, Capability, CapabilityPlugin, Described, Effect, Opaque, PolicyTable, Request,
+    ShownContent,
 };
 use crate::consent::{PromptItem, TokenHandle};
 use crate::host::bindings::agentcap::tools::consent::Denial;
@@ -75,8 +76,6 @@ pub const TRASH_DIR: &str = ".agentcap-trash";
 pub const MOVE_ARROW: &str = " -> ";
 /// Most entries one `list` returns.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
-/// How many lines of new content a prompt shows.
-const PREVIEW_LINES: usize = 20;
 
 /// The policy's `[files]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -88,8 +87,20 @@ pub struct FilesSettings {
         deserialize_with = "crate::policy::within::<_, _, 1, 1024>"
     )]
     pub max_file_kb: u64,
+    /// The most a root's trash may hold, in MiB; a delete or replace that
+    /// would go over it is refused (nothing is ever dropped from the trash
+    /// to make room).
+    #[serde(
+        default = "default_max_trash_mb",
+        deserialize_with = "crate::policy::within::<_, _, 1, 1048576>"
+    )]
+    pub max_trash_mb: u64,
     /// The roots by name (`[files.roots.notes]`).
     pub roots: BTreeMap<String, RootSettings>,
+}
+
+fn default_max_trash_mb() -> u64 {
+    1024
 }
 
 fn default_max_file_kb() -> u64 {
@@ -150,7 +161,29 @@ impl FilesScope {
         Ok(())
     }
 
-    /// Whether a listed file is shown (folders always are).
+    /// Whether a folder may be listed (and is shown in a listing): the
+    /// root, or a folder on the way to what the patterns can match.
+    pub fn shows_folder(&self, folder: &FilePath) -> bool {
+        let Some(paths) = &self.paths else {
+            return true;
+        };
+        let folder = match folder.relative() {
+            r if r.is_empty() => String::new(),
+            r => format!("{r}/"),
+        };
+        paths.iter().any(|pattern| {
+            // The literal folders a pattern starts with (`docs/` of
+            // `docs/**/*.md`); a folder is on the way if either contains
+            // the other.
+            let literal = pattern
+                .find(['*', '?', '[', '{', '\\'])
+                .map_or(pattern.as_str(), |i| &pattern[..i]);
+            let literal = literal.rfind('/').map_or("", |i| &literal[..=i]);
+            literal.starts_with(&folder) || folder.starts_with(literal)
+        })
+    }
+
+    /// Whether a listed file is shown.
     fn shows(&self, path: &FilePath) -> bool {
         self.globs
             .as_ref()
@@ -233,7 +266,9 @@ impl FilePath {
                 _ => {}
             }
         }
-        if components.first().is_some_and(|c| c == TRASH_DIR) {
+        // The trash folder's name is reserved at every depth (a root may
+        // hold another root's folders).
+        if components.iter().any(|c| c == TRASH_DIR) {
             return Err(invalid("the trash is not reachable by tools"));
         }
         Ok(FilePath {
@@ -280,6 +315,13 @@ pub fn parse_move(target: &str) -> Result<(FilePath, FilePath), FilesError> {
             crate::render::one_line(&format!("{target:?}"), 120)
         ))
     })?;
+    if to.contains(MOVE_ARROW) {
+        return Err(FilesError::Invalid(format!(
+            "a move names one source and one destination; {} holds more than one `{}`",
+            crate::render::one_line(&format!("{target:?}"), 120),
+            MOVE_ARROW.trim()
+        )));
+    }
     let from = FilePath::parse(from)?;
     let to = if to.contains(':') {
         FilePath::parse(to)?
@@ -306,6 +348,7 @@ struct Root {
 pub struct FileStore {
     roots: BTreeMap<String, Root>,
     max_file_bytes: u64,
+    max_trash_bytes: u64,
 }
 
 /// What a file is now: its size, time and version.
@@ -376,8 +419,22 @@ impl FileStore {
         resolve: impl Fn(&Path) -> PathBuf,
     ) -> Result<FileStore, FilesError> {
         let mut roots = BTreeMap::new();
+        let mut real_paths: Vec<(String, PathBuf)> = Vec::new();
         for (name, root) in &settings.roots {
             let path = resolve(&root.path);
+            let real = std::fs::canonicalize(&path)
+                .map_err(|e| io_error(&format!("open root {name} ({})", path.display()), e))?;
+            // One root inside another would reach the other's trash and
+            // widen one grant by another root's name.
+            if let Some((other, _)) = real_paths
+                .iter()
+                .find(|(_, p)| p.starts_with(&real) || real.starts_with(p))
+            {
+                return Err(FilesError::Invalid(format!(
+                    "roots {other} and {name} overlap (one holds the other); give each root its own folder"
+                )));
+            }
+            real_paths.push((name.clone(), real));
             let dir = Dir::open_ambient_dir(&path, ambient_authority())
                 .map_err(|e| io_error(&format!("open root {name} ({})", path.display()), e))?;
             roots.insert(
@@ -391,6 +448,7 @@ impl FileStore {
         Ok(FileStore {
             roots,
             max_file_bytes: settings.max_file_kb * 1024,
+            max_trash_bytes: settings.max_trash_mb * 1024 * 1024,
         })
     }
 
@@ -453,7 +511,13 @@ impl FileStore {
     }
 
     fn file_facts(&self, path: &FilePath) -> Result<FileFacts, FilesError> {
+        use cap_std::fs::MetadataExt as _;
         match self.facts(path)? {
+            // A hard link may share its content with a file outside the root.
+            Some(m) if m.is_file() && m.nlink() > 1 => Err(FilesError::Refused(format!(
+                "{path} has {} hard links (one may be outside the root); such files are not used",
+                m.nlink()
+            ))),
             Some(m) if m.is_file() => Ok(FileFacts {
                 size: m.len(),
                 modified: m.modified().ok().map(|t| t.into_std()),
@@ -510,9 +574,16 @@ impl FileStore {
             if folder.components.is_empty() && name == TRASH_DIR {
                 continue;
             }
+            // Links, sockets and devices are not listed; folders and files
+            // only as far as the grant's patterns reach.
             let Ok(meta) = entry.metadata() else { continue };
             let path = folder.child(&name);
-            if meta.is_file() && !scope.shows(&path) {
+            let shown = if meta.is_dir() {
+                scope.shows_folder(&path)
+            } else {
+                meta.is_file() && scope.shows(&path)
+            };
+            if !shown {
                 continue;
             }
             if entries.len() == MAX_LIST_ENTRIES {
@@ -523,7 +594,6 @@ impl FileStore {
             entries.push(Entry {
                 path: path.to_string(),
                 is_dir: meta.is_dir(),
-                is_link: meta.file_type().is_symlink(),
                 size: if meta.is_file() { meta.len() } else { 0 },
                 modified: meta.modified().ok().map(|t| t.into_std()),
             });
@@ -651,6 +721,20 @@ impl FileStore {
     fn to_trash(&self, path: &FilePath, dir: &Dir, name: &str) -> Result<String, FilesError> {
         let root = self.writable(path)?;
         let trashing = |e: std::io::Error| io_error(&format!("move {path} to the trash"), e);
+        let adding = dir
+            .symlink_metadata(name)
+            .map(|m| m.len())
+            .map_err(trashing)?;
+        let held = trash_size(&root.dir);
+        if held.saturating_add(adding) > self.max_trash_bytes {
+            return Err(FilesError::TooLarge(format!(
+                "the trash of root {} holds {} and {path} would take it over {} (max_trash_mb); nothing was changed. Empty it with `agentcap files trash` and by removing entries from {}/",
+                path.root,
+                size_text(held),
+                size_text(self.max_trash_bytes),
+                TRASH_DIR
+            )));
+        }
         root.dir.create_dir_all(TRASH_DIR).map_err(trashing)?;
         let trash = root.dir.open_dir(TRASH_DIR).map_err(trashing)?;
         let id = format!(
@@ -741,6 +825,23 @@ impl FileStore {
     }
 }
 
+/// Bytes held in a root's trash (its files; unreadable entries count 0).
+fn trash_size(root: &Dir) -> u64 {
+    let Ok(trash) = root.open_dir(TRASH_DIR) else {
+        return 0;
+    };
+    let Ok(slots) = trash.entries() else { return 0 };
+    slots
+        .filter_map(|s| s.ok())
+        .filter_map(|s| {
+            trash
+                .metadata(format!("{}/file", s.file_name().to_string_lossy()))
+                .ok()
+        })
+        .map(|m| m.len())
+        .sum()
+}
+
 /// A file in a root's trash.
 #[derive(Debug, Clone)]
 pub struct TrashEntry {
@@ -759,40 +860,54 @@ pub struct Entry {
     pub path: String,
     /// A folder.
     pub is_dir: bool,
-    /// A symbolic link (listed, never followed).
-    pub is_link: bool,
     /// Size of a file.
     pub size: u64,
     /// Last modification.
     pub modified: Option<SystemTime>,
 }
 
-/// What a human sees of a write: the first lines of new content, or a
-/// unified diff against the current file.
-fn write_preview(path: &FilePath, old: Option<&[u8]>, new: &str) -> String {
+/// How much of a new file a prompt can show (the renderer's limit).
+const SHOWN_MAX: usize = 64 * 1024;
+
+/// What a human sees of a write: the whole new file, or a unified diff
+/// against the current text (line ends marked, names escaped); a current
+/// file that is not text is not diffed.
+fn write_preview(path: &FilePath, old: Option<&[u8]>, new: &str) -> ShownContent {
+    let whole = |what: String| ShownContent {
+        heading: if new.len() > SHOWN_MAX {
+            format!(
+                "{what}: {} bytes, of which only the first 64 KiB can be shown",
+                new.len()
+            )
+        } else {
+            format!("{what}: all {} bytes, exactly as written", new.len())
+        },
+        text: new.to_string(),
+    };
     match old {
-        None => {
-            let lines: Vec<&str> = new.lines().collect();
-            let mut shown = lines
-                .iter()
-                .take(PREVIEW_LINES)
-                .copied()
-                .collect::<Vec<_>>()
-                .join("\n");
-            if lines.len() > PREVIEW_LINES {
-                shown.push_str(&format!("\n… ({} more lines)", lines.len() - PREVIEW_LINES));
+        None => whole("the new file".into()),
+        Some(old) => match std::str::from_utf8(old) {
+            Err(_) => whole(format!(
+                "the current file is not text ({} bytes) and is not compared; the new file",
+                old.len()
+            )),
+            Ok(old) if old == new => ShownContent {
+                heading: "the change".into(),
+                text: "(no change: the content is the same)".into(),
+            },
+            Ok(old) => {
+                let name = crate::render::one_line(&path.to_string(), 300);
+                let diff = similar::TextDiff::from_lines(old, new)
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("{name} (now)"), &format!("{name} (after)"))
+                    .to_string();
+                ShownContent {
+                    heading: "the change, as a unified diff against the current file (⟨CR⟩ marks a carriage return)".into(),
+                    text: diff.replace('\r', "⟨CR⟩"),
+                }
             }
-            shown
-        }
-        Some(old) => {
-            let old = String::from_utf8_lossy(old);
-            let name = path.to_string();
-            similar::TextDiff::from_lines(old.as_ref(), new)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("{name} (now)"), &format!("{name} (after)"))
-                .to_string()
-        }
+        },
     }
 }
 
@@ -895,6 +1010,12 @@ impl CapabilityPlugin for FilesPlugin {
                         folder.root
                     )));
                 }
+                if !scope.shows_folder(&folder) {
+                    return Err(request.outside_scope(format_args!(
+                        "on {folder}: the folder leads to none of the granted paths ({})",
+                        scope.paths.as_deref().unwrap_or_default().join(", ")
+                    )));
+                }
                 let entries = store
                     .list(&folder, scope)
                     .map_err(|e| files_error(e, request))?;
@@ -956,13 +1077,7 @@ impl CapabilityPlugin for FilesPlugin {
                     size_text(content.len() as u64)
                 ),
             };
-            shown = Some(super::ShownContent {
-                heading: match &old {
-                    Some(_) => "the change, as a unified diff against the current file".into(),
-                    None => format!("the new file's first {PREVIEW_LINES} lines"),
-                },
-                text: write_preview(&path, old.as_deref(), content),
-            });
+            shown = Some(write_preview(&path, old.as_deref(), content));
             items.push(PromptItem {
                 target: versioned(&path, &version),
                 description,
@@ -1177,6 +1292,43 @@ impl wit_files::Host for HostState {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
+        // Nothing about the file (not even whether it exists, nor its
+        // digest) is looked at unless the grant's scope and the token cover
+        // this path.
+        let path_text = parsed.to_string();
+        let record = self.token_record(&token)?;
+        if record.as_ref().is_none_or(|r| r.capability != WRITE) {
+            // Not a live write token: the Gate refuses it and says why.
+            return self.through_gate(
+                &token,
+                WRITE,
+                std::slice::from_ref(&path_text),
+                Some(&content),
+                wit_files::FilesError::Refused,
+                |_, _| Err(wit_files::FilesError::Refused("not reached".into())),
+                |r| outcome(r, |n| format!("wrote {n} bytes")),
+            );
+        }
+        let approved_version = record.and_then(|r| {
+            r.targets.iter().find_map(|t| {
+                t.rsplit_once('@')
+                    .filter(|(p, _)| *p == path_text)
+                    .map(|(_, v)| v.to_string())
+            })
+        });
+        let refuse = |call: &CallContext, message: String| {
+            call.journal_refusal(WRITE, std::slice::from_ref(&path), None, None, &message);
+            Ok(Err(wit_files::FilesError::Refused(message)))
+        };
+        if let Err(why) = self.call.files_scope(WRITE).check(&parsed) {
+            return refuse(&self.call, format!("files.write on {path_text}: {why}"));
+        }
+        let Some(approved_version) = approved_version else {
+            return refuse(
+                &self.call,
+                format!("files.write of {path_text} was not approved: the token does not cover it"),
+            );
+        };
         // The token covers the file at the version the human saw.
         let version = match self.call.file_store().and_then(|s| {
             if content.len() as u64 > s.max_file_bytes() {
@@ -1191,10 +1343,23 @@ impl wit_files::Host for HostState {
             Ok(v) => v,
             Err(e) => {
                 self.call
-                    .journal_refusal(WRITE, &[path], Some(&content), None, &format!("{e:?}"));
+                    .journal_refusal(WRITE, &[path], None, None, &format!("{e:?}"));
                 return Ok(Err(e));
             }
         };
+        if version != approved_version {
+            return refuse(
+                &self.call,
+                format!(
+                    "{path_text} changed since the write was approved (it was {}); nothing was written",
+                    if approved_version == "new" {
+                        "absent"
+                    } else {
+                        "another version"
+                    }
+                ),
+            );
+        }
         let target = versioned(&parsed, &version);
         self.through_gate(
             &token,
@@ -1323,6 +1488,7 @@ mod tests {
         std::fs::write(dir.path().join("notes/drafts/a.md"), "one\ntwo\n").unwrap();
         let settings = FilesSettings {
             max_file_kb: 1,
+            max_trash_mb: 1,
             roots: BTreeMap::from([(
                 "notes".to_string(),
                 RootSettings {
@@ -1397,5 +1563,34 @@ mod tests {
                 .is_err()
         );
         assert!(store.read(&a, 0, 4096).is_err());
+    }
+
+    #[test]
+    fn the_trash_has_a_quota_and_nothing_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("notes")).unwrap();
+        let settings = FilesSettings {
+            max_file_kb: 1024,
+            max_trash_mb: 1,
+            roots: BTreeMap::from([(
+                "notes".to_string(),
+                RootSettings {
+                    path: "notes".into(),
+                    read_only: false,
+                },
+            )]),
+        };
+        let store = FileStore::open(&settings, |p| dir.path().join(p)).unwrap();
+        let a = FilePath::parse("notes:a.md").unwrap();
+        let big = vec![b'x'; 600 * 1024];
+        store.write(&a, "new", &big).unwrap();
+        let v = store.version(&a).unwrap();
+        store.write(&a, &v, &big[..599 * 1024]).unwrap(); // 600 KiB to the trash
+        let v = store.version(&a).unwrap();
+        let err = store.write(&a, &v, b"small").unwrap_err();
+        assert!(err.to_string().contains("max_trash_mb"), "{err}");
+        // Refused before anything changed.
+        assert_eq!(store.version(&a).unwrap(), v);
+        assert_eq!(store.trash_entries().unwrap().len(), 1);
     }
 }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod files;
 
 pub mod forum;
+pub mod http;
 pub mod mail;
 
 use std::any::Any;
@@ -183,6 +184,11 @@ impl Opaque {
         self.0.downcast_ref::<T>()
     }
 
+    /// The shared value, if it is a `T`.
+    pub fn get_arc<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0.clone().downcast::<T>().ok()
+    }
+
     /// Deserialize a plug-in's `T` from its policy table.
     pub fn parse<T>(table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error>
     where
@@ -253,6 +259,9 @@ pub struct Request<'a> {
     pub targets: &'a [String],
     /// The exact content, for actions that carry one.
     pub payload: Option<&'a str>,
+    /// Facts the capability's own host code gathered when the host, not the
+    /// tool, asks (an http request as sent); `None` for a tool's request.
+    pub context: Option<&'a (dyn Any + Sync)>,
 }
 
 impl Request<'_> {
@@ -358,6 +367,21 @@ pub trait CapabilityPlugin: Send + Sync {
 
     /// Link its host functions (each passing `HostState::through_gate`).
     fn add_to_linker(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+
+    /// Imports outside `agentcap:tools` this capability provides (a
+    /// standard interface such as `wasi:http/outgoing-handler`), as
+    /// `package/interface` without version. Without the grant they are
+    /// never linked.
+    fn standard_imports(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Per-call state the plug-in keeps in the store (created for tools the
+    /// capability is linked for), reached again with
+    /// `HostState::plugin_state`.
+    fn new_store_state(&self, _call: &Arc<CallContext>) -> Option<Box<dyn Any + Send>> {
+        None
+    }
 }
 
 /// The registry: every capability the runtime has, one line each.
@@ -369,6 +393,7 @@ pub mod registry {
         &super::forum::ForumPlugin,
         &super::data::DataPlugin,
         &super::files::FilesPlugin,
+        &super::http::HttpPlugin,
     ];
 
     /// Every registered capability plug-in.
@@ -384,5 +409,15 @@ pub mod registry {
     /// The interfaces of every plug-in (`mail`, `forum`, ...).
     pub fn interfaces() -> impl Iterator<Item = &'static str> {
         PLUGINS.iter().map(|p| p.interface())
+    }
+
+    /// The plug-in that provides the standard import `name`
+    /// (`wasi:http/outgoing-handler@0.2.6`), if any.
+    pub fn providing(name: &str) -> Option<&'static dyn CapabilityPlugin> {
+        let unversioned = name.split('@').next().unwrap_or(name);
+        PLUGINS
+            .iter()
+            .copied()
+            .find(|p| p.standard_imports().contains(&unversioned))
     }
 }

@@ -28,6 +28,8 @@ wit_bindgen::generate!({
             export delete-beyond: func(asked: list<string>, deleted: list<string>) -> result<list<string>, string>;
             /// Ask to move `asked`, then move `moved` with that token.
             export move-beyond: func(asked: list<string>, moved: list<string>) -> result<list<string>, string>;
+            /// Ask to delete `asked`, then call delete with `deleted` `times` times.
+            export delete-repeatedly: func(asked: list<string>, deleted: list<string>, times: u32) -> result<u32, string>;
             /// List `folder`, asking first.
             export list-folder: func(folder: string) -> result<list<string>, string>;
         }
@@ -115,6 +117,21 @@ impl Guest for Hostile {
     fn move_beyond(asked: Vec<String>, moved: Vec<String>) -> Result<Vec<String>, String> {
         let token = ask_for("files.move", &asked, None)?;
         host(files::move_(&token, &moved))
+    }
+
+    fn delete_repeatedly(
+        asked: Vec<String>,
+        deleted: Vec<String>,
+        times: u32,
+    ) -> Result<u32, String> {
+        let token = ask_for("files.delete", &asked, None)?;
+        let mut refused = 0;
+        for _ in 0..times {
+            if files::delete(&token, &deleted).is_err() {
+                refused += 1;
+            }
+        }
+        Ok(refused)
     }
 
     fn list_folder(folder: String) -> Result<Vec<String>, String> {
