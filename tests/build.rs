@@ -14,6 +14,8 @@ const GUESTS: &[&str] = &[
     "hostile-resources",
     "hostile-network",
     "hostile-files",
+    "hostile-http",
+    "issue-triage",
 ];
 
 fn main() {

@@ -517,3 +517,40 @@ impl PageUser {
         )
     }
 }
+
+/// Call `function` of `tool` in session `s`: the tool's own `ok` value or
+/// its `err` text (a runtime error panics, naming the function).
+pub async fn call_tool(
+    runtime: &agentcap::Runtime,
+    tool: &agentcap::LoadedTool,
+    function: &str,
+    args: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let outcome = runtime
+        .call(tool, &agentcap::SessionId("s".into()), function, args)
+        .await
+        .unwrap_or_else(|e| panic!("{function}: {e}"));
+    match outcome.result.get("ok") {
+        Some(v) => Ok(v.clone()),
+        None => Err(outcome.result["err"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()),
+    }
+}
+
+/// Journal records that refused something: a refused call, or a consent
+/// request that was not approved.
+pub fn refusal_records(runtime: &agentcap::Runtime) -> Vec<agentcap::journal::Record> {
+    runtime
+        .journal()
+        .all()
+        .expect("journal")
+        .into_iter()
+        .filter(|r| {
+            r.kind == "refusal"
+                || (r.kind == "decision"
+                    && !r.outcome.as_deref().unwrap_or("").starts_with("approved"))
+        })
+        .collect()
+}

@@ -86,15 +86,7 @@ fn setup(script: impl Fn(&ConsentPrompt) -> Decision + Send + Sync + 'static) ->
 
 impl Setup {
     async fn call(&self, function: &str, args: Value) -> Result<Value, String> {
-        let outcome = self
-            .runtime
-            .call(&self.tool, &SessionId("s".into()), function, &args)
-            .await
-            .unwrap_or_else(|e| panic!("{function}: {e}"));
-        match outcome.result.get("ok") {
-            Some(v) => Ok(v.clone()),
-            None => Err(outcome.result["err"].as_str().unwrap().to_string()),
-        }
+        agentcap_tests::call_tool(&self.runtime, &self.tool, function, &args).await
     }
 
     /// Every file of the workspace but the journal, with digests.
@@ -108,19 +100,10 @@ impl Setup {
         std::fs::read_to_string(self.ws.dir.path().join(path)).unwrap()
     }
 
-    /// Journal records that refused something (a refused call, or a
-    /// consent request that was not approved).
+    /// The outcomes of journal records that refused something.
     fn refusals(&self) -> Vec<String> {
-        self.runtime
-            .journal()
-            .all()
-            .unwrap()
+        agentcap_tests::refusal_records(&self.runtime)
             .into_iter()
-            .filter(|r| {
-                r.kind == "refusal"
-                    || (r.kind == "decision"
-                        && !r.outcome.as_deref().unwrap_or("").starts_with("approved"))
-            })
             .map(|r| r.outcome.unwrap_or_default())
             .collect()
     }
@@ -252,7 +235,10 @@ async fn writes_are_bound_to_the_approved_content_path_and_version() {
         .unwrap_err();
     // (The replay is refused twice over: the file is no longer the approved
     // version, and the token has no uses left.)
-    assert!(err.contains("changed since the write was approved"), "{err}");
+    assert!(
+        err.contains("changed since the write was approved"),
+        "{err}"
+    );
     assert_eq!(s.file("notes/todo.md"), "- done\n");
     assert_ne!(s.tree(), before);
     // The human saw a diff against the current file.

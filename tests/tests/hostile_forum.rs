@@ -74,15 +74,7 @@ fn setup_with(policy: &str) -> Setup {
 
 impl Setup {
     async fn call(&self, function: &str, args: Value) -> Result<Value, String> {
-        let outcome = self
-            .runtime
-            .call(&self.tool, &SessionId("s".into()), function, &args)
-            .await
-            .unwrap_or_else(|e| panic!("{function}: {e}"));
-        match outcome.result.get("ok") {
-            Some(v) => Ok(v.clone()),
-            None => Err(outcome.result["err"].as_str().unwrap().to_string()),
-        }
+        agentcap_tests::call_tool(&self.runtime, &self.tool, function, &args).await
     }
 
     fn posts(&self, thread: u64) -> usize {
@@ -91,17 +83,7 @@ impl Setup {
     }
 
     fn journaled_refusals(&self) -> usize {
-        self.runtime
-            .journal()
-            .all()
-            .unwrap()
-            .iter()
-            .filter(|r| {
-                r.kind == "refusal"
-                    || (r.kind == "decision"
-                        && !r.outcome.as_deref().unwrap_or("").starts_with("approved"))
-            })
-            .count()
+        agentcap_tests::refusal_records(&self.runtime).len()
     }
 }
 
