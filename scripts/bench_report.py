@@ -86,6 +86,8 @@ def main():
     append, _ = criterion("journal/append_durable")
     gate_on, _ = criterion("journal/gate_authorize_journal_on")
     burst, _ = criterion("throughput/64_concurrent_trivial_calls")
+    native_get, _ = criterion("http/native_get")
+    agentcap_get, _ = criterion("http/agentcap_get")
     stop = results("stop_latency")
     mcp = results("mcp_stdio")
     m = machine()
@@ -110,6 +112,10 @@ def main():
          fmt_time(gate_off), "", "≤ 1 µs: " + status(gate_off <= 1000)),
         ("Journal append of an intent (WAL, fsync)", fmt_time(append), "", ""),
         ("Gate check + intent (fsync) + outcome records", fmt_time(gate_on), "", ""),
+        ("HTTP GET to a loopback server, native client (`ureq`, new connection): the floor",
+         fmt_time(native_get), "", "(2)"),
+        ("The same GET from a tool (`wstd` over `wasi:http`), standing grant, journaled on tmpfs, fresh instance",
+         fmt_time(agentcap_get), f"{agentcap_get / native_get:.1f}× (2), +{fmt_time(agentcap_get - native_get)}", ""),
         ("Throughput: 64 concurrent trivial calls, 2 workers",
          fmt_time(burst), f"{calls_per_s:,.0f} calls/s", ""),
         ("Stop, busy guest: stop() to guest trapped, p50 / p99",
@@ -161,6 +167,9 @@ def main():
         "  within the target.",
         "- The MCP round trip includes a fresh instance per call; `ping` shows what the",
         "  protocol path alone costs.",
+        "- (2) The agentcap GET includes a fresh instance of the tool, its consent",
+        "  request, decision and token (standing grant), the Gate, the intent and",
+        "  outcome records, and the connection to the checked address.",
         "",
         f"![latency distributions]({PLOT})",
         "",

@@ -10,7 +10,12 @@
 //!   tmpfs (no disk fsync): the runtime's own cost;
 //! - `agentcap_mail_read_one_tmpfs`: one standing token and one `mail.read`
 //!   of a known message, on tmpfs;
-//! - `throughput_64`: 64 concurrent trivial calls on 2 worker threads.
+//! - `throughput_64`: 64 concurrent trivial calls on 2 worker threads;
+//! - `http/native_get`: a GET to a loopback server from a native client
+//!   (a new connection each time), the floor of
+//! - `http/agentcap_get`: the same GET from a tool through `wasi:http`
+//!   (`wstd`), decided by a standing grant, journaled, on tmpfs when there
+//!   is one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,5 +195,73 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A loopback server that answers every request with a short body.
+fn serve_loopback(rt: &tokio::runtime::Runtime) -> u16 {
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().fallback(|| async { "{\"ok\":true}" });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        port
+    })
+}
+
+fn bench_http(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = serve_loopback(&rt);
+    let url = format!("http://127.0.0.1:{port}/issues");
+    let shm = std::path::Path::new("/dev/shm");
+    let ws = if shm.is_dir() {
+        Workspace::new_in(shm)
+    } else {
+        Workspace::new()
+    };
+    let policy = format!(
+        "user = \"alice\"\n[http]\n[tools.web]\ncomponent = {:?}\n\
+         [[tools.web.grants]]\ncapability = \"http.get\"\nmode = \"standing\"\n\
+         origins = [\"http://127.0.0.1:{port}\"]\nallow_ips = [\"127.0.0.1\"]\n",
+        guest("hostile_http")
+    );
+    let runtime = Runtime::new(
+        AgentEngine::new(None).unwrap(),
+        ws.policy(&policy),
+        Arc::new(DenyApprover::new("bench")),
+    )
+    .unwrap();
+    let web = runtime.load_tool("web").unwrap();
+    let session = SessionId("bench".into());
+    let args = json!({"method": "GET", "url": url, "body": "", "headers": []});
+    let mut group = c.benchmark_group("http");
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(8));
+    // Interleaved by criterion's own order: native first, then agentcap.
+    group.bench_function("native_get", |b| {
+        b.iter(|| {
+            // A new agent, so a new connection, as agentcap makes.
+            let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+            let body = agent
+                .get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            assert!(body.contains("ok"));
+        })
+    });
+    group.bench_function("agentcap_get", |b| {
+        b.to_async(&rt).iter(|| async {
+            let out = runtime.call(&web, &session, "send-request", &args).await.unwrap();
+            assert!(!out.is_error, "{}", out.result);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_http);
 criterion_main!(benches);

@@ -94,6 +94,7 @@ value_file = "tracker-token"
 
 [tools.tracker]
 component = "x.wasm"
+limits = {{ max_concurrent_calls = 8 }}
 [[tools.tracker.grants]]
 capability = "http.get"
 mode = "standing"
@@ -426,3 +427,26 @@ async fn stop_ends_a_request_in_flight() {
     let journal = s.journal();
     assert!(journal.iter().any(|r| r.kind == "stop"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_has_at_most_max_concurrent_requests_in_flight() {
+    let s = Arc::new(setup("tracker", "hostile_http", Decision::approve_all).await);
+    // Five slow downloads at once; [http] allows four per tool.
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.call("count", json!({"url": s.url("/slow")})).await })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for call in calls {
+        errors.push(call.await.unwrap().unwrap_err());
+    }
+    let over = errors
+        .iter()
+        .filter(|e| e.contains("requests in flight (max_concurrent)"))
+        .count();
+    assert_eq!(over, 1, "{errors:?}");
+    assert_eq!(s.logged().len(), 4);
+}
+
