@@ -29,6 +29,14 @@ use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// A session for consented calls: a new one every 1000 calls, since a
+/// session may make at most 10,000 consent requests.
+fn consenting_session() -> SessionId {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    SessionId(format!("bench-{}", n / 1000))
+}
+
 struct Bare {
     ctx: WasiCtx,
     table: ResourceTable,
@@ -117,7 +125,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let out = runtime
-                    .call(sweeper, &session, function, &args)
+                    .call(sweeper, &consenting_session(), function, &args)
                     .await
                     .unwrap();
                 assert!(!out.is_error, "{}", out.result);
@@ -233,7 +241,6 @@ fn bench_http(c: &mut Criterion) {
     )
     .unwrap();
     let web = runtime.load_tool("web").unwrap();
-    let session = SessionId("bench".into());
     let args = json!({"method": "GET", "url": url, "body": "", "headers": []});
     let mut group = c.benchmark_group("http");
     group
@@ -256,7 +263,10 @@ fn bench_http(c: &mut Criterion) {
     });
     group.bench_function("agentcap_get", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = runtime.call(&web, &session, "send-request", &args).await.unwrap();
+            let out = runtime
+                .call(&web, &consenting_session(), "send-request", &args)
+                .await
+                .unwrap();
             assert!(!out.is_error, "{}", out.result);
         })
     });

@@ -21,6 +21,18 @@ use serde_json::{Value, json};
 /// What the server received: method, path, headers, body.
 type Log = Arc<Mutex<Vec<(String, String, HeaderMap, String)>>>;
 
+/// Set when the server's handler of `/silent` is dropped: the client went
+/// away.
+static SILENT_ABANDONED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+struct Abandoned;
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        SILENT_ABANDONED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn handle(
     State((log, port)): State<(Log, u16)>,
     method: Method,
@@ -57,6 +69,12 @@ async fn handle(
                 (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
             );
             Body::from_stream(stream).into_response()
+        }
+        ("GET", "/silent") => {
+            // Never answers; notes when the client gives up.
+            let _watch = Abandoned;
+            std::future::pending::<()>().await;
+            unreachable!()
         }
         ("GET", "/slow") => {
             // Headers at once, then a byte every second, forever.
@@ -450,3 +468,37 @@ async fn a_tool_has_at_most_max_concurrent_requests_in_flight() {
     assert_eq!(s.logged().len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_abandons_a_request_to_a_silent_server_at_once() {
+    let s = Arc::new(setup("tracker", "hostile_http", Decision::approve_all).await);
+    let running = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.runtime
+                .call(
+                    &s.tool,
+                    &SessionId("silent".into()),
+                    "count",
+                    &json!({"url": s.url("/silent")}),
+                )
+                .await
+                .map(|o| o.result)
+        })
+    };
+    while s.logged().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.runtime.stop_session(&SessionId("silent".into()), "test");
+    let err = running.await.unwrap().expect_err("stopped").to_string();
+    assert!(err.contains("stopped"), "{err}");
+    // The host dropped the connection at once, not at the 3 s deadline.
+    let stopped_at = Instant::now();
+    while !SILENT_ABANDONED.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            stopped_at.elapsed() < Duration::from_millis(1500),
+            "the request was still open {:?} after the stop",
+            stopped_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

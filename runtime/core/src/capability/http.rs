@@ -938,10 +938,11 @@ where
 
 /// A future that does nothing once its session is stopped or its call
 /// cancelled: each poll holds the session's effect guard and checks the
-/// stop first, so after a stop is acknowledged no byte is sent.
+/// stop first, so after a stop is acknowledged no byte is sent; a stop or a
+/// cancellation also wakes it, and it ends at once.
 struct Guarded<F> {
     state: Arc<SessionState>,
-    cancel: tokio_util::sync::CancellationToken,
+    ended: Pin<Box<dyn Future<Output = ()> + Send>>,
     inner: Pin<Box<F>>,
 }
 
@@ -951,9 +952,15 @@ impl<F> Guarded<F> {
         cancel: tokio_util::sync::CancellationToken,
         inner: F,
     ) -> Self {
+        let watched = state.clone();
         Guarded {
             state,
-            cancel,
+            ended: Box::pin(async move {
+                tokio::select! {
+                    () = watched.stopped() => {}
+                    () = cancel.cancelled_owned() => {}
+                }
+            }),
             inner: Box::pin(inner),
         }
     }
@@ -968,16 +975,10 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = self.state.clone();
         let _guard = state.effect_guard();
-        if state.is_stopped() || self.cancel.is_cancelled() {
+        if state.is_stopped() || self.ended.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(denied(
                 "the session was stopped (or the call cancelled); the request was abandoned",
             )));
-        }
-        // Wake up for a stop too, so an abandoned exchange ends at once.
-        let stopped = state.stopped();
-        tokio::pin!(stopped);
-        if stopped.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(denied("the session was stopped")));
         }
         self.inner.as_mut().poll(cx)
     }
