@@ -74,8 +74,17 @@ fn setup(script: impl Fn(&ConsentPrompt) -> Decision + Send + Sync + 'static) ->
     std::os::unix::fs::symlink(root.join("outside/secret.md"), root.join("notes/leak.md")).unwrap();
     std::os::unix::fs::symlink(root.join("outside"), root.join("notes/drafts/out")).unwrap();
     std::os::unix::fs::symlink("../../outside", root.join("notes/up")).unwrap();
+    load(ws, POLICY, script)
+}
+
+/// The hostile tool loaded under `policy` in `ws`.
+fn load(
+    ws: Workspace,
+    policy: &str,
+    script: impl Fn(&ConsentPrompt) -> Decision + Send + Sync + 'static,
+) -> Setup {
     let approver = Arc::new(ScriptedApprover::new("test-user", script));
-    let (runtime, tool) = ws.load_guest(POLICY, approver.clone(), "hostile", "hostile_files");
+    let (runtime, tool) = ws.load_guest(policy, approver.clone(), "hostile", "hostile_files");
     Setup {
         ws,
         runtime,
@@ -526,14 +535,7 @@ async fn listing_follows_the_patterns_and_hides_links_and_devices() {
         0,
     )
     .unwrap();
-    let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
-    let (runtime, tool) = ws.load_guest(&policy, approver.clone(), "hostile", "hostile_files");
-    let s = Setup {
-        ws,
-        runtime,
-        tool,
-        approver,
-    };
+    let s = load(ws, &policy, Decision::approve_all);
     let top = s
         .call("list-folder", json!({"folder": "notes:"}))
         .await
@@ -582,14 +584,7 @@ async fn overlapping_roots_and_hard_links_are_refused() {
     };
     assert!(err.contains("overlap"), "{err}");
     std::fs::create_dir_all(root.join("shared")).unwrap();
-    let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
-    let (runtime, tool) = ws.load_guest(POLICY, approver.clone(), "hostile", "hostile_files");
-    let s = Setup {
-        ws,
-        runtime,
-        tool,
-        approver,
-    };
+    let s = load(ws, POLICY, Decision::approve_all);
     let args = json!({"approved": "notes:drafts/hard.md", "actual": "notes:drafts/hard.md", "length": 100});
     s.refused("read-other", args, "hard links").await;
 }

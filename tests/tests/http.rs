@@ -232,7 +232,8 @@ async fn a_standing_get_needs_no_prompt_and_a_post_sends_exactly_what_was_approv
         shown.contains(&format!("POST {api}/issues/1/labels"))
             && shown.contains("\"labels\"")
             && shown.contains("content-type")
-            && shown.contains("agentcap adds its authorization credential"),
+            && shown.contains("agentcap adds its authorization credential")
+            && shown.contains("stamps it `ai-generated-by`"),
         "{shown}"
     );
     // The server got exactly the approved bodies, with the host's credential.
@@ -242,6 +243,15 @@ async fn a_standing_get_needs_no_prompt_and_a_post_sends_exactly_what_was_approv
     assert_eq!(posts[0].1, "/issues/1/labels");
     assert_eq!(posts[0].3, r#"{"labels":["bug"]}"#);
     assert_eq!(posts[0].2["authorization"], "Bearer s3cret-token");
+    // Every request carries the host's provenance stamp (invariant 6).
+    assert_eq!(
+        posts[0].2["ai-generated-by"],
+        "AI agent via agentcap; tool=tracker; user=alice; approved-by=human via test-user"
+    );
+    assert!(
+        log.iter()
+            .all(|(.., headers, _)| headers.contains_key("ai-generated-by"))
+    );
     // Journaled through the one Gate path; the secret is nowhere in it.
     let journal = s.journal();
     let sends: Vec<_> = journal
@@ -323,7 +333,13 @@ async fn requests_outside_the_grant_never_leave() {
     )
     .await;
     // Credentials and Host are the host's: the library cannot even set them.
-    for header in ["authorization", "Cookie", "host", "proxy-authorization"] {
+    for header in [
+        "authorization",
+        "Cookie",
+        "host",
+        "proxy-authorization",
+        "ai-generated-by",
+    ] {
         let before = s.logged().len();
         let err = s
             .call(

@@ -340,7 +340,7 @@ fn check_intent_size(intent: &wit_consent::Intent) -> Result<(), wit_consent::De
 }
 
 /// `text` cut to at most `max` bytes (on a character boundary).
-fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

@@ -208,6 +208,9 @@ pub struct Grant {
     /// parsed them.
     #[serde(skip)]
     pub scope: Opaque,
+    /// The capability, resolved once when the policy is loaded.
+    #[serde(skip)]
+    pub resolved: Option<Capability>,
 }
 
 fn default_max_refusals() -> u32 {
@@ -246,7 +249,9 @@ impl Grant {
 
     /// The parsed capability (validated when the policy is loaded).
     pub fn parsed_capability(&self) -> Capability {
-        Capability::parse(&self.capability).expect("validated at load")
+        self.resolved
+            .or_else(|| Capability::parse(&self.capability))
+            .expect("validated at load")
     }
 
     /// Token lifetime.
@@ -409,6 +414,7 @@ impl Policy {
                             .join(", ")
                     )));
                 };
+                grant.resolved = Some(capability);
                 if !policy.backends.contains_key(capability.interface()) {
                     return Err(invalid(format!(
                         "tools.{name} is granted {capability}, but the policy has no [{}] backend",

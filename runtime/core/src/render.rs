@@ -154,6 +154,14 @@ pub fn hidden_note(text: &str) -> Option<String> {
     }
 }
 
+/// A time as people read it: `2026-11-29 22:14:47 UTC`.
+pub fn time(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

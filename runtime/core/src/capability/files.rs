@@ -379,13 +379,8 @@ fn rename_no_replace(from_dir: &Dir, from: &str, to_dir: &Dir, to: &str) -> std:
 }
 
 fn format_time(t: Option<SystemTime>) -> String {
-    t.map(|t| {
-        humantime::format_rfc3339_seconds(t)
-            .to_string()
-            .replace('T', " ")
-            .replace('Z', " UTC")
-    })
-    .unwrap_or_else(|| "unknown time".into())
+    t.map(crate::render::time)
+        .unwrap_or_else(|| "unknown time".into())
 }
 
 fn millis(t: Option<SystemTime>) -> u64 {

@@ -63,8 +63,17 @@ pub const SEND: Capability = Capability::new(&Action {
     scope_keys: &["origins", "methods", "paths", "allow_ips"],
 });
 
-/// Headers a tool may not set: credentials belong to the host.
-const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+/// Headers a tool may not set: credentials and the provenance stamp belong
+/// to the host.
+const HOST_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    PROVENANCE_HEADER,
+];
+/// The host's stamp on every request: AI-generated, which tool, for whom,
+/// approved by whom (invariant 6 for content that leaves over HTTP).
+pub const PROVENANCE_HEADER: &str = "ai-generated-by";
 /// How much of a body the person sees.
 const PREVIEW_BYTES: usize = 4096;
 
@@ -291,6 +300,24 @@ pub struct HttpFacts {
     pub addresses: Vec<SocketAddr>,
 }
 
+/// The provenance stamp: visible ASCII only (anything else becomes `?`).
+fn provenance(tool: &str, user: &str, approved_by: &str) -> HeaderValue {
+    let text =
+        format!("AI agent via agentcap; tool={tool}; user={user}; approved-by={approved_by}");
+    let ascii: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&ascii)
+        .unwrap_or_else(|_| HeaderValue::from_static("AI agent via agentcap"))
+}
+
 fn digest(body: &[u8]) -> String {
     format!(
         "sha256:{} ({} bytes)",
@@ -307,23 +334,12 @@ fn preview(body: &[u8], content_type: Option<&str>) -> String {
         || body.first().is_some_and(|b| *b == b'{' || *b == b'[');
     if json && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
         let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
-        return clip(&pretty);
+        return crate::host::clip(&pretty, PREVIEW_BYTES);
     }
     match std::str::from_utf8(body) {
-        Ok(text) => clip(text),
+        Ok(text) => crate::host::clip(text, PREVIEW_BYTES),
         Err(_) => format!("(binary, {} bytes)", body.len()),
     }
-}
-
-fn clip(text: &str) -> String {
-    if text.len() <= PREVIEW_BYTES {
-        return text.to_string();
-    }
-    let mut end = PREVIEW_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
 }
 
 impl HttpScope {
@@ -558,7 +574,7 @@ impl CapabilityPlugin for HttpPlugin {
             .map(|(name, _)| format!("; agentcap adds its {name} credential"))
             .unwrap_or_default();
         let description = format!(
-            "{target} ({headers}; body {} bytes{credential})",
+            "{target} ({headers}; body {} bytes{credential}; agentcap stamps it `{PROVENANCE_HEADER}`)",
             facts.body.len()
         );
         let (action, shown) = if request.capability == SEND {
@@ -654,7 +670,7 @@ impl WasiHttpHooks for Hooks {
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
         Arc::new(|name: &HeaderName| {
             wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
-                || CREDENTIAL_HEADERS.contains(&name.as_str())
+                || HOST_HEADERS.contains(&name.as_str())
         })
     }
 
@@ -812,6 +828,11 @@ async fn send(
     let waited_for_human = started.elapsed();
     let targets = [target_text.clone()];
     let passed = call.pass_gate(token, capability, &targets, payload.as_deref());
+    let approved_by = call
+        .gate
+        .record(token)
+        .map(|r| r.decided_by.to_string())
+        .unwrap_or_else(|| "unknown".into());
     call.gate.forget(token);
     let call_seq = passed.map_err(denied)?;
     // The host's credential, never seen by the tool.
@@ -821,6 +842,10 @@ async fn send(
     parts
         .headers
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts.headers.insert(
+        HeaderName::from_static(PROVENANCE_HEADER),
+        provenance(&call.tool, &call.user, &approved_by),
+    );
     let deadline = tokio::time::Instant::now() + client.timeout();
     let state = call.session_state.clone();
     let exchange = exchange(

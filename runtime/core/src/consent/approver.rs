@@ -96,10 +96,7 @@ pub fn label(
     approver: &str,
     at: std::time::SystemTime,
 ) -> String {
-    let time = humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace('T', " ")
-        .replace('Z', " UTC");
+    let time = crate::render::time(at);
     template
         .replace("{tool}", tool)
         .replace("{user}", user)
