@@ -62,6 +62,19 @@ const OUTSIDE_PROGRAMS: &[Needs] = &[
         programs: &[("python3", &["-c", "import venv, ensurepip"])],
         install: "apt-get install python3 python3-venv",
     },
+    Needs {
+        cfg: "agentcap_has_dovecot",
+        programs: &[("dovecot", &["--version"])],
+        install: "apt-get install dovecot-imapd",
+    },
+    Needs {
+        cfg: "agentcap_has_postgres",
+        programs: &[(
+            "sh",
+            &["-c", "ls /usr/lib/postgresql/*/bin/initdb >/dev/null"],
+        )],
+        install: "apt-get install postgresql",
+    },
 ];
 
 /// Decide, once per build, which test groups can run. Missing programs make
