@@ -2,6 +2,8 @@
 //! a fresh copy of the fixture Maildir, a snapshot of a folder tree, and a
 //! runtime under a given policy.
 
+pub mod pg_server;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -553,4 +555,45 @@ pub fn refusal_records(runtime: &agentcap::Runtime) -> Vec<agentcap::journal::Re
                     && !r.outcome.as_deref().unwrap_or("").starts_with("approved"))
         })
         .collect()
+}
+
+/// A policy for the hostile data guest (`hostile_forum`, tool `hostile`):
+/// the mail and forum grants it imports, `[data]` with the lines `data`,
+/// and one `data.query` grant with the lines `grant`.
+pub fn hostile_data_policy(data: &str, grant: &str) -> String {
+    format!(
+        r#"
+user = "alice"
+[mail]
+maildir = "Maildir"
+[forum]
+database = "forum.sqlite"
+[data]
+{data}
+[tools.hostile]
+component = "x.wasm"
+[[tools.hostile.grants]]
+capability = "mail.list"
+mode = "standing"
+[[tools.hostile.grants]]
+capability = "forum.post"
+mode = "ask"
+threads = [1]
+[[tools.hostile.grants]]
+capability = "data.query"
+{grant}
+"#
+    )
+}
+
+/// Load the hostile data guest in `ws` under `policy` (from
+/// [`hostile_data_policy`]), with an empty forum.
+pub fn load_hostile_data(
+    ws: &Workspace,
+    policy: &str,
+    approver: Arc<agentcap::consent::ScriptedApprover>,
+) -> (Runtime, agentcap::LoadedTool) {
+    agentcap::capability::forum::SqliteForum::open(&ws.dir.path().join("forum.sqlite"))
+        .expect("forum database");
+    ws.load_guest(policy, approver, "hostile", "hostile_forum")
 }

@@ -1,6 +1,7 @@
-//! The `data` capability: read-only SQL over the operator's SQLite database.
+//! The `data` capability: read-only SQL over the operator's database, a
+//! SQLite file (below) or a PostgreSQL server ([`postgres`]).
 //!
-//! Four layers keep a query inside its grant: the database is opened
+//! On SQLite, four layers keep a query inside its grant: the database is opened
 //! read-only with `query_only`; an authorizer allows only `SELECT`, reads of
 //! the granted tables (and columns) and a named list of pure functions; the
 //! compiled program itself (`EXPLAIN`) is checked, so every table and column
@@ -20,6 +21,10 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
+mod postgres;
+
+pub use postgres::PostgresSettings;
+
 use super::{
     Action, Capability, CapabilityPlugin, Described, Effect, Opaque, PolicyTable, Request,
 };
@@ -38,13 +43,18 @@ pub const QUERY: Capability = Capability::new(&Action {
     scope_keys: &["tables", "columns"],
 });
 
-/// The policy's `[data]` table: the database `data.query` reads (opened
-/// read-only).
+/// The policy's `[data]` table: the database `data.query` reads, either a
+/// SQLite file (`database`, opened read-only) or a PostgreSQL server
+/// (`postgres = { ... }`), and the limits every query runs under.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSettings {
     /// The SQLite database.
-    pub database: PathBuf,
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+    /// The PostgreSQL server, instead of `database`.
+    #[serde(default)]
+    pub postgres: Option<postgres::PostgresSettings>,
     /// Most rows a query returns.
     #[serde(
         default = "default_max_rows",
@@ -57,6 +67,13 @@ pub struct DataSettings {
         deserialize_with = "crate::policy::within::<_, _, 1, 600000>"
     )]
     pub timeout_ms: u64,
+    /// Most MiB one result may hold (values and their bookkeeping); the
+    /// host's memory for a query stays near this whatever the SQL.
+    #[serde(
+        default = "default_max_result_mb",
+        deserialize_with = "crate::policy::within::<_, _, 1, 1024>"
+    )]
+    pub max_result_mb: usize,
 }
 
 fn default_max_rows() -> usize {
@@ -65,6 +82,56 @@ fn default_max_rows() -> usize {
 
 fn default_query_timeout_ms() -> u64 {
     2000
+}
+
+fn default_max_result_mb() -> usize {
+    16
+}
+
+impl DataSettings {
+    /// The limits every query runs under.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_rows: self.max_rows,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_result_bytes: self.max_result_mb << 20,
+        }
+    }
+}
+
+/// What bounds one query, on every backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most rows returned; more make the result `truncated`.
+    pub max_rows: usize,
+    /// Longest run.
+    pub timeout: Duration,
+    /// Most bytes of values (and per-value bookkeeping) in one result.
+    pub max_result_bytes: usize,
+}
+
+impl Limits {
+    /// The refusal for a result over [`Limits::max_result_bytes`].
+    fn result_too_large(&self) -> DataError {
+        DataError::Refused(format!(
+            "the result is larger than the limit of {} MiB (max_result_mb); ask for fewer rows or columns",
+            self.max_result_bytes >> 20
+        ))
+    }
+
+    /// The refusal for a query over [`Limits::timeout`].
+    fn too_slow(&self) -> DataError {
+        DataError::Refused(format!(
+            "the query ran longer than its limit of {} ms (timeout_ms)",
+            self.timeout.as_millis()
+        ))
+    }
+}
+
+/// What one value costs in a result: its bytes, or the size of a
+/// [`Value`] for numbers and NULL, so a million narrow rows count too.
+fn value_cost(bytes: Option<usize>) -> usize {
+    std::mem::size_of::<Value>() + bytes.unwrap_or(0)
 }
 
 /// The `data` capability's plug-in.
@@ -85,11 +152,19 @@ impl CapabilityPlugin for DataPlugin {
 
     fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
         let settings = settings.get::<DataSettings>().ok_or("not data settings")?;
-        let source = DataSource::new(
-            &policy.resolve(&settings.database),
-            settings.max_rows,
-            Duration::from_millis(settings.timeout_ms),
-        )
+        let source = match (&settings.database, &settings.postgres) {
+            (Some(path), None) => {
+                SqliteSource::new(&policy.resolve(path), settings.limits()).map(DataSource::Sqlite)
+            }
+            (None, Some(server)) => {
+                postgres::PostgresSource::new(server, policy, settings.limits())
+                    .map(|source| DataSource::Postgres(Box::new(source)))
+            }
+            _ => Err(DataError::Invalid(
+                "[data] names exactly one database: `database` (a SQLite file) or `postgres`"
+                    .into(),
+            )),
+        }
         .map_err(|e| format!("cannot open the database: {e}"))?;
         Ok(Opaque::new(source))
     }
@@ -130,8 +205,6 @@ impl CapabilityPlugin for DataPlugin {
 pub const MAX_SQL_LEN: usize = 16 * 1024;
 /// Longest string or blob a query may build (SQLite's length limit).
 pub const MAX_VALUE_LEN: usize = 1 << 20;
-/// Most bytes of values one result may hold.
-pub const MAX_RESULT_BYTES: usize = 16 << 20;
 
 /// The SQL functions a query may call: pure, bounded by [`MAX_VALUE_LEN`],
 /// none that reaches the host (`fts3_tokenizer`, `load_extension`), reads
@@ -304,11 +377,60 @@ type Seen = Arc<Mutex<Vec<String>>>;
 type Refusal = Arc<Mutex<Option<String>>>;
 
 /// The operator's database.
+#[derive(Debug)]
+pub enum DataSource {
+    /// A SQLite file.
+    Sqlite(SqliteSource),
+    /// A PostgreSQL server.
+    Postgres(Box<postgres::PostgresSource>),
+}
+
+impl DataSource {
+    /// The tables `sql` reads, found by the database itself; anything that
+    /// is not a read is refused.
+    pub fn tables_read(&self, sql: &str) -> Result<Vec<String>, DataError> {
+        check_sql(sql)?;
+        match self {
+            DataSource::Sqlite(db) => db.tables_read(sql),
+            DataSource::Postgres(db) => db.tables_read(sql),
+        }
+    }
+
+    /// Run `sql` within `scope`. Parameters are refused: the token binds
+    /// the exact SQL the human saw, so values belong in it.
+    pub fn query(&self, sql: &str, params: &[String], scope: Scope) -> Result<Rows, DataError> {
+        check_sql(sql)?;
+        if !params.is_empty() {
+            return Err(DataError::Refused(format!(
+                "{} query parameter(s) refused: the human approves the exact SQL, so write the values into it",
+                params.len()
+            )));
+        }
+        match self {
+            DataSource::Sqlite(db) => db.query(sql, scope),
+            DataSource::Postgres(db) => db.query(sql, scope),
+        }
+    }
+}
+
+fn check_sql(sql: &str) -> Result<(), DataError> {
+    if sql.len() > MAX_SQL_LEN {
+        return Err(DataError::Invalid(format!(
+            "the query is {} bytes; the limit is {MAX_SQL_LEN}",
+            sql.len()
+        )));
+    }
+    if sql.trim().is_empty() {
+        return Err(DataError::Invalid("the query is empty".into()));
+    }
+    Ok(())
+}
+
+/// A SQLite database file, opened read-only for each query.
 #[derive(Debug, Clone)]
-pub struct DataSource {
+pub struct SqliteSource {
     path: PathBuf,
-    max_rows: usize,
-    timeout: Duration,
+    limits: Limits,
 }
 
 fn describe_action(action: &AuthAction<'_>) -> String {
@@ -319,19 +441,18 @@ fn describe_action(action: &AuthAction<'_>) -> String {
         .to_lowercase()
 }
 
-impl DataSource {
+impl SqliteSource {
     /// The database at `path` (must exist).
-    pub fn new(path: &Path, max_rows: usize, timeout: Duration) -> Result<DataSource, DataError> {
+    pub fn new(path: &Path, limits: Limits) -> Result<SqliteSource, DataError> {
         if !path.is_file() {
             return Err(DataError::Backend(format!(
                 "no database at {}",
                 path.display()
             )));
         }
-        Ok(DataSource {
+        Ok(SqliteSource {
             path: path.to_path_buf(),
-            max_rows,
-            timeout,
+            limits,
         })
     }
 
@@ -344,8 +465,16 @@ impl DataSource {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| DataError::Backend(format!("open database: {e}")))?;
-        conn.pragma_update(None, "query_only", true)
-            .map_err(|e| DataError::Backend(format!("set query_only: {e}")))?;
+        // Read-only; sorts, groups and recursive queries keep at most a few
+        // MiB of pages in memory and spill the rest to temporary files.
+        for (pragma, value) in [
+            ("query_only", "1"),
+            ("cache_size", "-4096"),
+            ("temp_store", "FILE"),
+        ] {
+            conn.pragma_update(None, pragma, value)
+                .map_err(|e| DataError::Backend(format!("set {pragma}: {e}")))?;
+        }
         // The host's memory stays bounded whatever the query builds.
         let limits = [
             (Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_LEN),
@@ -412,25 +541,11 @@ impl DataSource {
         })
     }
 
-    fn check_sql(sql: &str) -> Result<(), DataError> {
-        if sql.len() > MAX_SQL_LEN {
-            return Err(DataError::Invalid(format!(
-                "the query is {} bytes; the limit is {MAX_SQL_LEN}",
-                sql.len()
-            )));
-        }
-        if sql.trim().is_empty() {
-            return Err(DataError::Invalid("the query is empty".into()));
-        }
-        Ok(())
-    }
-
     /// The tables `sql` reads, found by SQLite itself: those its authorizer
     /// reports while preparing it, and every table (or index of a table)
     /// the compiled program opens. Anything that is not a read, and a
     /// statement whose read set cannot be established, is refused here.
     pub fn tables_read(&self, sql: &str) -> Result<Vec<String>, DataError> {
-        Self::check_sql(sql)?;
         let connected = self.connect(None)?;
         let prepared = connected.conn.prepare(sql);
         if let Some(why) = connected.refusal.lock().unwrap().take() {
@@ -453,18 +568,11 @@ impl DataSource {
         Ok(tables)
     }
 
-    /// Run `sql` within `scope`. Parameters are refused: the token binds
-    /// the exact SQL the human saw, so values belong in it.
-    pub fn query(&self, sql: &str, params: &[String], scope: Scope) -> Result<Rows, DataError> {
-        Self::check_sql(sql)?;
-        if !params.is_empty() {
-            return Err(DataError::Refused(format!(
-                "{} query parameter(s) refused: the human approves the exact SQL, so write the values into it",
-                params.len()
-            )));
-        }
+    /// Run `sql` within `scope`.
+    pub fn query(&self, sql: &str, scope: Scope) -> Result<Rows, DataError> {
         let mut connected = self.connect(Some(scope.clone()))?;
-        let deadline = Instant::now() + self.timeout;
+        let limits = self.limits;
+        let deadline = Instant::now() + limits.timeout;
         connected
             .conn
             .progress_handler(1000, Some(move || Instant::now() > deadline))
@@ -490,38 +598,29 @@ impl DataSource {
         let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
         let mut rows_out = Vec::new();
         let mut truncated = false;
-        let timeout = self.timeout;
         let map_err = |e: rusqlite::Error| match e {
             rusqlite::Error::SqliteFailure(f, _)
                 if f.code == rusqlite::ErrorCode::OperationInterrupted =>
             {
-                DataError::Refused(format!(
-                    "the query ran longer than its limit of {} ms",
-                    timeout.as_millis()
-                ))
+                limits.too_slow()
             }
             other => DataError::Backend(other.to_string()),
         };
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params.iter()))
-            .map_err(map_err)?;
+        let mut rows = stmt.query([]).map_err(map_err)?;
         let mut result_bytes = 0usize;
         while let Some(row) = rows.next().map_err(map_err)? {
-            if rows_out.len() == self.max_rows {
+            if rows_out.len() == limits.max_rows {
                 truncated = true;
                 break;
             }
             for i in 0..columns.len() {
-                result_bytes += match row.get_ref(i) {
-                    Ok(ValueRef::Text(b) | ValueRef::Blob(b)) => b.len(),
-                    _ => 8,
-                };
+                result_bytes += value_cost(match row.get_ref(i) {
+                    Ok(ValueRef::Text(b) | ValueRef::Blob(b)) => Some(b.len()),
+                    _ => None,
+                });
             }
-            if result_bytes > MAX_RESULT_BYTES {
-                return Err(DataError::Refused(format!(
-                    "the result is larger than {} MiB; ask for fewer rows or columns",
-                    MAX_RESULT_BYTES >> 20
-                )));
+            if result_bytes > limits.max_result_bytes {
+                return Err(limits.result_too_large());
             }
             let values = (0..columns.len())
                 .map(|i| match row.get_ref(i) {
