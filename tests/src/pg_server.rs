@@ -48,6 +48,75 @@ fn server_user() -> Option<(u32, u32)> {
     Some((id("-u"), id("-g")))
 }
 
+/// A test CA (`ca.pem`) and a server certificate it signed for 127.0.0.1
+/// (`server.pem`, `server.key`) in `dir`, made with the openssl command.
+fn make_certificates(dir: &Path) {
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=agentcap test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Run blocking client code on a thread of its own: the `postgres` client
 /// cannot block inside the tests' async runtime.
 fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
@@ -64,6 +133,12 @@ fn free_port() -> u16 {
 impl Postgres {
     /// initdb and start a server; panics with the server's log on failure.
     pub fn start() -> Postgres {
+        Postgres::start_with_tls(false)
+    }
+
+    /// [`Postgres::start`], with TLS on (`tls`): a test CA signs the
+    /// server's certificate for 127.0.0.1; see [`Postgres::ca_file`].
+    pub fn start_with_tls(tls: bool) -> Postgres {
         let bin = server_bin();
         let mut dir = tempfile::Builder::new()
             .prefix("agentcap-pg")
@@ -94,6 +169,34 @@ impl Postgres {
             .unwrap();
         }
         let data = dir.path().join("data");
+        let mut tls_settings = Vec::new();
+        if tls {
+            make_certificates(dir.path());
+            for file in ["server.key", "server.pem"] {
+                let path = dir.path().join(file);
+                if let Some((uid, gid)) = user {
+                    rustix::fs::chown(
+                        &path,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )
+                    .unwrap();
+                }
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+            }
+            tls_settings = vec![
+                "-c".to_string(),
+                "ssl=on".to_string(),
+                "-c".to_string(),
+                format!("ssl_cert_file={}", dir.path().join("server.pem").display()),
+                "-c".to_string(),
+                format!("ssl_key_file={}", dir.path().join("server.key").display()),
+            ];
+        }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
             .arg("-D")
@@ -149,6 +252,7 @@ impl Postgres {
                     "-c",
                     "log_line_prefix=@@@ ",
                 ])
+                .args(&tls_settings)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .stdin(Stdio::null());
@@ -190,6 +294,11 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("not ready after 30 s\n{}", self.log()))
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// The server's log so far.

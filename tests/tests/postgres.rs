@@ -475,3 +475,53 @@ async fn the_servers_own_privileges_and_credentials_apply() {
     assert!(!err.contains("wrong-password-1234"), "{err}");
     assert!(!agentcap_tests::refusal_records(&s.runtime).is_empty());
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+async fn tls_is_verified_against_the_given_ca_or_the_system_roots() {
+    let server = Postgres::start_with_tls(true);
+    server.execute(
+        "postgres",
+        "CREATE TABLE customers (id int, name text); INSERT INTO customers VALUES (1, 'a');",
+    );
+    let ws = Workspace::new();
+    std::fs::write(ws.dir.path().join("pg-password"), ADMIN_PASSWORD).unwrap();
+    std::fs::copy(server.ca_file(), ws.dir.path().join("ca.pem")).unwrap();
+    let load = |tls: &str| {
+        let policy = agentcap_tests::hostile_data_policy(
+            &format!(
+                "[data.postgres]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"postgres\"\n\
+                 user = \"postgres\"\npassword_file = \"pg-password\"\n{tls}",
+                server.port
+            ),
+            "mode = \"standing\"\ntables = [\"customers\"]",
+        );
+        let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
+        agentcap_tests::load_hostile_data(&ws, &policy, approver)
+    };
+    let args = json!({"sql": "SELECT name FROM customers", "tables": ["customers"]});
+    // Verified against the test CA: runs, over TLS.
+    let (runtime, tool) = load("tls = true\nca_file = \"ca.pem\"");
+    assert_eq!(
+        agentcap_tests::call_tool(&runtime, &tool, "query", &args).await,
+        Ok(json!(1))
+    );
+    let over_tls = server.value(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'agentcap'",
+    );
+    assert_eq!(over_tls, 1);
+    drop((runtime, tool));
+    // The default, the system's roots, does not know the test CA: refused.
+    let (runtime, tool) = load("");
+    let err = agentcap_tests::call_tool(&runtime, &tool, "query", &args)
+        .await
+        .unwrap_err();
+    let server_name = format!("127.0.0.1:{}/postgres", server.port);
+    assert!(err.contains(&server_name), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}
