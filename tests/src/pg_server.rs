@@ -250,7 +250,7 @@ impl Postgres {
                     "-c",
                     "log_statement=all",
                     "-c",
-                    "log_line_prefix=@@@ ",
+                    "log_line_prefix=@@@ %a: ",
                 ])
                 .args(&tls_settings)
                 .stdout(log.try_clone().unwrap())
@@ -296,6 +296,34 @@ impl Postgres {
         Err(format!("not ready after 30 s\n{}", self.log()))
     }
 
+    /// `pg_dump` of `dbname` (schema and data), to compare before and after.
+    pub fn dump(&self, dbname: &str) -> String {
+        let mut dump = Command::new(server_bin().join("pg_dump"));
+        dump.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            dbname,
+        ])
+        .env("PGPASSWORD", ADMIN_PASSWORD);
+        let out = dump.output().expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `\restrict` lines carry a random key per run.
+        String::from_utf8(out.stdout)
+            .expect("a UTF-8 dump")
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The PEM file of the CA that signed a TLS server's certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
@@ -306,13 +334,14 @@ impl Postgres {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
-    /// The statements the server ran (extended protocol `execute` and
-    /// simple `statement` entries of its log), each with its continuation
-    /// lines.
-    pub fn statements(&self) -> Vec<String> {
+    /// The statements the server ran for agentcap's client (application
+    /// name `agentcap`): extended protocol `execute` and simple `statement`
+    /// entries of its log, each with its continuation lines.
+    pub fn agentcap_statements(&self) -> Vec<String> {
         self.log()
             .split("@@@ ")
             .filter_map(|entry| {
+                let entry = entry.strip_prefix("agentcap: ")?;
                 entry
                     .strip_prefix("LOG:  execute ")
                     .or_else(|| entry.strip_prefix("LOG:  statement: "))

@@ -40,7 +40,7 @@ fn reset_peak() {
 
 fn load(ws: &Workspace, data: &str) -> (Runtime, LoadedTool) {
     let policy = agentcap_tests::hostile_data_policy(
-        &format!("max_rows = 1000\ntimeout_ms = 5000\nmax_result_mb = {MAX_RESULT_MB}\n{data}"),
+        &format!("max_rows = 1000\ntimeout_ms = 2000\nmax_result_mb = {MAX_RESULT_MB}\n{data}"),
         "mode = \"standing\"\ntables = [\"service_metrics\", \"customers\"]",
     );
     let approver = Arc::new(ScriptedApprover::new("test-user", Decision::approve_all));
@@ -63,7 +63,7 @@ async fn query(
 }
 
 /// Run each attack `CONCURRENT` times at once; each must fail naming its
-/// limit; the peak resident size must stay within [`BOUND_MB`].
+/// limit (one of the ` | `-separated texts); the peak resident size must stay within [`BOUND_MB`].
 async fn attack(runtime: &Runtime, tool: &LoadedTool, table: &str, attacks: &[(&str, &str)]) {
     // Warm up: the component compiled, a connection open.
     let warm = format!("SELECT count(*) FROM {table}");
@@ -75,7 +75,7 @@ async fn attack(runtime: &Runtime, tool: &LoadedTool, table: &str, attacks: &[(&
         for result in futures_util::future::join_all(calls).await {
             let err = result.expect_err(sql);
             assert!(
-                err.contains(expected),
+                expected.split(" | ").any(|e| err.contains(e)),
                 "{sql}\n  expected: {expected}\n  got: {err}"
             );
         }
@@ -175,10 +175,23 @@ async fn postgres_results_are_bounded_whatever_the_sql() {
                 "SELECT lpad(name, 200000000, '-') FROM customers LIMIT 1",
                 "a row of the result is larger than the limit of 1024 KiB",
             ),
-            // One aggregate of 200 MB: the same.
+            // The planner folds constants: this plan (EXPLAIN) itself would
+            // hold the 500 MB value; the host reads no message over 4 MiB
+            // (or the server runs out of time writing it).
             (
-                "SELECT string_agg(lpad(name, 100000, '-'), ',') FROM customers",
-                "a row of the result is larger than the limit of 1024 KiB",
+                "SELECT repeat('x', 500000000) FROM customers LIMIT 1",
+                "a message from the server is larger than 4096 KiB | ran longer than its limit",
+            ),
+            (
+                "SELECT lpad('x', 30000000, 'y') AS a FROM customers WHERE id = 1",
+                "a message from the server is larger than 4096 KiB | ran longer than its limit",
+            ),
+            // One aggregate over a cross join, 400 MB: the same (or out of
+            // time first).
+            (
+                "SELECT string_agg(lpad(a.name, 100, '-'), ',') FROM customers a, customers b \
+                 WHERE b.id <= 2000",
+                "a row of the result is larger than the limit of 1024 KiB | ran longer than its limit",
             ),
             // 1,000 rows of 1 MB: over the result budget.
             (

@@ -103,7 +103,7 @@ impl Setup {
     /// statement log), not counting the host's EXPLAIN of them.
     fn ran(&self, needle: &str) -> usize {
         self.server
-            .statements()
+            .agentcap_statements()
             .iter()
             .filter(|st| st.contains(needle) && !st.contains("EXPLAIN"))
             .count()
@@ -263,8 +263,52 @@ columns = ["customers.id", "customers.name", "orders.id", "orders.customer_id", 
     not(agentcap_has_postgres),
     ignore = "PostgreSQL is not installed: apt-get install postgresql"
 )]
+async fn an_ungranted_table_is_unreachable_in_every_form() {
+    let s = standing(r#"tables = ["customers"]"#);
+    let both = &["customers", "orders"][..];
+    for sql in [
+        "SELECT c.name FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders)",
+        "SELECT name FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = c.id)",
+        "SELECT name, (SELECT max(total) FROM orders) FROM customers",
+        "SELECT name FROM customers ORDER BY (SELECT count(*) FROM orders)",
+        "SELECT name FROM v_orders",
+        "WITH o AS (SELECT * FROM orders) SELECT c.name FROM customers c, o WHERE o.id = c.id",
+        "SELECT name FROM customers UNION ALL SELECT note FROM orders",
+        "SELECT c.name, x.total FROM customers c, \
+         LATERAL (SELECT total FROM orders WHERE customer_id = c.id LIMIT 1) x",
+        "WITH RECURSIVE r(n) AS (SELECT count(*) FROM orders UNION ALL SELECT n - 1 FROM r WHERE n > 0) \
+         SELECT c.name FROM customers c, r LIMIT 1",
+        "SELECT name FROM customers LIMIT (SELECT count(*) FROM orders)",
+    ] {
+        expect_refusal(
+            s.query(sql, both).await,
+            sql,
+            "reads table orders, outside the grant",
+        );
+    }
+    // A recursive query that never ends runs into statement_timeout.
+    expect_refusal(
+        s.query(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+             SELECT count(*) FROM r, customers",
+            &["customers"],
+        )
+        .await,
+        "recursive",
+        "ran longer than its limit of 2000 ms",
+    );
+    assert_eq!(s.ran("orders"), 0);
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
 async fn no_function_or_statement_can_act_on_the_server() {
     let s = standing(r#"tables = ["customers", "orders"]"#);
+    let before = s.server.dump("company");
     let c = &["customers"][..];
     let not_allowed = "is not allowed in queries";
     for (sql, expected) in [
@@ -329,10 +373,39 @@ async fn no_function_or_statement_can_act_on_the_server() {
             "SELECT name FROM customers) AS x, pg_sleep(5) AS y FROM customers --",
             "does not compile",
         ),
+        (
+            "INSERT INTO orders VALUES (9999, 1, 1, 'x')",
+            "INSERT statements are not run",
+        ),
+        (
+            "UPDATE orders SET total = 0",
+            "UPDATE statements are not run",
+        ),
+        ("DELETE FROM orders", "DELETE statements are not run"),
+        ("TRUNCATE orders", "TRUNCATE statements are not run"),
+        ("CALL do_something()", "CALL statements are not run"),
+        (
+            "CREATE TABLE x AS SELECT * FROM customers",
+            "CREATE statements are not run",
+        ),
+        (
+            "GRANT SELECT ON customers TO PUBLIC",
+            "GRANT statements are not run",
+        ),
+        ("LOCK TABLE orders", "LOCK statements are not run"),
+        (
+            "/* hidden */ VACUUM orders",
+            "VACUUM statements are not run",
+        ),
+        (
+            "SELECT name FROM customers WHERE id IN (SELECT customer_id FROM orders FOR UPDATE)",
+            "writes or locks rows",
+        ),
     ] {
         expect_refusal(s.query(sql, c).await, sql, expected);
     }
     // Nothing changed on the server.
+    assert!(s.server.dump("company") == before, "the database changed");
     assert_eq!(s.count("SELECT count(*) FROM orders"), 5000);
     assert_eq!(
         s.count("SELECT count(*) FROM pg_class WHERE relname = 'stolen'"),

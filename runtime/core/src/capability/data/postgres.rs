@@ -25,13 +25,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use postgres::types::Type;
-use postgres::{Client, NoTls};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
 use serde::Deserialize;
 use serde_json::Value as Json;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::{DataError, Limits, Rows, Scope, Value, value_cost};
 use crate::policy::Policy;
@@ -154,6 +158,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
     "format",
     "lpad",
     "rpad",
+    "repeat",
     "btrim",
     "ltrim",
     "rtrim",
@@ -222,6 +227,11 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
 /// Largest row a PostgreSQL result may hold, checked by the server.
 pub const MAX_ROW_LEN: usize = 1 << 20;
 
+/// Largest message the host accepts from the server (a row, a plan, an
+/// error): larger ones close the connection unread. A plan can be made large
+/// on purpose (the planner folds `lpad('x', 500000000)` into a constant).
+pub const MAX_MESSAGE_LEN: usize = 4 << 20;
+
 /// The text of the wrapper's error for a row over [`MAX_ROW_LEN`].
 const ROW_GUARD: &str = "agentcap: a row is larger than";
 
@@ -263,13 +273,40 @@ const PLAN_NAME_KEYS: &[&str] = &[
 
 /// A PostgreSQL database for `data.query`.
 pub struct PostgresSource {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     limits: Limits,
     /// `host:port/dbname`, for messages.
     server: String,
-    /// The kept connection.
-    client: Mutex<Option<Client>>,
+    /// The kept connection and the runtime that drives it.
+    session: Mutex<Option<Session>>,
+}
+
+/// A connection and its own single-threaded runtime (the host's calls are
+/// synchronous and run inside the host's runtime, where nothing can block
+/// on another: each call runs this one on a thread of its own).
+struct Session {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    /// Why the connection ended, when it ended with an error (the client
+    /// itself only reports "connection closed").
+    ended: Arc<Mutex<Option<String>>>,
+}
+
+/// Drive `connection`, keeping the error it ends with.
+fn drive<F>(connection: F, ended: &Arc<Mutex<Option<String>>>)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            *ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(describe_error(&e));
+        }
+    });
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -284,7 +321,7 @@ impl std::fmt::Debug for PostgresSource {
 /// A statement checked and ready to run.
 struct Checked {
     /// The host's wrapper, prepared.
-    statement: postgres::Statement,
+    statement: tokio_postgres::Statement,
     /// The tool's column names.
     columns: Vec<String>,
     /// What the wrapper's plan reads.
@@ -293,10 +330,10 @@ struct Checked {
 
 impl Drop for PostgresSource {
     fn drop(&mut self) {
-        // Closing the client blocks on its runtime: not inside the host's.
-        if let Some(client) = self.client.get_mut().ok().and_then(Option::take) {
+        // A runtime cannot be dropped inside another: on a thread of its own.
+        if let Some(session) = self.session.get_mut().ok().and_then(Option::take) {
             std::thread::scope(|scope| {
-                scope.spawn(move || drop(client));
+                scope.spawn(move || drop(session));
             });
         }
     }
@@ -324,14 +361,11 @@ impl PostgresSource {
         limits: Limits,
     ) -> Result<PostgresSource, DataError> {
         let server = format!("{}:{}/{}", settings.host, settings.port, settings.dbname);
-        let mut config = postgres::Config::new();
+        let mut config = tokio_postgres::Config::new();
         config
-            .host(&settings.host)
-            .port(settings.port)
             .dbname(&settings.dbname)
             .user(&settings.user)
-            .application_name("agentcap")
-            .connect_timeout(Duration::from_secs(settings.connect_timeout_secs));
+            .application_name("agentcap");
         let password = match (&settings.password_env, &settings.password_file) {
             (Some(var), None) => Some(std::env::var(var).map_err(|_| {
                 DataError::Backend(format!(
@@ -360,21 +394,24 @@ impl PostgresSource {
             config.password(password);
         }
         let tls = if settings.tls {
-            config.ssl_mode(postgres::config::SslMode::Require);
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
             Some(tls_connector(
                 settings.ca_file.as_ref().map(|f| policy.resolve(f)),
                 &server,
             )?)
         } else {
-            config.ssl_mode(postgres::config::SslMode::Disable);
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
             None
         };
         Ok(PostgresSource {
             config,
+            host: settings.host.clone(),
+            port: settings.port,
+            connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
             tls,
             limits,
             server,
-            client: Mutex::new(None),
+            session: Mutex::new(None),
         })
     }
 
@@ -382,21 +419,31 @@ impl PostgresSource {
     /// broke), on a thread of its own.
     fn with_client<T: Send>(
         &self,
-        work: impl Fn(&mut Client) -> Result<T, DataError> + Sync,
+        work: impl AsyncFn(&mut Client) -> Result<T, DataError> + Sync,
     ) -> Result<T, DataError> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let mut kept = self.client.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut kept = self.session.lock().unwrap_or_else(|p| p.into_inner());
                     for attempt in 0..2 {
-                        if kept.as_ref().is_none_or(|c| c.is_closed()) {
+                        if kept.as_ref().is_none_or(|s| s.client.is_closed()) {
                             *kept = Some(self.connect()?);
                         }
-                        let client = kept.as_mut().expect("connected above");
-                        let result = work(client);
-                        if client.is_closed() {
+                        let session = kept.as_mut().expect("connected above");
+                        let mut result = session.runtime.block_on(work(&mut session.client));
+                        if session.client.is_closed() {
+                            let ended = session.ended.lock().ok().and_then(|mut e| e.take());
+                            if let (Err(_), Some(why)) = (&result, ended)
+                                && why.contains(FRAME_GUARD)
+                            {
+                                result = Err(DataError::Refused(format!(
+                                    "refused: {why} (a result row or the query's plan too large)"
+                                )));
+                            }
                             *kept = None;
-                            if attempt == 0 && result.is_err() {
+                            // Retry once on a connection found broken, not
+                            // after a refusal (a message over the limit).
+                            if attempt == 0 && matches!(result, Err(DataError::Backend(_))) {
                                 continue;
                             }
                         }
@@ -414,26 +461,83 @@ impl PostgresSource {
         })
     }
 
-    fn connect(&self) -> Result<Client, DataError> {
-        let connected = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone()),
-            None => self.config.connect(NoTls),
-        };
-        connected.map_err(|e| {
+    fn connect(&self) -> Result<Session, DataError> {
+        let failed = |why: String| {
             DataError::Backend(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.server,
-                describe_error(&e)
+                "cannot connect to PostgreSQL at {}: {why}",
+                self.server
             ))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| failed(format!("start its runtime: {e}")))?;
+        let ended = Arc::new(Mutex::new(None));
+        let client = runtime.block_on(async {
+            let tcp = tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no connection within {} s",
+                    self.connect_timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| failed(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let handshake = async {
+                match &self.tls {
+                    Some(tls) => {
+                        let mut tls = tls.clone();
+                        let connector = tokio_postgres::tls::MakeTlsConnect::<
+                                tokio::net::TcpStream,
+                            >::make_tls_connect(
+                                &mut tls, &self.host
+                            )
+                            .map_err(|e| failed(format!("TLS: {e}")))?;
+                        let (client, connection) = self
+                            .config
+                            .connect_raw(tcp, GuardedTls(connector))
+                            .await
+                            .map_err(|e| failed(describe_error(&e)))?;
+                        drive(connection, &ended);
+                        Ok(client)
+                    }
+                    None => {
+                        let (client, connection) = self
+                            .config
+                            .connect_raw(FrameGuard::new(tcp), NoTls)
+                            .await
+                            .map_err(|e| failed(describe_error(&e)))?;
+                        drive(connection, &ended);
+                        Ok(client)
+                    }
+                }
+            };
+            tokio::time::timeout(self.connect_timeout, handshake)
+                .await
+                .map_err(|_| {
+                    failed(format!(
+                        "no answer within {} s",
+                        self.connect_timeout.as_secs()
+                    ))
+                })?
+        })?;
+        Ok(Session {
+            runtime,
+            client,
+            ended,
         })
     }
 
     /// The tables `sql` reads, from the server's plan.
     pub fn tables_read(&self, sql: &str) -> Result<Vec<String>, DataError> {
         let sql = strip_end(sql);
-        self.with_client(|client| {
-            let mut tx = self.begin(client)?;
-            let checked = self.check(&mut tx, sql)?;
+        self.with_client(async |client| {
+            let tx = self.begin(client).await?;
+            let checked = self.check(&tx, sql).await?;
             Ok(checked.reads.tables.into_iter().collect())
         })
     }
@@ -442,12 +546,13 @@ impl PostgresSource {
     pub fn query(&self, sql: &str, scope: Scope) -> Result<Rows, DataError> {
         let sql = strip_end(sql);
         let limits = self.limits;
-        self.with_client(|client| {
-            let mut tx = self.begin(client)?;
-            let checked = self.check(&mut tx, sql)?;
+        self.with_client(async |client| {
+            let tx = self.begin(client).await?;
+            let checked = self.check(&tx, sql).await?;
             check_scope(&checked.reads, &scope)?;
             let portal = tx
                 .bind(&checked.statement, &[])
+                .await
                 .map_err(|e| self.error(e))?;
             let types: Vec<Type> = checked
                 .statement
@@ -466,6 +571,7 @@ impl PostgresSource {
                     .min(limits.max_rows + 1 - rows.len());
                 let batch = tx
                     .query_portal(&portal, i32::try_from(room).unwrap_or(1000))
+                    .await
                     .map_err(|e| self.error(e))?;
                 let exhausted = batch.len() < room;
                 for row in &batch {
@@ -507,20 +613,21 @@ impl PostgresSource {
     }
 
     /// A read-only transaction bounded in time; dropped, it rolls back.
-    fn begin<'c>(&self, client: &'c mut Client) -> Result<postgres::Transaction<'c>, DataError> {
-        let mut tx = client
+    async fn begin<'c>(&self, client: &'c mut Client) -> Result<Transaction<'c>, DataError> {
+        let tx = client
             .build_transaction()
             .read_only(true)
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
             .start()
+            .await
             .map_err(|e| self.error(e))?;
-        self.limit_transaction(&mut tx)?;
+        self.limit_transaction(&tx).await?;
         Ok(tx)
     }
 
     /// Prepare `sql`, wrap it, and check the wrapper's plan: what it reads,
     /// and that it neither writes nor calls a function outside the list.
-    fn check(&self, tx: &mut postgres::Transaction<'_>, sql: &str) -> Result<Checked, DataError> {
+    async fn check(&self, tx: &Transaction<'_>, sql: &str) -> Result<Checked, DataError> {
         let first_word = first_keyword(sql);
         if !matches!(
             first_word.as_str(),
@@ -532,7 +639,7 @@ impl PostgresSource {
             )));
         }
         // The extended protocol: one statement, parsed, not run.
-        let statement = tx.prepare(sql).map_err(|e| self.error(e))?;
+        let statement = tx.prepare(sql).await.map_err(|e| self.error(e))?;
         if !statement.params().is_empty() {
             return Err(DataError::Refused(
                 "query parameters ($1, ...) are refused: the human approves the exact SQL, so write the values into it".into(),
@@ -549,14 +656,14 @@ impl PostgresSource {
             ));
         }
         let wrapped = wrap(sql, &columns);
-        let reads = self.plan_reads(tx, &wrapped)?;
-        self.check_functions(tx, &reads)?;
+        let reads = self.plan_reads(tx, &wrapped).await?;
+        self.check_functions(tx, &reads).await?;
         if reads.tables.is_empty() {
             return Err(DataError::Invalid(
                 "the query reads no table; only queries over granted tables are run".into(),
             ));
         }
-        let statement = tx.prepare(&wrapped).map_err(|e| self.error(e))?;
+        let statement = tx.prepare(&wrapped).await.map_err(|e| self.error(e))?;
         Ok(Checked {
             statement,
             columns: columns.into_iter().map(|(name, _)| name).collect(),
@@ -565,7 +672,7 @@ impl PostgresSource {
     }
 
     /// Bound the transaction's time on the server.
-    fn limit_transaction(&self, tx: &mut postgres::Transaction<'_>) -> Result<(), DataError> {
+    async fn limit_transaction(&self, tx: &Transaction<'_>) -> Result<(), DataError> {
         let ms = self.limits.timeout.as_millis().max(1);
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; \
@@ -573,27 +680,25 @@ impl PostgresSource {
              SET LOCAL standard_conforming_strings = on",
             ms.saturating_mul(4).max(1000)
         ))
+        .await
         .map_err(|e| self.error(e))
     }
 
     /// The relations, columns and functions in the plan of `sql`.
-    fn plan_reads(
-        &self,
-        tx: &mut postgres::Transaction<'_>,
-        sql: &str,
-    ) -> Result<PlanReads, DataError> {
+    async fn plan_reads(&self, tx: &Transaction<'_>, sql: &str) -> Result<PlanReads, DataError> {
         let explained = tx
             .query_one(&format!("EXPLAIN (VERBOSE, FORMAT JSON) {sql}"), &[])
+            .await
             .map_err(|e| self.error(e))?;
         let plan: Json = explained
-            .try_get::<_, postgres::types::Json<Json>>(0)
+            .try_get::<_, tokio_postgres::types::Json<Json>>(0)
             .map(|j| j.0)
             .map_err(|e| DataError::Backend(format!("read the plan: {e}")))?;
         let mut reads = PlanReads::default();
         let mut aliases: HashMap<String, String> = HashMap::new();
         let mut expressions = Vec::new();
         walk_plan(&plan, None, &mut reads, &mut aliases, &mut expressions)?;
-        self.map_partitions(tx, &mut reads, &mut aliases)?;
+        self.map_partitions(tx, &mut reads, &mut aliases).await?;
         for text in &expressions {
             scan_expression(text, &aliases, &mut reads)?;
         }
@@ -601,9 +706,9 @@ impl PostgresSource {
     }
 
     /// Every function called must be allowed and not VOLATILE.
-    fn check_functions(
+    async fn check_functions(
         &self,
-        tx: &mut postgres::Transaction<'_>,
+        tx: &Transaction<'_>,
         reads: &PlanReads,
     ) -> Result<(), DataError> {
         for (schema, name) in &reads.functions {
@@ -629,6 +734,7 @@ impl PostgresSource {
                      WHERE p.proname = $1",
                     &[name],
                 )
+                .await
                 .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .map_err(|e| self.error(e))?;
             if volatile {
@@ -646,9 +752,9 @@ impl PostgresSource {
     }
 
     /// A partition reads as its partitioned table: the grant names that.
-    fn map_partitions(
+    async fn map_partitions(
         &self,
-        tx: &mut postgres::Transaction<'_>,
+        tx: &Transaction<'_>,
         reads: &mut PlanReads,
         aliases: &mut HashMap<String, String>,
     ) -> Result<(), DataError> {
@@ -664,8 +770,9 @@ impl PostgresSource {
                      WHERE n.nspname = $1 AND c.relname = $2 AND r.oid <> c.oid",
                     &[&schema, &name],
                 )
+                .await
                 .map_err(|e| self.error(e))?
-                .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+                .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
                 .transpose()
                 .map_err(|e| self.error(e))?;
             if let Some((root_schema, root_name)) = root {
@@ -692,8 +799,8 @@ impl PostgresSource {
     }
 
     /// A server error as a typed refusal or failure, naming the server.
-    fn error(&self, e: postgres::Error) -> DataError {
-        use postgres::error::SqlState;
+    fn error(&self, e: tokio_postgres::Error) -> DataError {
+        use tokio_postgres::error::SqlState;
         match e.code() {
             Some(c) if *c == SqlState::QUERY_CANCELED => self.limits.too_slow(),
             Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => DataError::Refused(format!(
@@ -728,8 +835,127 @@ impl PostgresSource {
     }
 }
 
+/// The guard's error text, recognised in [`PostgresSource::error`].
+const FRAME_GUARD: &str = "a message from the server is larger than";
+
+/// A stream from the server that fails as soon as a message's header
+/// announces more than [`MAX_MESSAGE_LEN`] bytes, before the client buffers
+/// it. (Backend messages are a type byte, a 4-byte big-endian length that
+/// counts itself, and the body.)
+struct FrameGuard<S> {
+    inner: S,
+    /// Header bytes seen of the current message.
+    header: [u8; 5],
+    header_len: usize,
+    /// Body bytes of the current message still to come.
+    body_left: usize,
+}
+
+impl<S> FrameGuard<S> {
+    fn new(inner: S) -> FrameGuard<S> {
+        FrameGuard {
+            inner,
+            header: [0; 5],
+            header_len: 0,
+            body_left: 0,
+        }
+    }
+
+    /// Follow the framing over `bytes` just read.
+    fn track(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(bytes.len());
+                self.body_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (5 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            bytes = &bytes[take..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]) as usize;
+                if len > MAX_MESSAGE_LEN {
+                    return Err(std::io::Error::other(format!(
+                        "{FRAME_GUARD} {} KiB ({len} bytes), so the connection was closed unread",
+                        MAX_MESSAGE_LEN >> 10
+                    )));
+                }
+                self.body_left = len.saturating_sub(4);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let fresh = buf.filled()[before..].to_vec();
+                Poll::Ready(self.track(&fresh))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FrameGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: tokio_postgres::tls::TlsStream + Unpin> tokio_postgres::tls::TlsStream for FrameGuard<S> {
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        self.inner.channel_binding()
+    }
+}
+
+/// A TLS connector whose decrypted stream is held by a [`FrameGuard`].
+struct GuardedTls<T>(T);
+
+impl<S, T> tokio_postgres::tls::TlsConnect<S> for GuardedTls<T>
+where
+    T: tokio_postgres::tls::TlsConnect<S>,
+    T::Future: Send + 'static,
+{
+    type Stream = FrameGuard<T::Stream>;
+    type Error = T::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Stream, T::Error>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        let handshake = self.0.connect(stream);
+        Box::pin(async move { handshake.await.map(FrameGuard::new) })
+    }
+}
+
 /// The message of a client or server error, one line.
-fn describe_error(e: &postgres::Error) -> String {
+fn describe_error(e: &tokio_postgres::Error) -> String {
     let text = match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => {
@@ -860,7 +1086,11 @@ fn wrap(sql: &str, columns: &[(String, Type)]) -> String {
 }
 
 /// One value of a wrapped row.
-fn read_value(row: &postgres::Row, i: usize, ty: &Type) -> Result<Value, postgres::Error> {
+fn read_value(
+    row: &tokio_postgres::Row,
+    i: usize,
+    ty: &Type,
+) -> Result<Value, tokio_postgres::Error> {
     Ok(match *ty {
         Type::BOOL => row
             .try_get::<_, Option<bool>>(i)?
@@ -1186,6 +1416,24 @@ fn check_scope(reads: &PlanReads, scope: &Scope) -> Result<(), DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_guard_follows_messages_across_reads_and_stops_a_large_one() {
+        let mut guard = FrameGuard::new(());
+        let mut small = vec![b'D'];
+        small.extend_from_slice(&(4u32 + 3).to_be_bytes());
+        small.extend_from_slice(b"abc");
+        let mut stream = small.repeat(3);
+        let mut large = vec![b'D'];
+        large.extend_from_slice(&(u32::try_from(MAX_MESSAGE_LEN).unwrap() + 5).to_be_bytes());
+        stream.extend_from_slice(&large);
+        // Fed one byte at a time, the three small messages pass.
+        for byte in &stream[..small.len() * 3] {
+            guard.track(std::slice::from_ref(byte)).unwrap();
+        }
+        let err = guard.track(&stream[small.len() * 3..]).unwrap_err();
+        assert!(err.to_string().contains(FRAME_GUARD), "{err}");
+    }
 
     #[test]
     fn expressions_yield_columns_and_functions_not_literals_or_types() {
