@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
+mod pg_sql;
 mod postgres;
 
 pub use postgres::PostgresSettings;

@@ -37,6 +37,7 @@ use serde_json::Value as Json;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Transaction};
 
+use super::pg_sql;
 use super::{DataError, Limits, Rows, Scope, Value, value_cost};
 use crate::policy::Policy;
 
@@ -350,6 +351,8 @@ struct PlanReads {
     columns: BTreeSet<(String, String)>,
     /// Functions called, lowercase, with their schema when qualified.
     functions: BTreeSet<(Option<String>, String)>,
+    /// Indexes the plan uses (a partial one stands for its predicate).
+    indexes: BTreeSet<String>,
 }
 
 impl PostgresSource {
@@ -628,7 +631,8 @@ impl PostgresSource {
     /// Prepare `sql`, wrap it, and check the wrapper's plan: what it reads,
     /// and that it neither writes nor calls a function outside the list.
     async fn check(&self, tx: &Transaction<'_>, sql: &str) -> Result<Checked, DataError> {
-        let first_word = first_keyword(sql);
+        let tokens = pg_sql::lex(sql)?;
+        let first_word = pg_sql::first_keyword(&tokens);
         if !matches!(
             first_word.as_str(),
             "select" | "with" | "values" | "table" | "("
@@ -637,6 +641,11 @@ impl PostgresSource {
                 "{} statements are not run: queries are read-only (SELECT, WITH, VALUES, TABLE)",
                 crate::render::one_line(&first_word.to_uppercase(), 32)
             )));
+        }
+        // The planner runs STABLE functions with constant arguments while
+        // it plans: every call is held to the list before anything is sent.
+        for (schema, name) in pg_sql::calls(&tokens) {
+            listed(schema.as_deref(), &name)?;
         }
         // The extended protocol: one statement, parsed, not run.
         let statement = tx.prepare(sql).await.map_err(|e| self.error(e))?;
@@ -698,6 +707,7 @@ impl PostgresSource {
         let mut aliases: HashMap<String, String> = HashMap::new();
         let mut expressions = Vec::new();
         walk_plan(&plan, None, &mut reads, &mut aliases, &mut expressions)?;
+        self.index_predicates(tx, &mut reads).await?;
         self.map_partitions(tx, &mut reads, &mut aliases).await?;
         for text in &expressions {
             scan_expression(text, &aliases, &mut reads)?;
@@ -712,17 +722,9 @@ impl PostgresSource {
         reads: &PlanReads,
     ) -> Result<(), DataError> {
         for (schema, name) in &reads.functions {
-            let shown = match schema {
-                Some(s) => format!("{s}.{name}"),
-                None => name.clone(),
-            };
-            let shown = crate::render::one_line(&shown, 64);
-            let listed = ALLOWED_FUNCTIONS.contains(&name.as_str())
-                || WRAPPER_FUNCTIONS.contains(&name.as_str());
-            if schema.as_deref().is_some_and(|s| s != "pg_catalog") || !listed {
-                return Err(DataError::Refused(format!(
-                    "function {shown} is not allowed in queries"
-                )));
+            let shown = crate::render::one_line(name, 64);
+            if !WRAPPER_FUNCTIONS.contains(&name.as_str()) {
+                listed(schema.as_deref(), name)?;
             }
             // The server's own catalog: a VOLATILE function may act, and a
             // same-named one outside pg_catalog may be the one that runs.
@@ -751,7 +753,57 @@ impl PostgresSource {
         Ok(())
     }
 
+    /// A partial index used by the plan stands for its predicate: the
+    /// planner drops a condition the index implies (`WHERE ssn LIKE ...`
+    /// under an index `WHERE ssn LIKE ...`), so its columns count as read.
+    async fn index_predicates(
+        &self,
+        tx: &Transaction<'_>,
+        reads: &mut PlanReads,
+    ) -> Result<(), DataError> {
+        for index in &reads.indexes.clone() {
+            let rows = tx
+                .query(
+                    "SELECT n.nspname::text, t.relname::text, \
+                            pg_catalog.pg_get_expr(i.indpred, i.indrelid), \
+                            ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+                                  WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped) \
+                     FROM pg_catalog.pg_class ic \
+                     JOIN pg_catalog.pg_index i ON i.indexrelid = ic.oid \
+                     JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+                     WHERE ic.relname = $1 AND i.indpred IS NOT NULL",
+                    &[index],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            for row in rows {
+                let (schema, table, predicate, columns): (String, String, String, Vec<String>) = (
+                    row.try_get(0).map_err(|e| self.error(e))?,
+                    row.try_get(1).map_err(|e| self.error(e))?,
+                    row.try_get(2).map_err(|e| self.error(e))?,
+                    row.try_get(3).map_err(|e| self.error(e))?,
+                );
+                let target = relation_target(&schema, &table);
+                for token in pg_sql::lex(&predicate)? {
+                    let named = match token {
+                        pg_sql::Lexeme::Word(w) | pg_sql::Lexeme::Quoted(w) => w,
+                        _ => continue,
+                    };
+                    if columns.contains(&named) {
+                        reads.columns.insert((target.clone(), named));
+                    }
+                }
+                reads.relations.insert((schema, table));
+                reads.tables.insert(target);
+            }
+        }
+        Ok(())
+    }
+
     /// A partition reads as its partitioned table: the grant names that.
+    /// Which partition a row is in tells its partition key, so the key's
+    /// columns (of every level) count as read.
     async fn map_partitions(
         &self,
         tx: &Transaction<'_>,
@@ -776,10 +828,35 @@ impl PostgresSource {
                 .transpose()
                 .map_err(|e| self.error(e))?;
             if let Some((root_schema, root_name)) = root {
-                renamed.insert(
-                    relation_target(&schema, &name),
-                    relation_target(&root_schema, &root_name),
+                let root = relation_target(&root_schema, &root_name);
+                let keys = tx
+                    .query_one(
+                        "SELECT ARRAY(SELECT a.attname::text \
+                                FROM pg_catalog.pg_partitioned_table p \
+                                CROSS JOIN LATERAL unnest(p.partattrs::int2[]) AS k(attnum) \
+                                JOIN pg_catalog.pg_attribute a \
+                                  ON a.attrelid = p.partrelid AND a.attnum = k.attnum \
+                                WHERE p.partrelid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.oid))), \
+                                EXISTS (SELECT 1 FROM pg_catalog.pg_partitioned_table p \
+                                WHERE p.partrelid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.oid)) \
+                                  AND p.partexprs IS NOT NULL) \
+                         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2",
+                        &[&schema, &name],
+                    )
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let (columns, expressions): (Vec<String>, bool) = (
+                    keys.try_get(0).map_err(|e| self.error(e))?,
+                    keys.try_get(1).map_err(|e| self.error(e))?,
                 );
+                for column in columns {
+                    reads.columns.insert((root.clone(), column));
+                }
+                if expressions {
+                    reads.columns.insert((root.clone(), "*".into()));
+                }
+                renamed.insert(relation_target(&schema, &name), root);
             }
         }
         if renamed.is_empty() {
@@ -833,6 +910,21 @@ impl PostgresSource {
             )),
         }
     }
+}
+
+/// A call to `name` (in `schema`, when qualified) is on the list.
+fn listed(schema: Option<&str>, name: &str) -> Result<(), DataError> {
+    if schema.is_some_and(|s| s != "pg_catalog") || !ALLOWED_FUNCTIONS.contains(&name) {
+        let shown = match schema {
+            Some(s) => format!("{s}.{name}"),
+            None => name.to_string(),
+        };
+        return Err(DataError::Refused(format!(
+            "function {} is not allowed in queries",
+            crate::render::one_line(&shown, 64)
+        )));
+    }
+    Ok(())
 }
 
 /// The guard's error text, recognised in [`PostgresSource::error`].
@@ -1017,29 +1109,6 @@ fn strip_end(sql: &str) -> &str {
     sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
-/// The statement's first keyword, lowercase, past comments; `(` for a
-/// parenthesised query.
-fn first_keyword(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        rest = rest.trim_start();
-        if let Some(after) = rest.strip_prefix("--") {
-            rest = after.split_once('\n').map_or("", |(_, r)| r);
-        } else if let Some(after) = rest.strip_prefix("/*") {
-            rest = after.split_once("*/").map_or("", |(_, r)| r);
-        } else {
-            break;
-        }
-    }
-    if rest.starts_with('(') {
-        return "(".into();
-    }
-    rest.chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect::<String>()
-        .to_lowercase()
-}
-
 /// Whether the client reads values of type `ty` as they are (numbers,
 /// booleans, bytea); any other type is sent as text.
 fn read_as_is(ty: &Type) -> bool {
@@ -1164,6 +1233,9 @@ fn walk_plan(
                     }
                     _ => {}
                 }
+            }
+            if let Some(Json::String(index)) = map.get("Index Name") {
+                reads.indexes.insert(index.clone());
             }
             if let Some(Json::String(relation)) = map.get("Relation Name") {
                 let schema = match map.get("Schema") {
@@ -1482,13 +1554,6 @@ mod tests {
             functions,
             ["lower", "now", "pg_read_file", "row_to_json", "public.f"]
         );
-    }
-
-    #[test]
-    fn only_queries_start_the_statement() {
-        assert_eq!(first_keyword("  -- hi\n /* x */ SELECT 1"), "select");
-        assert_eq!(first_keyword("(select 1)"), "(");
-        assert_eq!(first_keyword("copy t to stdout"), "copy");
     }
 
     #[test]
