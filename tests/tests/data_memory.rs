@@ -161,7 +161,7 @@ async fn postgres_results_are_bounded_whatever_the_sql() {
         &ws,
         &format!(
             "[data.postgres]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"company\"\n\
-             user = \"postgres\"\npassword_file = \"pg-password\"\ntls = false",
+             user = \"postgres\"\npassword_file = \"pg-password\"\ntls = false\nallow_superuser = true",
             server.port
         ),
     );

@@ -62,7 +62,7 @@ fn setup(
         &format!(
             "max_rows = 100\ntimeout_ms = 2000\n[data.postgres]\nhost = \"127.0.0.1\"\n\
              port = {}\ndbname = \"company\"\nuser = \"{user}\"\n\
-             password_file = \"pg-password\"\ntls = false",
+             password_file = \"pg-password\"\ntls = false\nallow_superuser = true",
             server.port
         ),
         grant,
@@ -336,6 +336,15 @@ async fn no_function_or_statement_can_act_on_the_server() {
         "SELECT id FROM customers WHERE id = 1 / (CASE WHEN strpos(table_to_xml('secrets', true, false, '')::text, 'zzz') > 0 THEN 0 ELSE 1 END)",
         "SELECT id FROM customers WHERE id = (\"table_to_xml\" /* */ ('secrets', true, false, '')::text)::int",
         "SELECT id FROM customers WHERE id = pg_catalog.length(pg_catalog.current_setting('data_directory'))",
+        // Found by a second attack: a call in CAST(... AS t), a name that
+        // PostgreSQL reads as one identifier, a comment ended by CR, words
+        // that call without parentheses, catalog casts.
+        "SELECT id FROM customers WHERE id = CAST('x' || CAST(table_to_xml('secrets', true, false, '') AS text) AS int)",
+        "SELECT id FROM customers €$a$ WHERE id = ('x' || table_to_xml('secrets', true, false, '')::text)::int OR €$a$.id = 0",
+        "SELECT id FROM customers x\u{a0}$a$ WHERE id = ('x' || table_to_xml('secrets', true, false, '')::text)::int OR x\u{a0}$a$.id = 0",
+        "SELECT id FROM customers WHERE id = ('x' || --\r table_to_xml('secrets', true, false, '')::text)::int",
+        "SELECT id FROM customers WHERE id = (current_user || '/' || current_catalog)::text::int",
+        "SELECT id FROM customers WHERE id = 'secrets'::regclass::oid::int",
     ] {
         let err = s.query(sql, &["customers"]).await.unwrap_err();
         assert!(err.contains("is not allowed in queries"), "{sql}: {err}");
@@ -406,7 +415,7 @@ async fn no_function_or_statement_can_act_on_the_server() {
         ),
         (
             "SELECT name FROM customers) AS x, pg_sleep(5) AS y FROM customers --",
-            "does not compile",
+            "function pg_sleep is not allowed",
         ),
         (
             "INSERT INTO orders VALUES (9999, 1, 1, 'x')",
@@ -611,8 +620,15 @@ async fn tls_is_verified_against_the_given_ca_or_the_system_roots() {
         agentcap_tests::load_hostile_data(&ws, &policy, approver)
     };
     let args = json!({"sql": "SELECT name FROM customers", "tables": ["customers"]});
-    // Verified against the test CA: runs, over TLS.
+    // A superuser role is refused unless the operator allows it.
     let (runtime, tool) = load("tls = true\nca_file = \"ca.pem\"");
+    let err = agentcap_tests::call_tool(&runtime, &tool, "query", &args)
+        .await
+        .unwrap_err();
+    assert!(err.contains("its role is a superuser, refused"), "{err}");
+    drop((runtime, tool));
+    // Verified against the test CA: runs, over TLS.
+    let (runtime, tool) = load("tls = true\nca_file = \"ca.pem\"\nallow_superuser = true");
     assert_eq!(
         agentcap_tests::call_tool(&runtime, &tool, "query", &args).await,
         Ok(json!(1))
@@ -625,7 +641,7 @@ async fn tls_is_verified_against_the_given_ca_or_the_system_roots() {
     assert_eq!(over_tls, 1);
     drop((runtime, tool));
     // The default, the system's roots, does not know the test CA: refused.
-    let (runtime, tool) = load("");
+    let (runtime, tool) = load("allow_superuser = true");
     let err = agentcap_tests::call_tool(&runtime, &tool, "query", &args)
         .await
         .unwrap_err();

@@ -44,9 +44,11 @@ pub(super) fn lex(sql: &str) -> Result<Vec<Lexeme>, DataError> {
     let mut i = 0;
     while let Some(c) = at(i) {
         match c {
-            c if c.is_whitespace() => i += 1,
+            // PostgreSQL's white space; anything else outside a string is
+            // a token (a no-break space is part of a name, as below).
+            ' ' | '\t' | '\n' | '\r' | '\x0c' => i += 1,
             '-' if at(i + 1) == Some('-') => {
-                while at(i).is_some_and(|c| c != '\n') {
+                while at(i).is_some_and(|c| c != '\n' && c != '\r') {
                     i += 1;
                 }
             }
@@ -110,16 +112,22 @@ pub(super) fn lex(sql: &str) -> Result<Vec<Lexeme>, DataError> {
                 i = j + close.len();
                 out.push(Lexeme::Literal);
             }
-            c if c.is_alphabetic() || c == '_' => {
+            // Names start with a letter, `_` or any non-ASCII character,
+            // and go on with those, digits and `$` (PostgreSQL's rule).
+            c if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() => {
                 let start = i;
-                while at(i).is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                while at(i).is_some_and(|c| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+                }) {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
                 out.push(Lexeme::Word(word.to_lowercase()));
             }
+            // Numbers: digits and points; a letter after them starts a
+            // name (so no name hides in a number).
             c if c.is_ascii_digit() => {
-                while at(i).is_some_and(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_') {
+                while at(i).is_some_and(|c| c.is_ascii_digit() || c == '.') {
                     i += 1;
                 }
                 out.push(Lexeme::Literal);
@@ -188,7 +196,8 @@ fn dollar_tag(chars: &[char], i: usize) -> Option<Vec<char>> {
         if *c == '$' {
             return Some(chars[i..=j].to_vec());
         }
-        if !(c.is_alphanumeric() || *c == '_') || (j == i + 1 && c.is_ascii_digit()) {
+        let tag_char = c.is_ascii_alphanumeric() || *c == '_' || !c.is_ascii();
+        if !tag_char || (j == i + 1 && c.is_ascii_digit()) {
             return None;
         }
         j += 1;
@@ -284,6 +293,38 @@ const WORDS_BEFORE_PARENS: &[&str] = &[
     "varying",
 ];
 
+/// Words that call a function without parentheses and tell the server's
+/// state (`CURRENT_USER`), or cast text to a catalog lookup (`'t'::regclass`
+/// tells whether a table exists): refused wherever they stand.
+pub(super) const REFUSED_WORDS: &[&str] = &[
+    "current_user",
+    "session_user",
+    "current_role",
+    "current_catalog",
+    "current_schema",
+    "user",
+    "system_user",
+    "regclass",
+    "regproc",
+    "regprocedure",
+    "regoper",
+    "regoperator",
+    "regtype",
+    "regrole",
+    "regnamespace",
+    "regconfig",
+    "regdictionary",
+    "regcollation",
+];
+
+/// The first word of [`REFUSED_WORDS`] in `tokens`.
+pub(super) fn refused_word(tokens: &[Lexeme]) -> Option<&str> {
+    tokens.iter().find_map(|t| match t {
+        Lexeme::Word(w) => REFUSED_WORDS.iter().find(|r| **r == w).copied(),
+        _ => None,
+    })
+}
+
 /// Every name written before a `(` that calls something, with the schema
 /// when qualified (`pg_catalog.lower(`). Column lists after a name (`WITH
 /// t(a, b) AS`, `AS t(a, b)`) are not calls.
@@ -313,10 +354,14 @@ pub(super) fn calls(tokens: &[Lexeme]) -> Vec<(Option<String>, String)> {
         if before.is_some_and(|b| tokens[b] == Lexeme::Word("as".into())) {
             continue;
         }
-        // `t(a, b) AS (...)`: a WITH query's column names.
-        if let Some(close) = matching_close(tokens, i)
+        // `WITH t(a, b) AS (...)`: the first WITH query's column names
+        // (later ones, after a comma, cannot be told from a call: refused).
+        let opens_with = !qualified
+            && i >= 2
+            && matches!(&tokens[i - 2], Lexeme::Word(w) if w == "with" || w == "recursive");
+        if opens_with
+            && let Some(close) = matching_close(tokens, i)
             && tokens.get(close + 1) == Some(&Lexeme::Word("as".into()))
-            && matches!(tokens.get(close + 2), Some(Lexeme::Open | Lexeme::Word(_)))
         {
             continue;
         }
@@ -381,6 +426,32 @@ mod tests {
             ),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn nothing_hides_where_postgresql_sees_code() {
+        // A `CAST(f(x) AS t)` is not a WITH query's column list.
+        assert_eq!(
+            called("SELECT CAST('x' || CAST(table_to_xml('s', true, false, '') AS text) AS int)"),
+            ["table_to_xml"]
+        );
+        // Non-ASCII characters are name characters: `€$a$` is a name, not
+        // the start of a dollar-quoted string.
+        for space in ["€", "\u{a0}", "\u{85}"] {
+            let sql = format!("SELECT id FROM c x{space}$a$ WHERE f(1) = 0 OR x{space}$a$.id = 0");
+            assert_eq!(called(&sql), ["f"], "{sql:?}");
+        }
+        // A `--` comment ends at a carriage return too.
+        assert_eq!(called("SELECT 1 -- x\r + f(1)"), ["f"]);
+        // No name hides in a number.
+        assert_eq!(called("SELECT 1f(2)"), ["f"]);
+        // Later WITH queries' column lists are not told from calls.
+        assert_eq!(
+            called("WITH a(x) AS (SELECT 1), b(y) AS (SELECT 2) SELECT 1"),
+            ["b"]
+        );
+        let tokens = lex("SELECT current_user, 't'::regclass").unwrap();
+        assert_eq!(refused_word(&tokens), Some("current_user"));
     }
 
     #[test]

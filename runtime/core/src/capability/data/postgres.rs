@@ -68,6 +68,11 @@ pub struct PostgresSettings {
     /// PEM file with the CA that signed the server's certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Connect even when `user` is a superuser (refused by default: a
+    /// superuser's session can read files and every table, should any
+    /// check be missed).
+    #[serde(default)]
+    pub allow_superuser: bool,
     /// Seconds to wait for a connection.
     #[serde(
         default = "default_connect_timeout_secs",
@@ -278,6 +283,7 @@ pub struct PostgresSource {
     host: String,
     port: u16,
     connect_timeout: Duration,
+    allow_superuser: bool,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     limits: Limits,
     /// `host:port/dbname`, for messages.
@@ -411,6 +417,7 @@ impl PostgresSource {
             host: settings.host.clone(),
             port: settings.port,
             connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+            allow_superuser: settings.allow_superuser,
             tls,
             limits,
             server,
@@ -528,6 +535,20 @@ impl PostgresSource {
                     ))
                 })?
         })?;
+        if !self.allow_superuser {
+            let superuser: bool = runtime
+                .block_on(client.query_one(
+                    "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                    &[],
+                ))
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| failed(describe_error(&e)))?;
+            if superuser {
+                return Err(failed(
+                    "its role is a superuser, refused: use a role that may only SELECT the granted tables (or set allow_superuser = true)".into(),
+                ));
+            }
+        }
         Ok(Session {
             runtime,
             client,
@@ -647,8 +668,14 @@ impl PostgresSource {
         for (schema, name) in pg_sql::calls(&tokens) {
             listed(schema.as_deref(), &name)?;
         }
+        if let Some(word) = pg_sql::refused_word(&tokens) {
+            return Err(DataError::Refused(format!(
+                "{} is not allowed in queries (it reads the server's state or catalog)",
+                word.to_uppercase()
+            )));
+        }
         // The extended protocol: one statement, parsed, not run.
-        let statement = tx.prepare(sql).await.map_err(|e| self.error(e))?;
+        let statement = tx.prepare(sql).await.map_err(|e| self.plan_error(e))?;
         if !statement.params().is_empty() {
             return Err(DataError::Refused(
                 "query parameters ($1, ...) are refused: the human approves the exact SQL, so write the values into it".into(),
@@ -672,7 +699,7 @@ impl PostgresSource {
                 "the query reads no table; only queries over granted tables are run".into(),
             ));
         }
-        let statement = tx.prepare(&wrapped).await.map_err(|e| self.error(e))?;
+        let statement = tx.prepare(&wrapped).await.map_err(|e| self.plan_error(e))?;
         Ok(Checked {
             statement,
             columns: columns.into_iter().map(|(name, _)| name).collect(),
@@ -698,7 +725,7 @@ impl PostgresSource {
         let explained = tx
             .query_one(&format!("EXPLAIN (VERBOSE, FORMAT JSON) {sql}"), &[])
             .await
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.plan_error(e))?;
         let plan: Json = explained
             .try_get::<_, tokio_postgres::types::Json<Json>>(0)
             .map(|j| j.0)
@@ -873,6 +900,28 @@ impl PostgresSource {
             *target = rename(target);
         }
         Ok(())
+    }
+
+    /// An error from preparing or planning the tool's statement. The planner
+    /// evaluates constant parts of a query, so its messages could carry
+    /// data: only those about the statement's own text (syntax, names,
+    /// types, privileges: class 42; unsupported forms: class 0A) are passed
+    /// on.
+    fn plan_error(&self, e: tokio_postgres::Error) -> DataError {
+        match e.code() {
+            Some(c)
+                if c.code().starts_with("42")
+                    || c.code().starts_with("0A")
+                    || c.code() == "57014" =>
+            {
+                self.error(e)
+            }
+            Some(c) => DataError::Invalid(format!(
+                "the server could not plan the query (SQLSTATE {}); its message is withheld, since planning evaluates constant parts of a query",
+                c.code()
+            )),
+            None => self.error(e),
+        }
     }
 
     /// A server error as a typed refusal or failure, naming the server.
