@@ -10,6 +10,8 @@ use agentcap::consent::SharedApprover;
 use agentcap::{AgentEngine, Policy, Runtime};
 use sha2::{Digest, Sha256};
 
+pub mod dovecot;
+
 /// The compiled guest component `stem` (e.g. `hostile_mail`).
 pub fn guest(stem: &str) -> PathBuf {
     Path::new(env!("AGENTCAP_GUESTS_DIR")).join(format!("{stem}.wasm"))

@@ -928,8 +928,9 @@ impl Worker {
 
     // ---- Commands. ----
 
-    /// Run one command: each untagged response goes to `on_data`, at once
-    /// (nothing is kept), within the command timeout and the byte budget.
+    /// Run one command: each response (the tagged one last) goes to
+    /// `on_data` at once (nothing is kept), within the command timeout and
+    /// the byte budget.
     async fn command(
         &mut self,
         command: &str,
@@ -993,6 +994,8 @@ impl Worker {
                     status,
                     outcome,
                 } if *done == tag => {
+                    // The tagged answer carries codes too (COPYUID of COPY).
+                    on_data(response.parsed());
                     return Ok(Done {
                         ok: *status == Status::Ok,
                         text: clip(outcome.information.as_deref().unwrap_or("")),
