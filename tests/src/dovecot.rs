@@ -477,25 +477,6 @@ impl ImapClient {
             .unwrap_or_else(|| panic!("no message {uid} in {folder}: {answer}"))
             .to_string()
     }
-
-    /// The Message-ID headers of `folder`'s messages, sorted.
-    pub fn message_ids(&mut self, folder: &str) -> Vec<String> {
-        self.ok(&format!("EXAMINE \"{folder}\""));
-        let answer = match self.run("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])") {
-            Ok(a) => a,
-            Err(_) => return Vec::new(),
-        };
-        let mut ids: Vec<String> = answer
-            .lines()
-            .filter_map(|l| {
-                l.to_ascii_lowercase()
-                    .starts_with("message-id:")
-                    .then(|| l["message-id:".len()..].trim().to_string())
-            })
-            .collect();
-        ids.sort();
-        ids
-    }
 }
 
 impl Drop for ImapClient {

@@ -822,6 +822,16 @@ async fn ids_are_stable_across_sessions_and_a_dropped_connection_is_reopened() {
         "mail_sweeper",
     );
     let id = format!("INBOX/{}.{uid}", client.uid_validity("INBOX"));
+    let logins = |server: &Dovecot, wanted: usize| {
+        // Dovecot's log process writes a moment later.
+        for _ in 0..100 {
+            if server.log().matches("Login: user=<alice>").count() == wanted {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("expected {wanted} logins:\n{}", server.log());
+    };
     for session in ["one", "two"] {
         let outcome = runtime
             .call(
@@ -834,6 +844,8 @@ async fn ids_are_stable_across_sessions_and_a_dropped_connection_is_reopened() {
             .unwrap();
         assert_eq!(outcome.result, json!({"ok": "stable"}));
     }
+    // The tests' own client and one session of the backend, reused.
+    logins(&server, 2);
     // The server drops every session of the user: the next call reconnects.
     let kicked = std::process::Command::new("doveadm")
         .arg("-c")
@@ -849,6 +861,7 @@ async fn ids_are_stable_across_sessions_and_a_dropped_connection_is_reopened() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let outcome = call_tool(&runtime, &tool, "read-one", &json!({"id": id})).await;
     assert_eq!(outcome.unwrap(), json!("stable"));
+    logins(&server, 3);
 }
 
 #[test]
@@ -884,4 +897,135 @@ fn policy_errors_name_the_line() {
             "{body}: {err}"
         );
     }
+}
+
+/// A scripted IMAP server on loopback that answers each command with
+/// `answer(tag, command)` (greeting, LOGIN and CAPABILITY handled), for
+/// what no honest server does. Returns its port.
+fn fake_server(answer: impl Fn(&str, &str) -> Option<Vec<u8>> + Send + Sync + 'static) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let _ = writer.write_all(b"* OK fake server ready\r\n");
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let (tag, command) = line.trim_end().split_once(' ').unwrap_or(("*", ""));
+                    let reply = match answer(tag, command) {
+                        Some(reply) => reply,
+                        None if command.starts_with("LOGIN") => {
+                            format!("{tag} OK logged in\r\n").into_bytes()
+                        }
+                        None if command.starts_with("CAPABILITY") => {
+                            format!("* CAPABILITY IMAP4rev1 MOVE UIDPLUS\r\n{tag} OK\r\n")
+                                .into_bytes()
+                        }
+                        None if command.starts_with("EXAMINE") || command.starts_with("SELECT") => {
+                            format!("* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK done\r\n")
+                                .into_bytes()
+                        }
+                        None if command.starts_with("LOGOUT") => return,
+                        None => format!("{tag} BAD unexpected\r\n").into_bytes(),
+                    };
+                    if writer.write_all(&reply).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+fn fake_backend(
+    port: u16,
+    password: &str,
+    extra: serde_json::Value,
+) -> agentcap::capability::mail::imap::ImapMail {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, password).unwrap();
+    let mut settings = json!({
+        "host": "127.0.0.1", "port": port, "tls": "none", "user": "alice",
+        "password_file": file, "command_timeout_secs": 2, "max_message_kb": 64,
+    });
+    settings
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let settings = serde_json::from_value(settings).unwrap();
+    // The password is read when the backend opens.
+    agentcap::capability::mail::imap::ImapMail::open(&settings, |p| p.to_path_buf()).unwrap()
+}
+
+#[test]
+fn a_server_that_floods_is_cut_off_at_the_byte_budget() {
+    // A FETCH answered with a literal announced at 100 MiB (refused at the
+    // announcement, before anything reserves room for it), or with one
+    // endless quoted string (cut off at the budget, max_message_kb + 4 MiB,
+    // or by the command timeout).
+    for announced in [true, false] {
+        let port = fake_server(move |_, command| {
+            command.starts_with("FETCH").then(|| {
+                let mut flood = if announced {
+                    b"* 1 FETCH (UID 1 RFC822.SIZE 10 ENVELOPE (NIL {104857600}\r\n".to_vec()
+                } else {
+                    b"* 1 FETCH (UID 1 RFC822.SIZE 10 ENVELOPE (NIL \"".to_vec()
+                };
+                flood.extend(std::iter::repeat_n(b'A', 24 * 1024 * 1024));
+                flood
+            })
+        });
+        let mail = fake_backend(port, "pw", json!({}));
+        let err = mail.list("INBOX").unwrap_err().to_string();
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        let budget = 64 * 1024 + 4 * 1024 * 1024;
+        let cut_off =
+            err.contains(&format!("exceeded {budget} bytes")) && err.contains("max_message_kb");
+        // A string without a size is parsed again as it grows, which may
+        // take longer than the command timeout: then that ends it.
+        let timed_out = !announced && err.contains("timed out after 2 s");
+        assert!(cut_off || timed_out, "{err}");
+    }
+}
+
+#[test]
+fn a_server_that_stalls_times_out() {
+    let port = fake_server(|_, command| {
+        command.starts_with("FETCH").then(|| {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            Vec::new()
+        })
+    });
+    let mail = fake_backend(port, "pw", json!({}));
+    let started = std::time::Instant::now();
+    let err = mail.list("INBOX").unwrap_err().to_string();
+    assert!(err.contains("timed out after 2 s"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_server_that_echoes_the_password_does_not_leak_it() {
+    let secret = "correct horse battery staple";
+    let port = fake_server(move |tag, command| {
+        command
+            .starts_with("LOGIN")
+            .then(|| format!("{tag} NO [AUTHENTICATIONFAILED] you sent {command}\r\n").into_bytes())
+    });
+    let mail = fake_backend(port, secret, json!({}));
+    let err = mail.list("INBOX").unwrap_err().to_string();
+    assert!(err.contains("login as alice failed"), "{err}");
+    assert!(!err.contains(secret), "{err}");
+    assert!(err.contains("[password]"), "{err}");
 }

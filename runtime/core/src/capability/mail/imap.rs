@@ -536,6 +536,59 @@ struct Metered {
     inner: Stream,
     remaining: Arc<AtomicUsize>,
     limit: Arc<AtomicUsize>,
+    literals: Literals,
+}
+
+/// Follows the server's literals (`{N}` at the end of a line, then N
+/// bytes) in what is read, so that a literal announced larger than the
+/// budget is refused at its announcement, before the IMAP reader reserves
+/// room for it. (A quoted string cannot hold a line break, so `{N}` then
+/// CRLF outside a literal is always an announcement.)
+#[derive(Debug, Default)]
+struct Literals {
+    /// Bytes of a literal still to pass.
+    skip: u64,
+    /// The digits of a `{N` seen so far.
+    digits: Option<u64>,
+    /// `}` seen after the digits.
+    closed: bool,
+    /// CR seen after `}`.
+    cr: bool,
+}
+
+impl Literals {
+    /// Follow `bytes`; the largest literal announced in them.
+    fn feed(&mut self, bytes: &[u8]) -> u64 {
+        let mut largest = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.skip > 0 {
+                let n = self.skip.min((bytes.len() - i) as u64);
+                self.skip -= n;
+                i += n as usize;
+                continue;
+            }
+            let b = bytes[i];
+            i += 1;
+            match (b, self.digits, self.closed, self.cr) {
+                (b'{', ..) => {
+                    (self.digits, self.closed, self.cr) = (Some(0), false, false);
+                }
+                (b'0'..=b'9', Some(d), false, _) => {
+                    self.digits = Some(d.saturating_mul(10).saturating_add(u64::from(b - b'0')));
+                }
+                (b'}', Some(_), false, _) => self.closed = true,
+                (b'\r', Some(_), true, false) => self.cr = true,
+                (b'\n', Some(d), true, true) => {
+                    largest = largest.max(d);
+                    self.skip = d;
+                    (self.digits, self.closed, self.cr) = (None, false, false);
+                }
+                _ => (self.digits, self.closed, self.cr) = (None, false, false),
+            }
+        }
+        largest
+    }
 }
 
 impl fmt::Debug for Metered {
@@ -556,19 +609,24 @@ impl AsyncRead for Metered {
             let limit = this.limit.load(Ordering::Relaxed);
             return Poll::Ready(Err(std::io::Error::other(OverBudget(limit))));
         }
-        let read = if buf.remaining() <= remaining {
-            let before = buf.filled().len();
+        let before = buf.filled().len();
+        if buf.remaining() <= remaining {
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            buf.filled().len() - before
         } else {
             let mut scratch = vec![0u8; remaining];
             let mut limited = ReadBuf::new(&mut scratch);
             std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
             let n = limited.filled().len();
             buf.put_slice(&scratch[..n]);
-            n
-        };
-        this.remaining.fetch_sub(read, Ordering::Relaxed);
+        }
+        let read = &buf.filled()[before..];
+        let announced = this.literals.feed(read);
+        let left = remaining - read.len();
+        this.remaining.store(left, Ordering::Relaxed);
+        if announced > left as u64 {
+            let limit = this.limit.load(Ordering::Relaxed);
+            return Poll::Ready(Err(std::io::Error::other(OverBudget(limit))));
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -654,6 +712,9 @@ struct EnvelopeFacts {
     date: String,
 }
 
+/// The ids of one folder: (id, UIDVALIDITY, UID) each.
+type FolderIds = (String, Vec<(String, u32, u32)>);
+
 /// What a SELECT/EXAMINE told.
 struct Selected {
     uid_validity: u32,
@@ -673,6 +734,8 @@ const SUMMARY_ITEMS: &str = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY.P
 
 /// Longest text of a server's answer quoted in an error.
 const MAX_SERVER_TEXT: usize = 300;
+/// Longest error message (in characters).
+const MAX_ERROR: usize = 1000;
 
 impl Worker {
     fn run(mut self, queue: std::sync::mpsc::Receiver<Job>) {
@@ -719,6 +782,17 @@ impl Worker {
         MailError::Backend(self.scrub(&format!("IMAP server {}: {what}", self.server)))
     }
 
+    /// Every error leaves the worker through here: the password scrubbed
+    /// from it (a server may echo what it was sent), then clipped.
+    fn finish(&self, error: MailError) -> MailError {
+        let done = |m: String| super::truncate(&self.scrub(&m), MAX_ERROR);
+        match error {
+            MailError::NotFound(m) => MailError::NotFound(done(m)),
+            MailError::Invalid(m) => MailError::Invalid(done(m)),
+            MailError::Backend(m) => MailError::Backend(done(m)),
+        }
+    }
+
     fn scrub(&self, text: &str) -> String {
         if self.password.is_empty() {
             text.to_string()
@@ -732,13 +806,14 @@ impl Worker {
         loop {
             let reused = self.conn.is_some();
             if !reused {
-                let conn = self.connect().await?;
+                let conn = self.connect().await.map_err(|e| self.finish(e))?;
                 self.conn = Some(conn);
             }
             let mut changed = false;
             match self.perform(op, &mut changed).await {
                 Ok(reply) => return Ok(reply),
-                Err(failure) => {
+                Err(mut failure) => {
+                    failure.error = self.finish(failure.error);
                     if failure.drop_connection {
                         self.conn = None;
                     }
@@ -789,6 +864,7 @@ impl Worker {
             inner: stream,
             remaining: remaining.clone(),
             limit: limit.clone(),
+            literals: Literals::default(),
         };
         let mut client = async_imap::Client::new(metered);
         if self.settings.tls != TlsMode::Starttls {
@@ -825,9 +901,9 @@ impl Worker {
             Ok(Err((e, _))) => {
                 let why = match e {
                     async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => {
-                        clip(&text)
+                        clip(&self.scrub(&text))
                     }
-                    other => clip(&other.to_string()),
+                    other => clip(&self.scrub(&other.to_string())),
                 };
                 return Err(self.error(format_args!(
                     "login as {} failed: {why}",
@@ -998,7 +1074,13 @@ impl Worker {
                     on_data(response.parsed());
                     return Ok(Done {
                         ok: *status == Status::Ok,
-                        text: clip(outcome.information.as_deref().unwrap_or("")),
+                        // Clipped only after the password is scrubbed.
+                        text: outcome
+                            .information
+                            .as_deref()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string(),
                     });
                 }
                 Response::Data {
@@ -1007,7 +1089,7 @@ impl Worker {
                 } => {
                     return Err(broken(&format_args!(
                         "the server said BYE: {}",
-                        clip(outcome.information.as_deref().unwrap_or(""))
+                        outcome.information.as_deref().unwrap_or("").trim()
                     )));
                 }
                 other => on_data(other),
@@ -1175,8 +1257,8 @@ impl Worker {
     }
 
     /// Group ids by folder, keeping the first appearance order.
-    fn by_folder(ids: &[String]) -> Result<Vec<(String, Vec<(String, u32, u32)>)>, MailError> {
-        let mut groups: Vec<(String, Vec<(String, u32, u32)>)> = Vec::new();
+    fn by_folder(ids: &[String]) -> Result<Vec<FolderIds>, MailError> {
+        let mut groups: Vec<FolderIds> = Vec::new();
         for id in ids {
             let (folder, validity, uid) = parse_imap_id(id)?;
             match groups.iter_mut().find(|(f, _)| f == folder) {
@@ -1726,6 +1808,17 @@ mod tests {
             "2026-09-01T10:00:00Z"
         );
         assert_eq!(decode_date(b"not a date"), "");
+    }
+
+    #[test]
+    fn literals_are_followed_across_reads() {
+        let mut l = Literals::default();
+        assert_eq!(l.feed(b"* 1 FETCH (BODY[] {5}\r\nab"), 5);
+        // The rest of the literal, then a quoted `{9}` that is no announcement.
+        assert_eq!(l.feed(b"c{7}\r\n \"{9}\" {12"), 0);
+        assert_eq!(l.feed(b"}\r"), 0);
+        assert_eq!(l.feed(b"\n"), 12);
+        assert_eq!(l.skip, 12);
     }
 
     #[test]
