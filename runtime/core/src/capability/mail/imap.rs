@@ -243,9 +243,9 @@ impl ImapMail {
             }
             (None, None) => unreachable!("checked"),
         };
-        if password.contains(['\r', '\n']) {
+        if password.is_empty() || password.contains(['\r', '\n']) {
             return Err(MailError::Backend(format!(
-                "[mail] imap: the password for {server} spans several lines"
+                "[mail] imap: the password for {server} is empty or spans several lines"
             )));
         }
         let tls = match settings.tls {
@@ -699,7 +699,8 @@ struct Fetched {
     size: Option<u32>,
     seen: bool,
     envelope: Option<EnvelopeFacts>,
-    internal_date: String,
+    /// INTERNALDATE as seconds since 1970 (0 when unreadable).
+    internal_date: i64,
     list_header: Option<Vec<u8>>,
     body: Option<Vec<u8>>,
 }
@@ -1179,7 +1180,7 @@ impl Worker {
         folder: &str,
         uid_validity: u32,
         uids: &[u32],
-    ) -> Result<BTreeMap<u32, (MessageSummary, String)>, Failure> {
+    ) -> Result<BTreeMap<u32, (MessageSummary, i64)>, Failure> {
         let set = uid_set(uids);
         let fetched = self
             .fetch(&set, SUMMARY_ITEMS, true, &format!("UID FETCH in {folder}"))
@@ -1239,7 +1240,7 @@ impl Worker {
                 &format!("FETCH in {folder}"),
             )
             .await?;
-        let mut out: Vec<(MessageSummary, String, u32)> = fetched
+        let mut out: Vec<(MessageSummary, i64, u32)> = fetched
             .into_iter()
             .filter_map(|f| {
                 let uid = f.uid?;
@@ -1634,7 +1635,7 @@ fn fetched(attributes: &[AttributeValue<'_>]) -> Fetched {
             AttributeValue::Flags(flags) => {
                 f.seen = flags.iter().any(|fl| fl.eq_ignore_ascii_case("\\Seen"))
             }
-            AttributeValue::InternalDate(d) => f.internal_date = d.to_string(),
+            AttributeValue::InternalDate(d) => f.internal_date = internal_date(d),
             AttributeValue::Envelope(e) => f.envelope = Some(envelope_facts(e)),
             AttributeValue::BodySection {
                 section: Some(_),
@@ -1654,7 +1655,7 @@ fn fetched(attributes: &[AttributeValue<'_>]) -> Fetched {
 }
 
 /// The listing of a fetched message, and its INTERNALDATE (a sort key).
-fn summary(folder: &str, uid_validity: u32, uid: u32, f: &Fetched) -> (MessageSummary, String) {
+fn summary(folder: &str, uid_validity: u32, uid: u32, f: &Fetched) -> (MessageSummary, i64) {
     let envelope = f.envelope.as_ref();
     let is_list_mail = f.list_header.as_ref().is_some_and(|h| {
         MessageParser::default()
@@ -1672,8 +1673,15 @@ fn summary(folder: &str, uid_validity: u32, uid: u32, f: &Fetched) -> (MessageSu
             seen: f.seen,
             size: u64::from(f.size.unwrap_or(0)),
         },
-        f.internal_date.clone(),
+        f.internal_date,
     )
+}
+
+/// INTERNALDATE (`01-Sep-2026 10:00:00 +0000`) as seconds since 1970.
+fn internal_date(d: &str) -> i64 {
+    mail_parser::DateTime::parse_rfc822(&d.trim().replacen('-', " ", 2))
+        .map(|t| t.to_timestamp())
+        .unwrap_or(0)
 }
 
 /// Decode an envelope field the way the Maildir backend decodes the
@@ -1808,6 +1816,11 @@ mod tests {
             "2026-09-01T10:00:00Z"
         );
         assert_eq!(decode_date(b"not a date"), "");
+        assert!(
+            internal_date("02-Sep-2026 00:00:00 +0000")
+                > internal_date("01-Oct-2025 00:00:00 +0000")
+        );
+        assert_eq!(internal_date(" 1-Jan-1970 00:00:10 +0000"), 10);
     }
 
     #[test]
@@ -1824,5 +1837,16 @@ mod tests {
     #[test]
     fn copyuid_pairs_expand() {
         assert_eq!(uid_set(&[5, 1, 3, 1]), "1,3,5");
+        let (_, tagged) = Response::parse(b"A3 OK [COPYUID 9 1:2,5 10:12] Done\r\n").unwrap();
+        assert_eq!(
+            copy_uid(&tagged),
+            Some((9, vec![(1, 10), (2, 11), (5, 12)]))
+        );
+        // Sets of different sizes, or ranges too large to expand, are no answer.
+        let (_, odd) = Response::parse(b"* OK [COPYUID 9 1:3 10:11] Done\r\n").unwrap();
+        assert_eq!(copy_uid(&odd), None);
+        let (_, huge) =
+            Response::parse(b"* OK [COPYUID 9 1:4000000000 1:4000000000] x\r\n").unwrap();
+        assert_eq!(copy_uid(&huge), None);
     }
 }
