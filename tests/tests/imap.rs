@@ -12,8 +12,6 @@ use agentcap_tests::dovecot::{Dovecot, ImapClient, make_ca};
 use agentcap_tests::{Workspace, call_tool, fixture_maildir, refusal_records, triage_policy};
 use serde_json::{Value, json};
 
-const NO_DOVECOT: &str = "dovecot is not installed: apt-get install dovecot-imapd";
-
 /// The hostile-mail and mail-sweeper tools, granted INBOX (and Receipts).
 fn tools_policy(mail_table: &str) -> String {
     format!(
@@ -112,7 +110,6 @@ fn all_flags(client: &mut ImapClient, folder: &str) -> String {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_triage_runs_unchanged_against_dovecot() {
-    let _ = NO_DOVECOT;
     let server = Dovecot::start();
     let mut client = server.client();
     let total = seed_fixture(&mut client);
@@ -773,6 +770,34 @@ async fn hostile_ids_folders_and_huge_messages_are_refused() {
         .await
         .unwrap_err();
         assert!(message.contains("not allowed"), "{evil}: {message}");
+    }
+    // Folder names with wildcards, separators or another spelling of the
+    // inbox are refused before the server sees them.
+    let (lister_rt, lister) = load(
+        &ws,
+        &tools_policy(&table),
+        scripted(Decision::approve_all),
+        "sweeper",
+        "mail_sweeper",
+    );
+    for folder in [
+        "*",
+        "%",
+        "INBOX/*",
+        "..",
+        "Odd*Name",
+        "inbox",
+        "INBOX\" (FLAGS)",
+    ] {
+        let message = call_tool(
+            &lister_rt,
+            &lister,
+            "read-first",
+            &json!({"folder": folder}),
+        )
+        .await
+        .unwrap_err();
+        assert!(message.contains("not allowed"), "{folder}: {message}");
     }
     // A message over max_message_kb is not fetched.
     let (sweeper_rt, sweeper) = load(
