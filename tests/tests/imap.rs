@@ -893,32 +893,45 @@ async fn ids_are_stable_across_sessions_and_a_dropped_connection_is_reopened() {
 fn policy_errors_name_the_line() {
     let ws = Workspace::new();
     let path = ws.dir.path().join("bad.toml");
-    let head = "user = \"alice\"\n[mail]\n";
-    for (body, wanted) in [
+    let head = "user = \"alice\"\n\n[mail]\n";
+    // Unknown keys and bad values point at their line (4); the table's
+    // own checks at its header (3).
+    for (body, wanted, line) in [
         (
             "imap = { host = \"h\", user = \"a\", password_env = \"P\", prot = 1 }\n",
-            "prot",
-        ),
-        (
-            "maildir = \"M\"\nimap = { host = \"h\", user = \"a\", password_env = \"P\" }\n",
-            "exactly one",
-        ),
-        ("imap = { host = \"h\", user = \"a\" }\n", "password"),
-        (
-            "imap = { host = \"mail.example.org\", user = \"a\", password_env = \"P\", tls = \"none\" }\n",
-            "in clear",
+            "unknown field `prot`",
+            4,
         ),
         (
             "imap = { host = \"h\", user = \"a\", password_env = \"P\", tls = \"maybe\" }\n",
             "maybe",
+            4,
+        ),
+        (
+            "imap = { host = \"h\", user = \"a\", password_env = \"P\", max_list = 0 }\n",
+            "out of range",
+            4,
+        ),
+        (
+            "maildir = \"M\"\nimap = { host = \"h\", user = \"a\", password_env = \"P\" }\n",
+            "exactly one of `maildir` or `imap`",
+            3,
+        ),
+        (
+            "imap = { host = \"h\", user = \"a\" }\n",
+            "exactly one of `password_env` or `password_file`",
+            3,
+        ),
+        (
+            "imap = { host = \"mail.example.org\", user = \"a\", password_env = \"P\", tls = \"none\" }\n",
+            "in clear",
+            3,
         ),
     ] {
         std::fs::write(&path, format!("{head}{body}")).unwrap();
         let err = agentcap::Policy::load(&path).unwrap_err().to_string();
-        // Unknown keys and values point into the table; the table's own
-        // checks name its header.
         assert!(
-            err.contains(wanted) && (err.contains("line 3") || err.contains("line 2")),
+            err.contains(wanted) && err.contains(&format!("line {line}")),
             "{body}: {err}"
         );
     }
