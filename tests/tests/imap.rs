@@ -1067,3 +1067,27 @@ fn a_server_that_echoes_the_password_does_not_leak_it() {
     assert!(!err.contains(secret), "{err}");
     assert!(err.contains("[password]"), "{err}");
 }
+
+#[test]
+fn a_server_that_never_greets_hits_the_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts, then says nothing.
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(2).flatten().collect();
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        drop(held);
+    });
+    let mail = fake_backend(port, "pw", json!({"connect_timeout_secs": 1}));
+    let started = std::time::Instant::now();
+    let err = mail.list("INBOX").unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("IMAP server 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("waiting for the greeting timed out after 1 s (connect_timeout_secs)"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
