@@ -241,7 +241,11 @@ impl ImapMail {
                     .trim_end_matches(['\r', '\n'])
                     .to_string()
             }
-            (None, None) => unreachable!("checked"),
+            (None, None) => {
+                return Err(MailError::Backend(
+                    "[mail] imap needs `password_env` or `password_file`".into(),
+                ));
+            }
         };
         if password.is_empty() || password.contains(['\r', '\n']) {
             return Err(MailError::Backend(format!(
@@ -932,7 +936,10 @@ impl Worker {
     }
 
     async fn handshake(&self, tcp: TcpStream) -> Result<Stream, MailError> {
-        let config = self.tls.clone().expect("TLS is configured");
+        let config = self
+            .tls
+            .clone()
+            .ok_or_else(|| self.error("TLS was asked for but is not set up"))?;
         let name =
             rustls::pki_types::ServerName::try_from(self.settings.host.clone()).map_err(|e| {
                 self.error(format_args!(
