@@ -521,6 +521,18 @@ async fn only_the_approved_uid_moves_without_move_through_uidplus() {
     ignore = "dovecot is not installed: apt-get install dovecot-imapd"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_approved_uid_moves_with_move_but_without_uidplus() {
+    only_the_approved_uid_moves(&Dovecot::start_with(
+        "imap_capability = IMAP4rev1 LITERAL+ MOVE\n",
+    ))
+    .await;
+}
+
+#[cfg_attr(
+    not(agentcap_has_dovecot),
+    ignore = "dovecot is not installed: apt-get install dovecot-imapd"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_move_or_uidplus_moving_is_refused() {
     let server = Dovecot::start_with("imap_capability = IMAP4rev1 LITERAL+\n");
     let mut client = server.client();
