@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where the guest components are,
-//! a fresh copy of the fixture Maildir, a snapshot of a folder tree, and a
-//! runtime under a given policy.
+//! a fresh copy of the fixture Maildir, a snapshot of a folder tree, a
+//! runtime under a given policy, and a real Dovecot IMAP server
+//! ([`dovecot`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
