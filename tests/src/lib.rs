@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where the guest components are,
-//! a fresh copy of the fixture Maildir, a snapshot of a folder tree, and a
-//! runtime under a given policy.
+//! a fresh copy of the fixture Maildir, a snapshot of a folder tree, a
+//! runtime under a given policy, and a real Dovecot IMAP server
+//! ([`dovecot`]).
 
 pub mod pg_server;
 
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use agentcap::consent::SharedApprover;
 use agentcap::{AgentEngine, Policy, Runtime};
 use sha2::{Digest, Sha256};
+
+pub mod dovecot;
 
 /// The compiled guest component `stem` (e.g. `hostile_mail`).
 pub fn guest(stem: &str) -> PathBuf {

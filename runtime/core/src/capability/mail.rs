@@ -7,6 +7,11 @@
 //! file outside the root (no `..`, no absolute paths, no symlink escapes).
 //! Nothing is ever unlinked: `delete` moves to `Trash`, `archive` to
 //! `Archive`.
+//!
+//! The same capability can be backed by an IMAP server instead
+//! ([`imap`]): `[mail] imap = { host, user, password_env, ... }`.
+
+pub mod imap;
 
 use std::path::{Path, PathBuf};
 
@@ -52,12 +57,131 @@ pub const DELETE: Capability = Capability::new(&Action {
     scope_keys: &["folders"],
 });
 
-/// The policy's `[mail]` table.
+/// The policy's `[mail]` table: exactly one of `maildir` or `imap`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailSettings {
     /// The Maildir root (the INBOX); sub-folders are `.Name` below it.
-    pub maildir: PathBuf,
+    #[serde(default)]
+    pub maildir: Option<PathBuf>,
+    /// An IMAP server.
+    #[serde(default)]
+    pub imap: Option<imap::ImapSettings>,
+}
+
+/// The store behind the `mail` capability.
+#[derive(Debug)]
+pub enum MailStore {
+    /// A local Maildir++.
+    Maildir(Maildir),
+    /// An IMAP server.
+    Imap(imap::ImapMail),
+}
+
+impl MailStore {
+    /// List a folder, oldest first.
+    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, MailError> {
+        match self {
+            MailStore::Maildir(m) => m.list(folder),
+            MailStore::Imap(i) => i.list(folder),
+        }
+    }
+
+    /// Read one message.
+    pub fn read(&self, id: &str) -> Result<Message, MailError> {
+        match self {
+            MailStore::Maildir(m) => m.read(id),
+            MailStore::Imap(i) => i.read(id),
+        }
+    }
+
+    /// Move messages to `dest`; every id is checked before anything moves.
+    pub fn move_to(&self, ids: &[String], dest: &str) -> Result<Vec<String>, MailError> {
+        match self {
+            MailStore::Maildir(m) => m.move_to(ids, dest),
+            MailStore::Imap(i) => i.move_to(ids, dest),
+        }
+    }
+
+    /// The folder each target of a request touches (for scope checks),
+    /// checked by the store's own rules for ids and folder names.
+    pub fn target_folders(
+        &self,
+        capability: Capability,
+        targets: &[String],
+    ) -> Result<Vec<String>, MailError> {
+        match self {
+            MailStore::Maildir(_) => Maildir::target_folders(capability, targets),
+            MailStore::Imap(_) => imap::target_folders(capability, targets),
+        }
+    }
+
+    /// Describe a request's targets for a human, from the store's facts.
+    pub fn describe(
+        &self,
+        capability: Capability,
+        targets: &[String],
+    ) -> Result<(String, Vec<PromptItem>), MailError> {
+        let imap = match self {
+            MailStore::Maildir(m) => return m.describe(capability, targets),
+            MailStore::Imap(i) => i,
+        };
+        let action = action_text(capability, targets.len())?;
+        let items = if capability == LIST {
+            targets
+                .iter()
+                .map(|folder| {
+                    let count = imap.count(folder)?;
+                    Ok(PromptItem {
+                        target: folder.clone(),
+                        description: format!("folder {folder} ({count} messages)"),
+                    })
+                })
+                .collect::<Result<_, MailError>>()?
+        } else {
+            imap.summaries(targets)?
+                .iter()
+                .zip(targets)
+                .map(|(s, id)| PromptItem {
+                    target: id.clone(),
+                    description: message_line(s),
+                })
+                .collect()
+        };
+        Ok((action, items))
+    }
+}
+
+/// The host's one line for a message in a prompt, from the store's facts.
+fn message_line(s: &MessageSummary) -> String {
+    format!(
+        "From: {} | Subject: {} | Date: {}",
+        s.from,
+        s.subject,
+        if s.date.is_empty() {
+            "unknown"
+        } else {
+            &s.date
+        }
+    )
+}
+
+/// What a request does, in one line.
+fn action_text(capability: Capability, n: usize) -> Result<String, MailError> {
+    let plural = if n == 1 { "" } else { "s" };
+    Ok(if capability == LIST {
+        format!("list the messages (senders, subjects, dates) of {n} folder{plural}")
+    } else if capability == READ {
+        format!("read {n} message{plural} in full")
+    } else if capability == ARCHIVE_ACTION {
+        format!("move {n} message{plural} to {ARCHIVE}")
+    } else if capability == DELETE {
+        format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
+    } else {
+        return Err(MailError::Invalid(format!(
+            "{capability} is not a mail capability"
+        )));
+    })
 }
 
 /// A mail grant's scope.
@@ -92,12 +216,31 @@ impl CapabilityPlugin for MailPlugin {
     }
 
     fn parse_backend(&self, table: PolicyTable<'_>) -> Result<Opaque, toml::de::Error> {
-        Opaque::parse::<MailSettings>(table)
+        use serde::de::Error as _;
+        let settings = MailSettings::deserialize(table)?;
+        match (&settings.maildir, &settings.imap) {
+            (Some(_), None) => {}
+            (None, Some(imap)) => imap.check().map_err(toml::de::Error::custom)?,
+            _ => {
+                return Err(toml::de::Error::custom(
+                    "[mail] needs exactly one of `maildir` or `imap`",
+                ));
+            }
+        }
+        Ok(Opaque::new(settings))
     }
 
     fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
         let settings = settings.get::<MailSettings>().ok_or("not mail settings")?;
-        let store = Maildir::open(&policy.resolve(&settings.maildir)).map_err(|e| e.to_string())?;
+        let store = match (&settings.maildir, &settings.imap) {
+            (Some(maildir), _) => MailStore::Maildir(
+                Maildir::open(&policy.resolve(maildir)).map_err(|e| e.to_string())?,
+            ),
+            (None, Some(imap)) => MailStore::Imap(
+                imap::ImapMail::open(imap, |p| policy.resolve(p)).map_err(|e| e.to_string())?,
+            ),
+            (None, None) => return Err("[mail] has neither `maildir` nor `imap`".into()),
+        };
         Ok(Opaque::new(store))
     }
 
@@ -112,8 +255,10 @@ impl CapabilityPlugin for MailPlugin {
     fn describe(&self, request: &Request<'_>) -> Result<Described, Denial> {
         let capability = request.capability;
         let scope = request.scope::<MailScope>()?;
-        let folders =
-            Maildir::target_folders(capability, request.targets).map_err(|e| request.invalid(e))?;
+        let store = request.backend::<MailStore>()?;
+        let folders = store
+            .target_folders(capability, request.targets)
+            .map_err(|e| request.invalid(e))?;
         if let Some(outside) = folders.iter().find(|f| !scope.allows_folder(f)) {
             return Err(request.outside_scope(format_args!(
                 "in folder {outside} is outside the grant of tool `{}` (folders: {})",
@@ -121,7 +266,6 @@ impl CapabilityPlugin for MailPlugin {
                 scope.folders.as_deref().unwrap_or_default().join(", ")
             )));
         }
-        let store = request.backend::<Maildir>()?;
         let (action, items) = store
             .describe(capability, request.targets)
             .map_err(|e| request.invalid(e))?;
@@ -592,35 +736,12 @@ impl Maildir {
                     let s = self.summary(id)?;
                     Ok(PromptItem {
                         target: id.clone(),
-                        description: format!(
-                            "From: {} | Subject: {} | Date: {}",
-                            s.from,
-                            s.subject,
-                            if s.date.is_empty() {
-                                "unknown"
-                            } else {
-                                &s.date
-                            }
-                        ),
+                        description: message_line(&s),
                     })
                 })
                 .collect::<Result<_, MailError>>()?
         };
-        let n = items.len();
-        let plural = if n == 1 { "" } else { "s" };
-        let action = if capability == LIST {
-            format!("list the messages (senders, subjects, dates) of {n} folder{plural}")
-        } else if capability == READ {
-            format!("read {n} message{plural} in full")
-        } else if capability == ARCHIVE_ACTION {
-            format!("move {n} message{plural} to {ARCHIVE}")
-        } else if capability == DELETE {
-            format!("delete {n} message{plural} (moved to {TRASH}, recoverable)")
-        } else {
-            return Err(MailError::Invalid(format!(
-                "{capability} is not a mail capability"
-            )));
-        };
+        let action = action_text(capability, items.len())?;
         Ok((action, items))
     }
 
@@ -683,8 +804,8 @@ fn check_ids(ids: &[String]) -> Result<(), wit_mail::MailError> {
 }
 
 impl CallContext {
-    fn mail_store(&self) -> Result<&Maildir, wit_mail::MailError> {
-        self.backend::<Maildir>("mail")
+    fn mail_store(&self) -> Result<&MailStore, wit_mail::MailError> {
+        self.backend::<MailStore>("mail")
             .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
     }
 }
