@@ -550,8 +550,6 @@ struct Metered {
 /// CRLF outside a literal is always an announcement.)
 #[derive(Debug, Default)]
 struct Literals {
-    /// Bytes of a literal still to pass.
-    skip: u64,
     /// The digits of a `{N` seen so far.
     digits: Option<u64>,
     /// `}` seen after the digits.
@@ -566,12 +564,9 @@ impl Literals {
         let mut largest = 0;
         let mut i = 0;
         while i < bytes.len() {
-            if self.skip > 0 {
-                let n = self.skip.min((bytes.len() - i) as u64);
-                self.skip -= n;
-                i += n as usize;
-                continue;
-            }
+            // Announcements are looked for inside literals too: a `{N}` in
+            // a status text would otherwise make this skip past the real one.
+            // (A message body with such a line only stops its own reading.)
             let b = bytes[i];
             i += 1;
             match (b, self.digits, self.closed, self.cr) {
@@ -585,7 +580,6 @@ impl Literals {
                 (b'\r', Some(_), true, false) => self.cr = true,
                 (b'\n', Some(d), true, true) => {
                     largest = largest.max(d);
-                    self.skip = d;
                     (self.digits, self.closed, self.cr) = (None, false, false);
                 }
                 _ => (self.digits, self.closed, self.cr) = (None, false, false),
@@ -800,10 +794,26 @@ impl Worker {
 
     fn scrub(&self, text: &str) -> String {
         if self.password.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.password, "[password]")
+            return text.to_string();
         }
+        // Also as sent (a quoted string escapes `"` and `\`), and either
+        // as an error's debug form shows it (escaped once more); longest
+        // first.
+        let quoted = self.password.replace('\\', "\\\\").replace('"', "\\\"");
+        let debug = |s: &str| {
+            let d = format!("{s:?}");
+            d[1..d.len() - 1].to_string()
+        };
+        let mut forms = [
+            debug(&quoted),
+            quoted.clone(),
+            debug(&self.password),
+            self.password.clone(),
+        ];
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms
+            .iter()
+            .fold(text.to_string(), |t, f| t.replace(f.as_str(), "[password]"))
     }
 
     async fn handle(&mut self, op: &Op) -> Result<Reply, MailError> {
@@ -1170,11 +1180,21 @@ impl Worker {
         by_uid: bool,
         what: &str,
     ) -> Result<Vec<Fetched>, Failure> {
-        let mut out = Vec::new();
+        let mut out: Vec<Fetched> = Vec::new();
         let command = format!("{}FETCH {set} {items}", if by_uid { "UID " } else { "" });
+        // A server may send FETCH lines nobody asked for (flag updates) or
+        // many more than asked: keep one per UID, with the items asked for,
+        // and no more than a listing may hold.
+        let cap = (self.settings.max_list as usize).max(crate::host::MAX_TARGETS);
+        let wants_envelope = items.contains("ENVELOPE");
         self.command_ok(&command, what, |r| {
             if let Response::Fetch(_, attributes) = r {
-                out.push(fetched(attributes));
+                let f = fetched(attributes);
+                let asked = !wants_envelope || f.envelope.is_some();
+                let repeated = f.uid.is_some() && out.iter().any(|o| o.uid == f.uid);
+                if asked && !repeated && out.len() < cap {
+                    out.push(f);
+                }
             }
         })
         .await?;
@@ -1261,7 +1281,9 @@ impl Worker {
                 .then_with(|| a.1.cmp(&b.1))
                 .then_with(|| a.2.cmp(&b.2))
         });
-        Ok(out.into_iter().map(|(s, _, _)| s).collect())
+        let keep = self.settings.max_list as usize;
+        let skip = out.len().saturating_sub(keep);
+        Ok(out.into_iter().skip(skip).map(|(s, _, _)| s).collect())
     }
 
     /// Group ids by folder, keeping the first appearance order.
@@ -1831,14 +1853,18 @@ mod tests {
     }
 
     #[test]
-    fn literals_are_followed_across_reads() {
+    fn literal_announcements_are_found_across_reads_and_inside_literals() {
         let mut l = Literals::default();
         assert_eq!(l.feed(b"* 1 FETCH (BODY[] {5}\r\nab"), 5);
-        // The rest of the literal, then a quoted `{9}` that is no announcement.
-        assert_eq!(l.feed(b"c{7}\r\n \"{9}\" {12"), 0);
+        // A quoted `{9}` is no announcement; one split across reads is.
+        assert_eq!(l.feed(b"c \"{9}\" {12"), 0);
         assert_eq!(l.feed(b"}\r"), 0);
         assert_eq!(l.feed(b"\n"), 12);
-        assert_eq!(l.skip, 12);
+        // A `{26}` in a status text does not hide the announcement after it.
+        assert_eq!(
+            l.feed(b"* OK hello {26}\r\n* 1 FETCH (UID 1 BODY[] {400000000}\r\n"),
+            400_000_000
+        );
     }
 
     #[test]
