@@ -1034,14 +1034,14 @@ fn a_server_that_floods_is_cut_off_at_the_byte_budget() {
             })
         });
         let mail = fake_backend(port, "pw", json!({}));
-        let err = mail.list("INBOX").unwrap_err().to_string();
+        let err = mail.list("INBOX", None).unwrap_err().to_string();
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
         let budget = 64 * 1024 + 4 * 1024 * 1024;
         let cut_off =
             err.contains(&format!("exceeded {budget} bytes")) && err.contains("max_message_kb");
         // A string without a size is parsed again as it grows, which may
         // take longer than the command timeout: then that ends it.
-        let timed_out = !announced && err.contains("timed out after 2 s");
+        let timed_out = !announced && err.contains("timed out: the operation took over 2 s");
         assert!(cut_off || timed_out, "{err}");
     }
 }
@@ -1056,8 +1056,11 @@ fn a_server_that_stalls_times_out() {
     });
     let mail = fake_backend(port, "pw", json!({}));
     let started = std::time::Instant::now();
-    let err = mail.list("INBOX").unwrap_err().to_string();
-    assert!(err.contains("timed out after 2 s"), "{err}");
+    let err = mail.list("INBOX", None).unwrap_err().to_string();
+    assert!(
+        err.contains("timed out: the operation took over 2 s"),
+        "{err}"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
@@ -1076,7 +1079,7 @@ fn a_server_that_echoes_the_password_does_not_leak_it() {
             })
         });
         let mail = fake_backend(port, secret, json!({}));
-        let err = mail.list("INBOX").unwrap_err().to_string();
+        let err = mail.list("INBOX", None).unwrap_err().to_string();
         assert!(err.contains("login as alice failed"), "{err}");
         assert!(!err.contains("battery"), "{err}");
         assert!(err.contains("[password]"), "{err}");
@@ -1095,7 +1098,7 @@ fn a_server_that_never_greets_hits_the_connect_timeout() {
     });
     let mail = fake_backend(port, "pw", json!({"connect_timeout_secs": 1}));
     let started = std::time::Instant::now();
-    let err = mail.list("INBOX").unwrap_err().to_string();
+    let err = mail.list("INBOX", None).unwrap_err().to_string();
     assert!(
         err.contains(&format!("IMAP server 127.0.0.1:{port}")),
         "{err}"
@@ -1105,4 +1108,257 @@ fn a_server_that_never_greets_hits_the_connect_timeout() {
         "{err}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
+
+/// A fake server that records every command after login, answers a
+/// one-message folder (UID 5) and a move of it, and lets `on_command`
+/// act (set a stop, sleep) before each answer.
+fn recording_server(
+    on_command: impl Fn(&str) + Send + Sync + 'static,
+) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let port = fake_server(move |tag, command| {
+        if command.starts_with("LOGIN") || command.starts_with("CAPABILITY") {
+            return None;
+        }
+        record.lock().unwrap().push(command.to_string());
+        on_command(command);
+        let reply = if command.starts_with("UID FETCH") {
+            format!("* 1 FETCH (UID 5)\r\n{tag} OK\r\n")
+        } else if command.starts_with("UID MOVE") {
+            format!("{tag} OK [COPYUID 9 5 1] moved\r\n")
+        } else if command.starts_with("STATUS") {
+            format!("{tag} OK\r\n")
+        } else {
+            return None;
+        };
+        Some(reply.into_bytes())
+    });
+    (port, seen)
+}
+
+fn stop_flag() -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    agentcap::capability::mail::imap::StopCheck,
+) {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let check = flag.clone();
+    (
+        flag,
+        Arc::new(move || check.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+}
+
+#[test]
+fn a_stop_sends_no_further_command_and_abandons_a_stalled_read() {
+    use std::sync::atomic::Ordering;
+    // Stopped while the ids are being checked: the move is never sent.
+    let (flag, stopped) = stop_flag();
+    let set = flag.clone();
+    let (port, seen) = recording_server(move |command| {
+        if command.starts_with("UID FETCH") {
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    let mail = fake_backend(port, "pw", json!({}));
+    let err = mail
+        .move_to(&["INBOX/7.5".into()], "Trash", Some(stopped))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not sent: the session was stopped"), "{err}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen
+            .iter()
+            .any(|c| c.starts_with("SELECT") || c.contains("MOVE")),
+        "{seen:?}"
+    );
+
+    // A read stalled at the server ends as soon as the session stops,
+    // long before the operation's deadline (30 s here).
+    let port = fake_server(|_, command| {
+        command.starts_with("FETCH").then(|| {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            Vec::new()
+        })
+    });
+    let mail = fake_backend(port, "pw", json!({"command_timeout_secs": 30}));
+    let (flag, stopped) = stop_flag();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        flag.store(true, Ordering::SeqCst);
+        std::time::Instant::now()
+    });
+    let err = mail.list("INBOX", Some(stopped)).unwrap_err().to_string();
+    let after_stop = stopper.join().unwrap().elapsed();
+    assert!(
+        err.contains("did not list a folder: the session was stopped"),
+        "{err}"
+    );
+    assert!(
+        after_stop < std::time::Duration::from_millis(100),
+        "{after_stop:?}"
+    );
+}
+
+#[test]
+fn a_move_already_sent_is_waited_for_when_the_session_stops() {
+    use std::sync::atomic::Ordering;
+    // The server carries out a move that was sent: abandoning it would let
+    // a stop be acknowledged while the mailbox may still change.
+    let (flag, stopped) = stop_flag();
+    let set = flag.clone();
+    let (port, _) = recording_server(move |command| {
+        if command.starts_with("UID MOVE") {
+            set.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+    let mail = fake_backend(port, "pw", json!({}));
+    let moved = mail
+        .move_to(&["INBOX/7.5".into()], "Trash", Some(stopped))
+        .unwrap();
+    assert_eq!(moved, vec!["Trash/9.1".to_string()]);
+    assert!(flag.load(Ordering::SeqCst));
+}
+
+#[test]
+fn an_operation_has_one_deadline_for_all_its_commands() {
+    // Each command answered in 0.7 s: the checks of a move (EXAMINE, UID
+    // FETCH, STATUS) already take over the 2 s an operation has, so the
+    // move itself is never sent.
+    let (port, seen) =
+        recording_server(|_| std::thread::sleep(std::time::Duration::from_millis(700)));
+    let mail = fake_backend(port, "pw", json!({}));
+    let started = std::time::Instant::now();
+    let err = mail
+        .move_to(&["INBOX/7.5".into()], "Trash", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("timed out: the operation took over 2 s"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.iter().any(|c| c.contains("MOVE")), "{seen:?}");
+}
+
+/// Stop mid-sweep over IMAP, at random points of the sweep's progress:
+/// once the stop is acknowledged, a second IMAP connection sees not one
+/// more message move, and no message is lost.
+#[cfg_attr(
+    not(agentcap_has_dovecot),
+    ignore = "dovecot is not installed: apt-get install dovecot-imapd"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_effect_over_imap_after_an_acknowledged_stop() {
+    const TRIALS: u64 = 20;
+    let server = Dovecot::start();
+    let mut watcher = server.client();
+    let total = seed_fixture(&mut watcher);
+    let mut rng = agentcap_tests::Rng::from_env("AGENTCAP_STOP_SEED");
+    let seed = rng.seed;
+    let policy = format!(
+        "user = \"alice\"\n{}\n[tools.sweeper]\ncomponent = {:?}\nlimits = {{ wall_time_ms = 60000 }}\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.delete\"\nmode = \"standing\"\n",
+        server.mail_table(),
+        agentcap_tests::guest("mail_sweeper")
+    );
+    let (mut stopped_mid_run, mut changed_after_ack) = (0, 0);
+    for trial in 0..TRIALS {
+        // Every message back in INBOX (new UIDs, same messages).
+        if !watcher.uids("Trash").is_empty() {
+            watcher.ok("SELECT \"Trash\"");
+            watcher.ok("UID MOVE 1:* \"INBOX\"");
+        }
+        assert_eq!(watcher.uids("INBOX").len(), total);
+        let ws = Workspace::new();
+        let (runtime, tool) = load(
+            &ws,
+            &policy,
+            scripted(Decision::approve_all),
+            "sweeper",
+            "mail_sweeper",
+        );
+        let (runtime, tool) = (Arc::new(runtime), Arc::new(tool));
+        let sweep = {
+            let (runtime, tool) = (runtime.clone(), tool.clone());
+            tokio::spawn(async move {
+                runtime
+                    .call(
+                        &tool,
+                        &SessionId("victim".into()),
+                        "sweep",
+                        &json!({"folder": "INBOX"}),
+                    )
+                    .await
+            })
+        };
+        // After the sweep's k-th move, as the server sees it.
+        let k = 1 + rng.below(30) as usize;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while watcher.uids("Trash").len() < k
+            && !sweep.is_finished()
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+        }
+        let ack = {
+            let runtime = runtime.clone();
+            tokio::task::spawn_blocking(move || {
+                runtime.stop_session(&SessionId("victim".into()), "test")
+            })
+            .await
+            .unwrap()
+        };
+        let at_ack = (watcher.uids("INBOX"), watcher.uids("Trash"));
+        let result = sweep.await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let after = (watcher.uids("INBOX"), watcher.uids("Trash"));
+        if at_ack != after {
+            changed_after_ack += 1;
+            eprintln!(
+                "trial {trial} (seed {seed}): mail moved after the stop was acknowledged ({ack:?})"
+            );
+        }
+        let trashed = after.1.len();
+        assert_eq!(after.0.len() + trashed, total, "trial {trial}: mail lost");
+        if trashed > 0 && trashed < total {
+            stopped_mid_run += 1;
+        }
+        if let Ok(outcome) = &result {
+            assert!(
+                outcome.is_error || trashed == total,
+                "trial {trial}: {outcome:?}"
+            );
+        }
+        // The journal's successful deletes are exactly what moved.
+        let deleted_ok = runtime
+            .journal()
+            .all()
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == "outcome" && r.capability.as_deref() == Some("mail.delete"))
+            .filter(|r| r.outcome.as_deref().unwrap_or("").starts_with("ok:"))
+            .count();
+        assert_eq!(
+            deleted_ok, trashed,
+            "trial {trial}: the journal disagrees with the server"
+        );
+    }
+    eprintln!(
+        "{TRIALS} stops over IMAP, {stopped_mid_run} in the middle of the sweep, {changed_after_ack} with changes after the acknowledgement"
+    );
+    assert_eq!(changed_after_ack, 0, "seed {seed}");
+    assert!(
+        stopped_mid_run >= TRIALS / 2,
+        "too few stops landed mid-run ({stopped_mid_run})"
+    );
 }

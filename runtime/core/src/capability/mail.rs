@@ -79,27 +79,38 @@ pub enum MailStore {
 }
 
 impl MailStore {
-    /// List a folder, oldest first.
-    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, MailError> {
+    /// List a folder, oldest first. A remote store gives up once
+    /// `stopped` tells so.
+    pub fn list(
+        &self,
+        folder: &str,
+        stopped: Option<imap::StopCheck>,
+    ) -> Result<Vec<MessageSummary>, MailError> {
         match self {
             MailStore::Maildir(m) => m.list(folder),
-            MailStore::Imap(i) => i.list(folder),
+            MailStore::Imap(i) => i.list(folder, stopped),
         }
     }
 
-    /// Read one message.
-    pub fn read(&self, id: &str) -> Result<Message, MailError> {
+    /// Read one message. A remote store gives up once `stopped` tells so.
+    pub fn read(&self, id: &str, stopped: Option<imap::StopCheck>) -> Result<Message, MailError> {
         match self {
             MailStore::Maildir(m) => m.read(id),
-            MailStore::Imap(i) => i.read(id),
+            MailStore::Imap(i) => i.read(id, stopped),
         }
     }
 
     /// Move messages to `dest`; every id is checked before anything moves.
-    pub fn move_to(&self, ids: &[String], dest: &str) -> Result<Vec<String>, MailError> {
+    /// A remote store sends no further command once `stopped` tells so.
+    pub fn move_to(
+        &self,
+        ids: &[String],
+        dest: &str,
+        stopped: Option<imap::StopCheck>,
+    ) -> Result<Vec<String>, MailError> {
         match self {
             MailStore::Maildir(m) => m.move_to(ids, dest),
-            MailStore::Imap(i) => i.move_to(ids, dest),
+            MailStore::Imap(i) => i.move_to(ids, dest, stopped),
         }
     }
 
@@ -304,6 +315,17 @@ pub enum MailError {
     /// The store failed.
     #[error("{0}")]
     Backend(String),
+}
+
+impl MailError {
+    /// The same error with `note` added to its message.
+    pub fn with_note(self, note: &str) -> MailError {
+        match self {
+            MailError::NotFound(m) => MailError::NotFound(format!("{m}; {note}")),
+            MailError::Invalid(m) => MailError::Invalid(format!("{m}; {note}")),
+            MailError::Backend(m) => MailError::Backend(format!("{m}; {note}")),
+        }
+    }
 }
 
 /// One message as listed.
@@ -808,6 +830,13 @@ impl CallContext {
         self.backend::<MailStore>("mail")
             .ok_or_else(|| wit_mail::MailError::Backend("no mail store is configured".into()))
     }
+
+    /// Whether this call's session has been stopped, for a store that
+    /// talks to a server.
+    fn stop_check(&self) -> Option<imap::StopCheck> {
+        let state = self.session_state.clone();
+        Some(std::sync::Arc::new(move || state.is_stopped()))
+    }
 }
 
 fn describe_outcome<T>(
@@ -837,7 +866,11 @@ impl HostState {
             &ids,
             None,
             wit_mail::MailError::Refused,
-            |call, _| call.mail_store()?.move_to(&ids, dest).map_err(to_wit_error),
+            |call, _| {
+                call.mail_store()?
+                    .move_to(&ids, dest, call.stop_check())
+                    .map_err(to_wit_error)
+            },
             |r| describe_outcome(r, |moved| format!("moved {} to {dest}", moved.len())),
         )
     }
@@ -856,7 +889,10 @@ impl wit_mail::Host for HostState {
             None,
             wit_mail::MailError::Refused,
             |call, _| {
-                let list = call.mail_store()?.list(&folder).map_err(to_wit_error)?;
+                let list = call
+                    .mail_store()?
+                    .list(&folder, call.stop_check())
+                    .map_err(to_wit_error)?;
                 Ok(list.into_iter().map(to_wit_summary).collect())
             },
             |r| describe_outcome(r, |l: &Vec<_>| format!("listed {} messages", l.len())),
@@ -875,7 +911,10 @@ impl wit_mail::Host for HostState {
             None,
             wit_mail::MailError::Refused,
             |call, _| {
-                let m = call.mail_store()?.read(&id).map_err(to_wit_error)?;
+                let m = call
+                    .mail_store()?
+                    .read(&id, call.stop_check())
+                    .map_err(to_wit_error)?;
                 Ok(wit_mail::Message {
                     summary: to_wit_summary(m.summary),
                     to: m.to,

@@ -3,10 +3,17 @@
 //! One worker thread per configured server owns a current-thread tokio
 //! runtime and one logged-in session, reused across calls and sessions;
 //! host functions (synchronous, called from the runtime's executor) hand it
-//! a job over a channel and wait for the answer. Every command has a
-//! timeout, every answer a byte budget (so a hostile server cannot make the
-//! host allocate without bound), and a reused connection found broken is
-//! reconnected once, only when nothing that changes the mailbox was sent.
+//! a job over a channel and wait for the answer. Every operation (all its
+//! commands together) has one deadline, every answer a byte budget (so a
+//! hostile server cannot make the host allocate without bound), and a
+//! reused connection found broken is reconnected once, only when nothing
+//! that changes the mailbox was sent.
+//!
+//! A stop of the calling session is checked before every command: once it
+//! is set, nothing more is sent. A command already sent is waited for
+//! (within the deadline) when it may change the mailbox, so a stop is
+//! acknowledged only when the server has answered it; a read is abandoned
+//! at once.
 //!
 //! A message id is `<folder>/<UIDVALIDITY>.<UID>`: stable across sessions,
 //! and invalid as soon as the folder's UIDVALIDITY changes (the call then
@@ -79,7 +86,7 @@ pub struct ImapSettings {
         deserialize_with = "crate::policy::within::<_, _, 1, 300>"
     )]
     pub connect_timeout_secs: u64,
-    /// Seconds one command may take.
+    /// Seconds one operation may take, all its commands together.
     #[serde(
         default = "default_command_timeout_secs",
         deserialize_with = "crate::policy::within::<_, _, 1, 600>"
@@ -210,8 +217,15 @@ enum Reply {
 
 struct Job {
     op: Op,
+    stopped: Option<StopCheck>,
     reply: std::sync::mpsc::SyncSender<Result<Reply, MailError>>,
 }
+
+/// Tells whether the calling session has been stopped.
+pub type StopCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a waiting read looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(1);
 
 impl ImapMail {
     /// Start the worker for the server `settings` name. Nothing is
@@ -263,6 +277,8 @@ impl ImapMail {
             password,
             tls,
             conn: None,
+            deadline: Instant::now(),
+            stopped: None,
         };
         std::thread::Builder::new()
             .name(format!("agentcap-imap {server}"))
@@ -276,14 +292,39 @@ impl ImapMail {
         &self.server
     }
 
-    fn ask(&self, op: Op) -> Result<Reply, MailError> {
+    fn ask(&self, op: Op, stopped: Option<StopCheck>) -> Result<Reply, MailError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let what = op.describe();
+        let changes = matches!(op, Op::Move(..));
         self.jobs
-            .send(Job { op, reply })
+            .send(Job {
+                op,
+                stopped: stopped.clone(),
+                reply,
+            })
             .map_err(|_| self.gone(what))?;
-        // Every step of the worker is bounded by a timeout, so it answers.
-        answer.recv().map_err(|_| self.gone(what))?
+        // Every operation of the worker has a deadline, so it answers. A
+        // move is waited for: a stop must not be acknowledged while a
+        // command that changes the mailbox may still be carried out. A
+        // read is abandoned when the session stops (its answer dropped).
+        let Some(stopped) = stopped.filter(|_| !changes) else {
+            return answer.recv().map_err(|_| self.gone(what))?;
+        };
+        loop {
+            match answer.recv_timeout(STOP_POLL) {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(self.gone(what));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if stopped() => {
+                    return Err(MailError::Backend(format!(
+                        "IMAP server {}: did not {what}: the session was stopped",
+                        self.server
+                    )));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
     }
 
     fn gone(&self, what: &str) -> MailError {
@@ -296,16 +337,20 @@ impl ImapMail {
     /// How many messages `folder` holds.
     pub fn count(&self, folder: &str) -> Result<u32, MailError> {
         check_folder(folder)?;
-        match self.ask(Op::Count(folder.to_string()))? {
+        match self.ask(Op::Count(folder.to_string()), None)? {
             Reply::Count(n) => Ok(n),
             _ => Err(self.gone("count")),
         }
     }
 
     /// List a folder (its newest `max_list` messages), oldest first.
-    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, MailError> {
+    pub fn list(
+        &self,
+        folder: &str,
+        stopped: Option<StopCheck>,
+    ) -> Result<Vec<MessageSummary>, MailError> {
         check_folder(folder)?;
-        match self.ask(Op::List(folder.to_string()))? {
+        match self.ask(Op::List(folder.to_string()), stopped)? {
             Reply::List(l) => Ok(l),
             _ => Err(self.gone("list")),
         }
@@ -317,16 +362,16 @@ impl ImapMail {
         for id in ids {
             parse_imap_id(id)?;
         }
-        match self.ask(Op::Summaries(ids.to_vec()))? {
+        match self.ask(Op::Summaries(ids.to_vec()), None)? {
             Reply::Summaries(l) => Ok(l),
             _ => Err(self.gone("look up")),
         }
     }
 
     /// Read one message (without setting `\Seen`).
-    pub fn read(&self, id: &str) -> Result<Message, MailError> {
+    pub fn read(&self, id: &str, stopped: Option<StopCheck>) -> Result<Message, MailError> {
         parse_imap_id(id)?;
-        match self.ask(Op::Read(id.to_string()))? {
+        match self.ask(Op::Read(id.to_string()), stopped)? {
             Reply::Read(m) => Ok(*m),
             _ => Err(self.gone("read")),
         }
@@ -334,8 +379,14 @@ impl ImapMail {
 
     /// Move messages to `dest` (created if missing). Every id is checked
     /// (folder, UIDVALIDITY, existence) before anything moves; the new ids
-    /// are returned in order.
-    pub fn move_to(&self, ids: &[String], dest: &str) -> Result<Vec<String>, MailError> {
+    /// are returned in order. Once `stopped` tells so, no further command
+    /// is sent (what already moved is named in the error).
+    pub fn move_to(
+        &self,
+        ids: &[String],
+        dest: &str,
+        stopped: Option<StopCheck>,
+    ) -> Result<Vec<String>, MailError> {
         check_folder(dest)?;
         for id in ids {
             let (folder, _, _) = parse_imap_id(id)?;
@@ -345,7 +396,7 @@ impl ImapMail {
                 )));
             }
         }
-        match self.ask(Op::Move(ids.to_vec(), dest.to_string()))? {
+        match self.ask(Op::Move(ids.to_vec(), dest.to_string()), stopped)? {
             Reply::Moved(l) => Ok(l),
             _ => Err(self.gone("move")),
         }
@@ -726,6 +777,11 @@ struct Worker {
     password: String,
     tls: Option<Arc<rustls::ClientConfig>>,
     conn: Option<Conn>,
+    /// The current operation's deadline (`command_timeout_secs` from its
+    /// start, for all its commands together).
+    deadline: Instant,
+    /// The current operation's session stop flag.
+    stopped: Option<StopCheck>,
 }
 
 /// The items fetched for a listing.
@@ -752,7 +808,9 @@ impl Worker {
             }
         };
         while let Ok(job) = queue.recv() {
+            self.stopped = job.stopped;
             let result = runtime.block_on(self.handle(&job.op));
+            self.stopped = None;
             let _ = job.reply.send(result);
         }
         if let Some(mut conn) = self.conn.take() {
@@ -818,6 +876,8 @@ impl Worker {
 
     async fn handle(&mut self, op: &Op) -> Result<Reply, MailError> {
         let mut retried = false;
+        // Connecting has its own deadline; the commands share this one.
+        self.deadline = Instant::now() + self.command_timeout();
         loop {
             let reused = self.conn.is_some();
             if !reused {
@@ -1023,8 +1083,8 @@ impl Worker {
     // ---- Commands. ----
 
     /// Run one command: each response (the tagged one last) goes to
-    /// `on_data` at once (nothing is kept), within the command timeout and
-    /// the byte budget.
+    /// `on_data` at once (nothing is kept), within the operation's deadline
+    /// and the byte budget. Nothing is sent once the session is stopped.
     async fn command(
         &mut self,
         command: &str,
@@ -1034,6 +1094,11 @@ impl Worker {
         let budget = self.budget();
         let timeout = self.command_timeout();
         let server = self.server.clone();
+        if self.stopped.as_ref().is_some_and(|stopped| stopped()) {
+            return Err(Failure::mail(MailError::Backend(format!(
+                "IMAP server {server}: {what} not sent: the session was stopped"
+            ))));
+        }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure {
                 error: MailError::Backend(format!("IMAP server {server}: not connected")),
@@ -1043,7 +1108,7 @@ impl Worker {
         };
         conn.limit.store(budget, Ordering::Relaxed);
         conn.remaining.store(budget, Ordering::Relaxed);
-        let deadline = Instant::now() + timeout;
+        let deadline = self.deadline;
         let broken = |e: &dyn fmt::Display| Failure {
             error: MailError::Backend(format!("IMAP server {server}: {what} failed: {e}")),
             drop_connection: true,
@@ -1051,7 +1116,7 @@ impl Worker {
         };
         let timed_out = || Failure {
             error: MailError::Backend(format!(
-                "IMAP server {server}: {what} timed out after {} s (command_timeout_secs)",
+                "IMAP server {server}: {what} timed out: the operation took over {} s (command_timeout_secs)",
                 timeout.as_secs()
             )),
             drop_connection: true,
@@ -1415,17 +1480,21 @@ impl Worker {
         self.ensure_folder(dest, changed).await?;
         let mut moved: BTreeMap<String, String> = BTreeMap::new();
         for (folder, members) in &groups {
-            let selected = self.select(folder, true).await?;
-            for (id, validity, _) in members {
-                self.check_validity(id, folder, *validity, selected.uid_validity)?;
-            }
-            let mut uids: Vec<u32> = members.iter().map(|m| m.2).collect();
-            uids.sort_unstable();
-            uids.dedup();
-            let new = if can_move {
-                self.uid_move(folder, &uids, dest, changed).await?
-            } else {
-                self.copy_and_expunge(folder, &uids, dest, changed).await?
+            let new = match self
+                .move_group(folder, members, dest, can_move, changed)
+                .await
+            {
+                Ok(new) => new,
+                // A later folder failed (or the session stopped): say what
+                // has already moved, so the outcome on record is true.
+                Err(mut failure) if !moved.is_empty() => {
+                    let done: Vec<&str> = moved.keys().map(String::as_str).collect();
+                    failure.error = failure
+                        .error
+                        .with_note(&format!("already moved to {dest}: {}", done.join(", ")));
+                    return Err(failure);
+                }
+                Err(failure) => return Err(failure),
             };
             for (id, _, uid) in members {
                 let new_id = new.get(uid).cloned().unwrap_or_else(|| dest.to_string());
@@ -1436,6 +1505,29 @@ impl Worker {
             .iter()
             .map(|id| moved.get(id).cloned().unwrap_or_else(|| dest.to_string()))
             .collect())
+    }
+
+    /// Move the ids of one folder (checked against its UIDVALIDITY again).
+    async fn move_group(
+        &mut self,
+        folder: &str,
+        members: &[(String, u32, u32)],
+        dest: &str,
+        can_move: bool,
+        changed: &mut bool,
+    ) -> Result<BTreeMap<u32, String>, Failure> {
+        let selected = self.select(folder, true).await?;
+        for (id, validity, _) in members {
+            self.check_validity(id, folder, *validity, selected.uid_validity)?;
+        }
+        let mut uids: Vec<u32> = members.iter().map(|m| m.2).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        if can_move {
+            self.uid_move(folder, &uids, dest, changed).await
+        } else {
+            self.copy_and_expunge(folder, &uids, dest, changed).await
+        }
     }
 
     /// Create `folder` unless it exists.
