@@ -64,6 +64,37 @@ def machine():
     }
 
 
+def criterion_or_none(name):
+    """Like criterion(), but None when the benchmark did not run."""
+    if not os.path.exists(os.path.join(CRITERION, name, "new", "estimates.json")):
+        return None
+    return criterion(name)
+
+
+def backend_rows():
+    """Local backend vs server backend, same call, same run."""
+    skipped = results("backends").get("skipped", {})
+    rows = []
+    for local, server, what in [
+        ("mail_read_maildir", "mail_read_imap",
+         "one standing token + one `mail.read` of a known message (fresh instance)"),
+        ("data_query_sqlite", "data_query_postgres",
+         "one standing token + one `data.query`, 50 rows of a 1000-row table (fresh instance)"),
+    ]:
+        base, _ = criterion(f"backends/{local}")
+        label = local.split("_")[-1]
+        rows.append((f"{what}: {label}", fmt_time(base), "", ""))
+        other = None if server in skipped else criterion_or_none(f"backends/{server}")
+        name = server.split("_")[-1]
+        if other is None:
+            reason = skipped.get(server, "did not run")
+            rows.append((f"the same over {name} on loopback", f"skipped: {reason}", "", ""))
+        else:
+            rows.append((f"the same over {name} on loopback", fmt_time(other[0]),
+                         f"{other[0] / base:.1f}× {label}, +{fmt_time(other[0] - base)}", ""))
+    return rows
+
+
 def fmt_time(ns):
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
@@ -155,6 +186,18 @@ def main():
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     out += [
         "",
+        "## Server backends",
+        "",
+        "The same consented calls over the local backends and the server ones, in one run",
+        "(`tests/benches/backends.rs`; the journal on tmpfs; Dovecot and PostgreSQL started",
+        "by the bench on loopback, the connection kept between calls).",
+        "",
+        "| Call | Median | Ratio | |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in backend_rows()]
+    out += [
+        "",
         "Notes:",
         "",
         "- A consented capability call is far above 1.5× the floor, and this target is",
@@ -167,6 +210,10 @@ def main():
         "  within the target.",
         "- The MCP round trip includes a fresh instance per call; `ping` shows what the",
         "  protocol path alone costs.",
+        "- Server backends: an IMAP read is a FETCH of the message after an EXAMINE of",
+        "  its folder (and one to describe it for the token); a PostgreSQL query is",
+        "  lexed, planned (EXPLAIN, to find what it reads) and run in a read-only",
+        "  transaction that is rolled back: several round trips per call.",
         "- (2) The agentcap GET includes a fresh instance of the tool, its consent",
         "  request, decision and token (standing grant), the Gate, the intent and",
         "  outcome records, and the connection to the checked address.",

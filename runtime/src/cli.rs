@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::consent::{DenyApprover, SessionId, SharedApprover, TerminalApprover};
 use crate::control;
-use crate::demo::{DemoUser, run_demo};
+use crate::demo::{DemoMail, DemoUser, run_demo};
 use crate::journal::Journal;
 use crate::policy::ToolPolicy;
 use crate::render::one_line;
@@ -154,6 +154,10 @@ enum Command {
         /// and print the policy's path, e.g. for `agentcap serve`.
         #[arg(long, requires = "workspace")]
         prepare_only: bool,
+        /// Serve the mailbox over IMAP from a Dovecot the demo starts on
+        /// loopback (needs `dovecot`; also `AGENTCAP_DEMO_IMAP=1`).
+        #[arg(long, conflicts_with = "prepare_only")]
+        imap: bool,
     },
 }
 
@@ -295,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workspace,
             scripted,
             prepare_only,
+            imap,
         } => {
             let workspace = match workspace {
                 Some(w) => w,
@@ -315,7 +320,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 DemoUser::Terminal
             };
-            run_demo(&workspace, user, cache_dir(cli.no_cache)).await?;
+            let imap = imap || std::env::var_os("AGENTCAP_DEMO_IMAP").is_some_and(|v| v == "1");
+            let mail = if imap {
+                DemoMail::Imap
+            } else {
+                DemoMail::Maildir
+            };
+            run_demo(&workspace, user, cache_dir(cli.no_cache), mail).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

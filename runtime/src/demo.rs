@@ -11,13 +11,14 @@ use anyhow::Context as _;
 use include_dir::{Dir, include_dir};
 use serde_json::{Value, json};
 
-use crate::capability::mail::{ARCHIVE, INBOX, Maildir, TRASH};
+use crate::capability::mail::{ARCHIVE, INBOX, MailSettings, MailStore, TRASH};
 use crate::consent::{
     Approver, ConsentPrompt, Decision, DecisionFuture, ScriptedApprover, SessionId, SharedApprover,
     TerminalApprover,
 };
 use crate::control::{self, ControlSocket};
 use crate::engine::AgentEngine;
+use crate::local_dovecot::{DovecotSetup, LocalDovecot};
 use crate::policy::Policy;
 use crate::render::one_line;
 use crate::runtime::Runtime;
@@ -166,11 +167,22 @@ pub enum DemoUser {
     Scripted,
 }
 
-/// What the demo run did, checked against the disk.
+/// Where the demo's mailbox lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoMail {
+    /// The bundled Maildir in the workspace.
+    Maildir,
+    /// A Dovecot the demo starts on loopback, serving a copy of it.
+    Imap,
+}
+
+/// What the demo run did, checked against the mailbox.
 #[derive(Debug, Clone)]
 pub struct DemoSummary {
     /// The workspace (mailbox, policy, component).
     pub workspace: PathBuf,
+    /// Where the mail was: the Maildir's path or the IMAP server.
+    pub mailbox: String,
     /// The tool's report.
     pub report: Value,
     /// Messages per folder afterwards.
@@ -241,7 +253,7 @@ struct StoppingUser {
     approvals: usize,
     asked: std::sync::atomic::AtomicUsize,
     session: SessionId,
-    maildir: PathBuf,
+    mail: Arc<MailStore>,
     stop: std::sync::Mutex<Option<StopTask>>,
 }
 
@@ -279,15 +291,17 @@ impl Approver for StoppingUser {
             let request = control::Request::Stop {
                 session: self.session.0.clone(),
             };
-            let maildir = self.maildir.clone();
+            let mail = self.mail.clone();
             let stop = tokio::spawn(async move {
                 let replies = control::send(&control::control_dir(), &request)
                     .await?
                     .replies;
-                let inbox = Maildir::open(&maildir)
-                    .and_then(|m| m.list(INBOX))
-                    .map(|l| l.into_iter().map(|m| m.id).collect())
-                    .unwrap_or_default();
+                let inbox = tokio::task::spawn_blocking(move || {
+                    mail.list(INBOX, None)
+                        .map(|l| l.into_iter().map(|m| m.id).collect())
+                        .unwrap_or_default()
+                })
+                .await?;
                 let report = replies
                     .into_iter()
                     .flat_map(|r| r.stopped)
@@ -392,10 +406,24 @@ pub async fn run_demo(
     workspace: &Path,
     user: DemoUser,
     cache_dir: Option<PathBuf>,
+    mail: DemoMail,
 ) -> anyhow::Result<DemoSummary> {
     std::fs::create_dir_all(workspace)?;
     let policy_path = prepare_workspace(workspace)?;
+    // Kept running until the demo ends.
+    let dovecot = match mail {
+        DemoMail::Maildir => None,
+        DemoMail::Imap => Some(serve_over_imap(workspace, &policy_path)?),
+    };
     let policy = Policy::load(&policy_path)?;
+    let store = Arc::new(open_mailbox(&policy)?);
+    let mailbox = match &dovecot {
+        None => format!("the Maildir at {}", workspace.join("Maildir").display()),
+        Some(server) => format!(
+            "IMAP server 127.0.0.1:{} (a Dovecot started by the demo, serving a copy of the Maildir)",
+            server.port
+        ),
+    };
     let approver: SharedApprover = match user {
         DemoUser::Terminal => Arc::new(
             TerminalApprover::for_stdin(Duration::from_secs(policy.consent_timeout_secs))
@@ -408,7 +436,7 @@ pub async fn run_demo(
     };
     println!("agentcap demo: an agent triages Alice's inbox; it must ask before it acts.");
     println!("Workspace: {}", workspace.display());
-    println!("  Maildir:   {}", workspace.join("Maildir").display());
+    println!("  mail:      {mailbox}");
     println!("  policy:    {}", policy_path.display());
     println!(
         "  Policy: mail.list is a standing grant (INBOX); mail.archive and mail.delete ask Alice every time."
@@ -435,9 +463,8 @@ pub async fn run_demo(
         anyhow::bail!("the tool reported an error: {}", outcome.result);
     }
     let report = outcome.result["ok"].clone();
-    let store = Maildir::open(&workspace.join("Maildir"))?;
-    let count = |folder: &str| store.list(folder).map(|l| l.len()).unwrap_or(0);
-    let inbox_ids: Vec<String> = store.list(INBOX)?.into_iter().map(|m| m.id).collect();
+    let count = |folder: &str| store.list(folder, None).map(|l| l.len()).unwrap_or(0);
+    let inbox_ids: Vec<String> = store.list(INBOX, None)?.into_iter().map(|m| m.id).collect();
     let not_approved: Vec<String> = report["not-approved"]
         .as_array()
         .map(|a| {
@@ -456,6 +483,7 @@ pub async fn run_demo(
         forum: None,
         notes: None,
         workspace: workspace.to_path_buf(),
+        mailbox,
         inbox: count(INBOX),
         archive: count(ARCHIVE),
         trash: count(TRASH),
@@ -464,13 +492,62 @@ pub async fn run_demo(
     };
     print_summary(&summary);
     let summary = DemoSummary {
-        purge: Some(run_purge(workspace, &policy_path, cache_dir.clone(), user).await?),
+        purge: Some(run_purge(&store, &policy_path, cache_dir.clone(), user).await?),
         forum: Some(run_forum(workspace, &policy_path, cache_dir.clone(), user).await?),
         notes: Some(run_notes(workspace, &policy_path, cache_dir, user).await?),
         ..summary
     };
     print_journal(&runtime);
+    drop(dovecot);
     Ok(summary)
+}
+
+/// Start a Dovecot serving a copy of the workspace's Maildir and point the
+/// policy's `[mail]` at it (plain IMAP: it listens on loopback only).
+fn serve_over_imap(workspace: &Path, policy_path: &Path) -> anyhow::Result<LocalDovecot> {
+    if !LocalDovecot::installed() {
+        anyhow::bail!(
+            "`agentcap demo --imap` starts a Dovecot IMAP server, and `dovecot` is not installed (apt-get install dovecot-imapd)"
+        );
+    }
+    let server = LocalDovecot::start(DovecotSetup {
+        maildir: Some(&workspace.join("Maildir")),
+        ..Default::default()
+    })
+    .context("start Dovecot for the demo")?;
+    let password_file = workspace.join("imap-password");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&password_file)?;
+        writeln!(file, "{}", server.password())?;
+    }
+    let policy = std::fs::read_to_string(policy_path)?;
+    let maildir_table = "[mail]\nmaildir = \"Maildir\"\n";
+    anyhow::ensure!(
+        policy.contains(maildir_table),
+        "the demo policy has no `{maildir_table}`"
+    );
+    let imap_table = format!(
+        "# A Dovecot started by the demo on loopback (hence no TLS).\n[mail]\nimap = {{ host = \"127.0.0.1\", port = {}, tls = \"none\", user = \"{}\", password_file = \"imap-password\" }}\n",
+        server.port, server.user
+    );
+    std::fs::write(policy_path, policy.replace(maildir_table, &imap_table))?;
+    Ok(server)
+}
+
+/// The policy's mailbox, opened as the tools see it (for the summaries).
+fn open_mailbox(policy: &Policy) -> anyhow::Result<MailStore> {
+    let settings = policy
+        .backend("mail")
+        .and_then(|b| b.get::<MailSettings>())
+        .context("the demo policy has no [mail]")?;
+    Ok(MailStore::open(settings, policy)?)
 }
 
 /// Part 3: the forum answer. Alice declines the first request to post and
@@ -682,19 +759,18 @@ static PURGE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::
 
 /// Part 2: the runaway purge, stopped mid-run through the control socket.
 async fn run_purge(
-    workspace: &Path,
+    store: &Arc<MailStore>,
     policy_path: &Path,
     cache_dir: Option<PathBuf>,
     user_kind: DemoUser,
 ) -> anyhow::Result<PurgeSummary> {
     let n = PURGE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let session = SessionId(format!("purge-{}-{n}", std::process::id()));
-    let maildir = workspace.join("Maildir");
     let user = Arc::new(StoppingUser {
         approvals: 3,
         asked: Default::default(),
         session: session.clone(),
-        maildir: maildir.clone(),
+        mail: store.clone(),
         stop: Default::default(),
     });
     let policy = Policy::load(policy_path)?;
@@ -715,9 +791,8 @@ async fn run_purge(
         DemoUser::Terminal => control::stoppable(runtime.stop_handle()),
     };
     let tool = runtime.load_tool("inbox-triage")?;
-    let store = Maildir::open(&maildir)?;
-    let inbox_before = store.list(INBOX)?.len();
-    let trash_before = store.list(TRASH).map(|l| l.len()).unwrap_or(0);
+    let inbox_before = store.list(INBOX, None)?.len();
+    let trash_before = store.list(TRASH, None).map(|l| l.len()).unwrap_or(0);
     println!("\n=== Part 2: the agent that would not stop ======================");
     println!(
         "Session {session}: tool `purge` deletes promotions one request at a time and ignores refusals."
@@ -734,8 +809,8 @@ async fn run_purge(
         Ok(outcome) => format!("returned {}", outcome.result),
         Err(e) => e.to_string(),
     };
-    let inbox_after: Vec<String> = store.list(INBOX)?.into_iter().map(|m| m.id).collect();
-    let deleted = store.list(TRASH).map(|l| l.len()).unwrap_or(0) - trash_before;
+    let inbox_after: Vec<String> = store.list(INBOX, None)?.into_iter().map(|m| m.id).collect();
+    let deleted = store.list(TRASH, None).map(|l| l.len()).unwrap_or(0) - trash_before;
     // The stop's acknowledgement comes after its journal record: wait for
     // it before reading the journal, so the summary never races the stop.
     let pending_stop = user.stop.lock().unwrap().take();
@@ -869,13 +944,10 @@ fn print_summary(s: &DemoSummary) {
         }
     }
     println!(
-        "On disk now:  INBOX {}, Archive {}, Trash {}",
+        "In the mailbox now: INBOX {}, Archive {}, Trash {}",
         s.inbox, s.archive, s.trash
     );
-    println!(
-        "Nothing was unlinked: restore any message by moving it back from {}.",
-        s.workspace.join("Maildir/.Trash").display()
-    );
+    println!("Nothing was unlinked: restore any message by moving it back from Trash.");
 }
 
 fn print_journal(runtime: &Runtime) {

@@ -19,6 +19,7 @@ pub mod approvals;
 pub mod cli;
 pub mod demo;
 pub mod http_serve;
+pub mod local_dovecot;
 pub mod mcp;
 
 pub use agentcap_core::{

@@ -1,26 +1,21 @@
-//! A real Dovecot IMAP server for tests: a configuration in a short
-//! temporary folder under /tmp (Dovecot's unix sockets live there and their
-//! paths are limited to ~108 bytes), free loopback ports for IMAP and IMAPS
-//! (a certificate from a test CA made with `openssl`), one user, started with
-//! `dovecot -F` and ready once the greeting arrives; stopped with SIGTERM
-//! (which ends Dovecot's children too) on drop. [`ImapClient`] is the
-//! tests' own minimal IMAP client, independent of the code under test, to
-//! seed mail and check the server's state.
+//! A real Dovecot IMAP server for tests: [`agentcap::local_dovecot`] (the
+//! one `agentcap demo --imap` starts) with a certificate from a test CA
+//! made with `openssl`, so IMAPS and STARTTLS are offered too.
+//! [`ImapClient`] is the tests' own minimal IMAP client, independent of the
+//! code under test, to seed mail and check the server's state.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// The mail user (and group) Dovecot runs mail processes as when the tests
-/// run as root: Dovecot refuses mail access as root.
-const MAIL_ID: u32 = 65534;
+use agentcap::local_dovecot::{DovecotSetup, LocalDovecot};
 
-/// A running Dovecot with one user.
+/// A running Dovecot with one user, and its test CA.
 pub struct Dovecot {
-    dir: tempfile::TempDir,
-    child: Child,
+    server: LocalDovecot,
+    certs: tempfile::TempDir,
     /// The plain IMAP port (STARTTLS offered).
     pub port: u16,
     /// The IMAPS port (TLS from the first byte).
@@ -29,30 +24,6 @@ pub struct Dovecot {
     pub user: String,
     /// The password.
     pub password: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn chown_tree(path: &Path) {
-    let status = Command::new("chown")
-        .args(["-R", &format!("{MAIL_ID}:{MAIL_ID}")])
-        .arg(path)
-        .status()
-        .expect("run chown");
-    assert!(status.success(), "chown {}", path.display());
 }
 
 fn openssl(args: &[&str], dir: &Path) {
@@ -148,167 +119,59 @@ impl Dovecot {
     /// Start a server with `extra` appended to its configuration (say an
     /// `imap_capability` that hides MOVE).
     pub fn start_with(extra: &str) -> Dovecot {
-        let dir = tempfile::Builder::new()
-            .prefix("dc")
+        let certs = tempfile::Builder::new()
+            .prefix("dc-ca")
             .tempdir_in("/tmp")
             .expect("temp dir under /tmp");
-        let d = dir.path().to_path_buf();
         {
             use std::os::unix::fs::PermissionsExt;
-            // Dovecot's auth and mail processes run as other users.
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Dovecot reads the certificate as its own users.
+            std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let (port, tls_port) = (free_port(), free_port());
-        let user = "alice".to_string();
-        let password = format!("pw-{}-{}", std::process::id(), port);
-        std::fs::write(
-            d.join("users"),
-            format!("{user}:{{PLAIN}}{password}::::::\n"),
-        )
-        .unwrap();
-        make_ca(&d, "ca");
-        make_server_cert(&d, "ca");
-        let root = is_root();
-        let maildir = d.join("mail").join(&user).join("Maildir");
-        for sub in ["", ".Archive", ".Trash"] {
-            for x in ["cur", "new", "tmp"] {
-                std::fs::create_dir_all(maildir.join(sub).join(x)).unwrap();
-            }
+        make_ca(certs.path(), "ca");
+        make_server_cert(certs.path(), "ca");
+        let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("cert.key"));
+        let server = LocalDovecot::start(DovecotSetup {
+            maildir: None,
+            tls: Some((&cert, &key)),
+            extra,
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        Dovecot {
+            port: server.port,
+            tls_port: server.tls_port.expect("an IMAPS port"),
+            user: server.user.clone(),
+            password: server.password().to_string(),
+            server,
+            certs,
         }
-        let who = if root {
-            chown_tree(&d.join("mail"));
-            format!("mail_uid = {MAIL_ID}\nmail_gid = {MAIL_ID}\n")
-        } else {
-            let name = |flag: &str| {
-                let out = Command::new("id").arg(flag).output().expect("id");
-                String::from_utf8_lossy(&out.stdout).trim().to_string()
-            };
-            format!(
-                "default_internal_user = {u}\ndefault_internal_group = {g}\ndefault_login_user = {u}\nservice anvil {{\n  chroot =\n}}\n",
-                u = name("-un"),
-                g = name("-gn")
-            )
-        };
-        let login_chroot = if root { "" } else { "  chroot =\n" };
-        let d_s = d.display();
-        let config = format!(
-            r#"base_dir = {d_s}/run
-state_dir = {d_s}/state
-log_path = {d_s}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-{who}
-ssl = required
-ssl_cert = <{d_s}/cert.pem
-ssl_key = <{d_s}/cert.key
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%n {d_s}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%n {d_s}/users
-  default_fields = home={d_s}/mail/%n
-}}
-mail_location = maildir:~/Maildir
-
-namespace inbox {{
-  inbox = yes
-  separator = /
-  mailbox Archive {{
-    auto = subscribe
-    special_use = \Archive
-  }}
-  mailbox Trash {{
-    auto = subscribe
-    special_use = \Trash
-  }}
-}}
-
-service imap-login {{
-{login_chroot}  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {tls_port}
-    ssl = yes
-  }}
-}}
-{extra}
-"#
-        );
-        std::fs::write(d.join("dovecot.conf"), config).unwrap();
-        let child = Command::new("dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(d.join("dovecot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dovecot (apt-get install dovecot-imapd)");
-        let mut server = Dovecot {
-            dir,
-            child,
-            port,
-            tls_port,
-            user,
-            password,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("dovecot exited early ({status}):\n{}", self.log());
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 64];
-                if s.read(&mut buf)
-                    .is_ok_and(|n| buf[..n].starts_with(b"* OK"))
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("dovecot not ready after 20 s:\n{}", self.log());
     }
 
     /// The server's folder.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.server.dir()
     }
 
     /// The user's Maildir on disk.
     pub fn maildir(&self) -> PathBuf {
-        self.dir().join("mail").join(&self.user).join("Maildir")
+        self.server.maildir()
     }
 
     /// The CA that signed the server's certificate (for `ca_file`).
     pub fn cert(&self) -> PathBuf {
-        self.dir().join("ca.pem")
+        self.certs.path().join("ca.pem")
     }
 
     /// A file holding the password, for `password_file`.
     pub fn password_file(&self) -> PathBuf {
-        let path = self.dir().join("password");
+        let path = self.certs.path().join("password");
         std::fs::write(&path, format!("{}\n", self.password)).unwrap();
         path
     }
 
     /// Dovecot's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("dovecot.log")).unwrap_or_default()
+        self.server.log()
     }
 
     /// The `[mail]` table for a plain connection on loopback.
@@ -324,23 +187,6 @@ service imap-login {{
     /// A logged-in client of the tests' own.
     pub fn client(&self) -> ImapClient {
         ImapClient::login(self.port, &self.user, &self.password)
-    }
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

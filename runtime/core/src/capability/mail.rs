@@ -79,6 +79,19 @@ pub enum MailStore {
 }
 
 impl MailStore {
+    /// Open the store `settings` name (paths relative to `policy`'s file).
+    pub fn open(settings: &MailSettings, policy: &Policy) -> Result<MailStore, MailError> {
+        match (&settings.maildir, &settings.imap) {
+            (Some(maildir), _) => Ok(MailStore::Maildir(Maildir::open(&policy.resolve(maildir))?)),
+            (None, Some(imap)) => Ok(MailStore::Imap(imap::ImapMail::open(imap, |p| {
+                policy.resolve(p)
+            })?)),
+            (None, None) => Err(MailError::Invalid(
+                "[mail] has neither `maildir` nor `imap`".into(),
+            )),
+        }
+    }
+
     /// List a folder, oldest first. A remote store gives up once
     /// `stopped` tells so.
     pub fn list(
@@ -243,15 +256,7 @@ impl CapabilityPlugin for MailPlugin {
 
     fn open(&self, settings: &Opaque, policy: &Policy) -> Result<Opaque, String> {
         let settings = settings.get::<MailSettings>().ok_or("not mail settings")?;
-        let store = match (&settings.maildir, &settings.imap) {
-            (Some(maildir), _) => MailStore::Maildir(
-                Maildir::open(&policy.resolve(maildir)).map_err(|e| e.to_string())?,
-            ),
-            (None, Some(imap)) => MailStore::Imap(
-                imap::ImapMail::open(imap, |p| policy.resolve(p)).map_err(|e| e.to_string())?,
-            ),
-            (None, None) => return Err("[mail] has neither `maildir` nor `imap`".into()),
-        };
+        let store = MailStore::open(settings, policy).map_err(|e| e.to_string())?;
         Ok(Opaque::new(store))
     }
 
