@@ -649,3 +649,51 @@ async fn tls_is_verified_against_the_given_ca_or_the_system_roots() {
     assert!(err.contains(&server_name), "{err}");
     assert!(err.contains("certificate"), "{err}");
 }
+
+/// The port of the server whose view the approver below redefines.
+static REDEFINE_ON: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+#[tokio::test]
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+async fn a_view_redefined_while_the_human_decides_reads_nothing_more() {
+    // The human approves a query of v_contacts (it reads customers); while
+    // they decide, the view is made to read secrets, which the grant holds
+    // but the token does not cover. The plan is checked again when the
+    // statement runs: refused, and the statement never runs.
+    let s = setup(
+        "mode = \"ask\"\ntables = [\"customers\", \"secrets\"]",
+        "postgres",
+        ADMIN_PASSWORD,
+        |prompt| {
+            let port = REDEFINE_ON.load(std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut admin = postgres::Config::new()
+                    .host("127.0.0.1")
+                    .port(port)
+                    .dbname("company")
+                    .user("postgres")
+                    .password(ADMIN_PASSWORD)
+                    .connect(postgres::NoTls)
+                    .unwrap();
+                admin
+                    .batch_execute(
+                        "CREATE OR REPLACE VIEW v_contacts AS SELECT secret AS name, secret AS email FROM secrets",
+                    )
+                    .unwrap();
+            })
+            .join()
+            .unwrap();
+            Decision::approve_all(prompt)
+        },
+    );
+    REDEFINE_ON.store(s.server.port, std::sync::atomic::Ordering::SeqCst);
+    let sql = "SELECT name, email FROM v_contacts WHERE name IS NOT NULL";
+    let err = s.query(sql, &["customers"]).await.unwrap_err();
+    assert!(err.contains("secrets"), "{err}");
+    assert!(!err.contains("topsecret"), "{err}");
+    assert_eq!(s.approver.answered().len(), 1);
+    assert_eq!(s.ran("name IS NOT NULL"), 0);
+}

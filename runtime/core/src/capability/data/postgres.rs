@@ -290,7 +290,24 @@ pub struct PostgresSource {
     server: String,
     /// The kept connection and the runtime that drives it.
     session: Mutex<Option<Session>>,
+    /// Recent answers of [`PostgresSource::tables_read`] by statement text.
+    recent_reads: Mutex<Vec<RecentReads>>,
 }
+
+/// The tables a statement read when its plan was last checked.
+struct RecentReads {
+    sql: String,
+    tables: Vec<String>,
+    at: std::time::Instant,
+}
+
+/// How long [`PostgresSource::tables_read`] reuses a plan's answer: long
+/// enough for the consent request and the call that follows it. The answer
+/// only names the call's targets; the statement's plan is checked again
+/// when it runs, against the tables the token covers.
+const RECENT_READS_FOR: Duration = Duration::from_secs(10);
+/// Most statements remembered.
+const RECENT_READS_MAX: usize = 32;
 
 /// A connection and its own single-threaded runtime (the host's calls are
 /// synchronous and run inside the host's runtime, where nothing can block
@@ -422,6 +439,7 @@ impl PostgresSource {
             limits,
             server,
             session: Mutex::new(None),
+            recent_reads: Mutex::new(Vec::new()),
         })
     }
 
@@ -556,14 +574,33 @@ impl PostgresSource {
         })
     }
 
-    /// The tables `sql` reads, from the server's plan.
+    /// The tables `sql` reads, from the server's plan (checked in full;
+    /// the answer is reused for the same text for a few seconds, since a
+    /// consent request and its call both ask).
     pub fn tables_read(&self, sql: &str) -> Result<Vec<String>, DataError> {
         let sql = strip_end(sql);
-        self.with_client(async |client| {
+        {
+            let mut recent = self.recent_reads.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|r| r.at.elapsed() < RECENT_READS_FOR);
+            if let Some(hit) = recent.iter().find(|r| r.sql == sql) {
+                return Ok(hit.tables.clone());
+            }
+        }
+        let tables: Vec<String> = self.with_client(async |client| {
             let tx = self.begin(client).await?;
             let checked = self.check(&tx, sql).await?;
             Ok(checked.reads.tables.into_iter().collect())
-        })
+        })?;
+        let mut recent = self.recent_reads.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT_READS_MAX {
+            recent.remove(0);
+        }
+        recent.push(RecentReads {
+            sql: sql.to_string(),
+            tables: tables.clone(),
+            at: std::time::Instant::now(),
+        });
+        Ok(tables)
     }
 
     /// Run `sql` within `scope`.
