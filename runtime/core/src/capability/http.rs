@@ -433,17 +433,7 @@ impl HttpClient {
             value.set_sensitive(true);
             credentials.insert(origin, (name, value));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = super::tls::client_config(None)?;
         Ok(HttpClient {
             settings: settings.clone(),
             credentials,

@@ -14,6 +14,7 @@ pub mod files;
 pub mod forum;
 pub mod http;
 pub mod mail;
+pub mod tls;
 
 use std::any::Any;
 use std::fmt;

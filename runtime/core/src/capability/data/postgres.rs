@@ -1155,38 +1155,8 @@ fn tls_connector(
     ca_file: Option<PathBuf>,
     server: &str,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DataError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(file) => {
-            let certs = CertificateDer::pem_file_iter(&file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    DataError::Backend(format!(
-                        "TLS for {server}: cannot read ca_file {}: {e}",
-                        file.display()
-                    ))
-                })?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    DataError::Backend(format!("TLS for {server}: ca_file {}: {e}", file.display()))
-                })?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| DataError::Backend(format!("TLS for {server}: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::capability::tls::client_config(ca_file.as_deref())
+        .map_err(|e| DataError::Backend(format!("TLS for {server}: {e}")))?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

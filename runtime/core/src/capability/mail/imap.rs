@@ -468,52 +468,9 @@ fn imap_id(folder: &str, uid_validity: u32, uid: u32) -> String {
 }
 
 fn tls_config(ca_file: Option<PathBuf>) -> Result<Arc<rustls::ClientConfig>, MailError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(&path).map_err(|e| {
-                MailError::Backend(format!(
-                    "[mail] imap: cannot read ca_file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    MailError::Backend(format!(
-                        "[mail] imap: ca_file {} is not PEM: {e}",
-                        path.display()
-                    ))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    MailError::Backend(format!(
-                        "[mail] imap: a certificate in ca_file {} is unusable: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(MailError::Backend(format!(
-                    "[mail] imap: ca_file {} holds no certificate",
-                    path.display()
-                )));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| MailError::Backend(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::capability::tls::client_config(ca_file.as_deref())
+        .map(Arc::new)
+        .map_err(|e| MailError::Backend(format!("[mail] imap: {e}")))
 }
 
 // ---- The connection: TCP or TLS, metered. ----
