@@ -81,6 +81,10 @@ enum Command {
         /// Only list the sessions of running agentcaps.
         #[arg(long)]
         list: bool,
+        /// A policy with a `[fleet]`: stop on every host of the fleet and
+        /// report which hosts acknowledged, and how fast.
+        #[arg(long, conflicts_with = "list")]
+        policy: Option<PathBuf>,
     },
     /// Print the login links of the running approvals pages (they carry
     /// the page's secret), with a QR code to open one on a phone. Only the
@@ -93,7 +97,11 @@ enum Command {
     /// After `agentcap stop --all` (or STOP EVERYTHING on the page), let
     /// new sessions of every running agentcap run again. Stopped sessions
     /// stay stopped; agents start new ones.
-    Resume,
+    Resume {
+        /// A policy with a `[fleet]`: resume every host of the fleet.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Serve the policy's tools to AI agents over the Model Context Protocol
     /// (stdio by default). Consent is asked through the client's
     /// elicitation; a client that cannot ask gets refusals, never approvals.
@@ -275,8 +283,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await
         }
-        Command::Stop { session, all, list } => stop_command(session, all, list).await,
-        Command::Resume => resume_command().await,
+        Command::Stop {
+            session,
+            all,
+            list,
+            policy: Some(policy),
+        } if !list => {
+            let event = match session {
+                Some(session) if !all => crate::fleet::FleetEvent::StopSession {
+                    session,
+                    by: "agentcap stop (fleet)".into(),
+                },
+                _ => crate::fleet::FleetEvent::StopAll {
+                    by: "agentcap stop --all (fleet)".into(),
+                },
+            };
+            fleet_command(&policy, event).await
+        }
+        Command::Stop {
+            session, all, list, ..
+        } => stop_command(session, all, list).await,
+        Command::Resume {
+            policy: Some(policy),
+        } => {
+            let event = crate::fleet::FleetEvent::Resume {
+                by: "agentcap resume (fleet)".into(),
+            };
+            fleet_command(&policy, event).await
+        }
+        Command::Resume { policy: None } => resume_command().await,
         Command::Approvals { no_qr } => approvals_command(!no_qr),
         Command::Serve {
             policy,
@@ -330,6 +365,90 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Write a stop (or resume) to the fleet the policy names, wait for every
+/// live host to acknowledge it (10 s at most), and report each.
+async fn fleet_command(
+    policy_path: &std::path::Path,
+    event: crate::fleet::FleetEvent,
+) -> anyhow::Result<ExitCode> {
+    use crate::fleet;
+    let policy = Policy::load(policy_path)?;
+    let settings = policy
+        .fleet
+        .as_ref()
+        .with_context(|| format!("{} has no [fleet]", policy_path.display()))?;
+    let (mut client, _connection) = fleet::connect(settings, &policy.base_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the fleet's database: {e}"))?;
+    fleet::ensure_schema(&mut client)
+        .await
+        .map_err(|e| anyhow::anyhow!("the fleet's database: {e}"))?;
+    let origin = format!("cli {}", settings.host_name());
+    let id = fleet::write_event(&client, &event, &origin)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot write the stop to the fleet's database: {e}"))?;
+    println!("written to the fleet's database as event #{id}; waiting for the hosts");
+    let alive = std::time::Duration::from_millis(settings.out_of_reach_after_ms);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (acks, waiting) = loop {
+        let (acks, waiting) = fleet::acknowledgements(&client, id, alive)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading acknowledgements: {e}"))?;
+        if waiting.is_empty() || std::time::Instant::now() >= deadline {
+            break (acks, waiting);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    for ack in &acks {
+        println!(
+            "host {}: acknowledged after {:.1} ms ({} session(s) stopped)",
+            one_line(&ack.host, 200),
+            ack.after_us as f64 / 1000.0,
+            ack.stopped
+        );
+    }
+    for host in &waiting {
+        eprintln!(
+            "error: host {} did not acknowledge within 10 s; while it cannot reach the fleet's database it refuses every effect, but check it",
+            one_line(host, 200)
+        );
+    }
+    if acks.is_empty() && waiting.is_empty() {
+        println!("no host of the fleet is running");
+    }
+    if let crate::fleet::FleetEvent::StopAll { .. } = event {
+        println!(
+            "everything is stopped on every host: new sessions start stopped until someone runs `agentcap resume --policy {}`",
+            policy_path.display()
+        );
+    }
+    Ok(if waiting.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// Join the policy's fleet, if it names one, and wait until this host is in
+/// touch with it (effects are refused until then); says so on stderr.
+async fn join_fleet(runtime: &Runtime) -> Option<crate::fleet::FleetMember> {
+    let member = runtime.start_fleet()?;
+    let host = runtime.gate().fleet().map(|f| f.host().to_string());
+    let host = one_line(host.as_deref().unwrap_or(""), 200);
+    let wait = runtime
+        .policy()
+        .fleet
+        .as_ref()
+        .map(|f| Duration::from_millis(f.out_of_reach_after_ms))
+        .unwrap_or(Duration::from_secs(2));
+    if member.wait_in_touch(wait).await {
+        eprintln!("joined the fleet as host {host}");
+    } else if let Some(why) = member.out_of_touch() {
+        eprintln!("warning: {}", one_line(&why, 1000));
+    }
+    Some(member)
 }
 
 async fn resume_command() -> anyhow::Result<ExitCode> {
@@ -647,6 +766,7 @@ async fn call(
     let tool = runtime.load_component(&name, grants, &bytes)?;
     let session = SessionId(format!("cli-{}", std::process::id()));
     let _control = control::stoppable(runtime.stop_handle());
+    let fleet = join_fleet(&runtime).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _page_stops = shutdown.clone().drop_guard();
     let mut login = None;
@@ -658,7 +778,11 @@ async fn call(
         );
     }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
-    let outcome = runtime.call(&tool, &session, function, &args).await?;
+    let outcome = runtime.call(&tool, &session, function, &args).await;
+    if let Some(fleet) = fleet {
+        fleet.leave().await;
+    }
+    let outcome = outcome?;
     drop(login);
     for (stream, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
         for line in text.lines() {
@@ -713,6 +837,7 @@ async fn serve(
     }
     let server = crate::mcp::McpServer::new(runtime.clone(), tools, channels)?;
     let _control = control::stoppable_with(runtime.stop_handle(), true);
+    let _fleet = join_fleet(&runtime).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _login = match page {
         Some((addr, hosts)) => {

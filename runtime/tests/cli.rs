@@ -186,7 +186,7 @@ fn demo_runs_unattended_and_summarises() {
         "The tool says (its claim, not checked)",
         "leaves out [1]",
         "still in INBOX, untouched",
-        "On disk now:  INBOX 26, Archive 12, Trash 8",
+        "In the mailbox now: INBOX 26, Archive 12, Trash 8",
         "Alice has seen enough and presses STOP",
         "Deleted before the stop: 3 (each approved by Alice). Changed after the stop: 0.",
         "Scripted user: declines (Alice wants to check the numbers herself first).",

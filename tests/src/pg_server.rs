@@ -17,6 +17,56 @@ pub struct Postgres {
     child: Child,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// The server's TLS settings (for a restart).
+    tls_settings: Vec<String>,
+}
+
+/// The postmaster's command for the cluster in `dir` on `port`, logging to
+/// `dir/log` (appended).
+fn server_command(bin: &Path, dir: &Path, port: u16, tls_settings: &[String]) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
+    let mut postgres = Command::new(bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-k",
+        ])
+        .arg(dir)
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "shared_buffers=16MB",
+            "-c",
+            "max_connections=40",
+            "-c",
+            "max_wal_senders=0",
+            "-c",
+            "wal_level=minimal",
+            // Every statement, so tests can prove what ran.
+            "-c",
+            "log_statement=all",
+            "-c",
+            "log_line_prefix=@@@ %a: ",
+        ])
+        .args(tls_settings)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null());
+    postgres
 }
 
 /// The newest installed server's `bin` folder.
@@ -218,47 +268,15 @@ impl Postgres {
         );
         for _ in 0..5 {
             let port = free_port();
-            let log = std::fs::File::create(dir.path().join("log")).unwrap();
-            let mut postgres = Command::new(bin.join("postgres"));
-            postgres
-                .arg("-D")
-                .arg(&data)
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-k",
-                ])
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "shared_buffers=16MB",
-                    "-c",
-                    "max_connections=20",
-                    "-c",
-                    "max_wal_senders=0",
-                    "-c",
-                    "wal_level=minimal",
-                    // Every statement, so tests can prove what ran.
-                    "-c",
-                    "log_statement=all",
-                    "-c",
-                    "log_line_prefix=@@@ %a: ",
-                ])
-                .args(&tls_settings)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null());
+            let mut postgres = server_command(&bin, dir.path(), port, &tls_settings);
             run_as(&mut postgres);
             let child = postgres.spawn().expect("start postgres");
-            let mut server = Postgres { dir, child, port };
+            let mut server = Postgres {
+                dir,
+                child,
+                port,
+                tls_settings: tls_settings.clone(),
+            };
             match server.wait_ready(&bin) {
                 Ok(()) => return server,
                 Err(log) if log.contains("already in use") => {
@@ -294,6 +312,28 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("not ready after 30 s\n{}", self.log()))
+    }
+
+    /// Kill the server as a crash would (immediate shutdown, no checkpoint).
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
+    /// Start the server again on the same port and data after [`Postgres::kill`].
+    pub fn restart(&mut self) {
+        let mut postgres = server_command(
+            &server_bin(),
+            self.dir.path(),
+            self.port,
+            &self.tls_settings,
+        );
+        if let Some((uid, gid)) = server_user() {
+            postgres.uid(uid).gid(gid);
+        }
+        self.child = postgres.spawn().expect("start postgres again");
+        if let Err(log) = self.wait_ready(&server_bin()) {
+            panic!("postgres did not start again:\n{log}");
+        }
     }
 
     /// `pg_dump` of `dbname` (schema and data), to compare before and after.
@@ -355,7 +395,9 @@ impl Postgres {
         off_runtime(|| {
             self.connect(dbname, "postgres", ADMIN_PASSWORD)
                 .and_then(|mut c| c.batch_execute(sql))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap_or_else(|e| {
+                    panic!("{sql}: {e}: {:?}", e.as_db_error().map(|d| d.message()))
+                })
         })
     }
 
@@ -366,7 +408,9 @@ impl Postgres {
             self.connect(dbname, "postgres", ADMIN_PASSWORD)
                 .and_then(|mut c| c.query_one(sql, &[]))
                 .and_then(|row| row.try_get(0))
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap_or_else(|e| {
+                    panic!("{sql}: {e}: {:?}", e.as_db_error().map(|d| d.message()))
+                })
         })
     }
 

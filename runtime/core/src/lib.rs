@@ -13,6 +13,7 @@ pub mod capability;
 pub mod consent;
 pub mod control;
 pub mod engine;
+pub mod fleet;
 pub mod host;
 pub mod journal;
 pub mod output;

@@ -83,6 +83,9 @@ pub struct Policy {
     /// Tools by name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolPolicy>,
+    /// The fleet this host belongs to (shared stops), if any.
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetSettings>,
     /// Each configured capability's backend settings (its table, `[mail]`),
     /// as its plug-in parsed them, by interface.
     #[serde(skip)]
@@ -94,7 +97,7 @@ pub struct Policy {
 
 /// The policy's own top-level keys; every other table belongs to a
 /// capability plug-in (`[mail]`).
-const POLICY_KEYS: &[&str] = &["user", "consent_timeout_secs", "journal", "tools"];
+const POLICY_KEYS: &[&str] = &["user", "consent_timeout_secs", "journal", "tools", "fleet"];
 
 /// The keys every grant has; the others are its capability's scope.
 const GRANT_KEYS: &[&str] = &[
@@ -397,6 +400,9 @@ impl Policy {
         if policy.user.trim().is_empty() {
             return Err(invalid("`user` must name the person tools act for".into()));
         }
+        if let Some(fleet) = &policy.fleet {
+            fleet.check().map_err(invalid)?;
+        }
         for (name, tool) in &mut policy.tools {
             if !is_tool_name(name) {
                 return Err(invalid(format!(
@@ -491,6 +497,7 @@ impl Policy {
             consent_timeout_secs: default_consent_timeout_secs(),
             journal: JournalSettings::default(),
             tools: BTreeMap::new(),
+            fleet: None,
             base_dir: PathBuf::from("."),
         }
     }

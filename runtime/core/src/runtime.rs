@@ -283,10 +283,19 @@ impl Runtime {
         let backends = crate::capability::open_backends(&policy).map_err(LoadError::Setup)?;
         let journal = Journal::open(&policy.journal_path(), policy.journal.record_payloads)
             .map_err(|e| LoadError::Setup(format!("cannot open the audit journal: {e}")))?;
+        let gate = Gate::new();
+        // In a fleet, effects wait until the host is in touch with it
+        // (see `Runtime::start_fleet`).
+        if let Some(fleet) = &policy.fleet {
+            gate.join_fleet(crate::fleet::FleetLink::new(
+                fleet.clone(),
+                policy.base_dir.clone(),
+            ));
+        }
         Ok(Runtime {
             engine,
             policy: Arc::new(policy),
-            gate: Arc::new(Gate::new()),
+            gate: Arc::new(gate),
             approver,
             backends: Arc::new(backends),
             journal: Arc::new(journal),
@@ -296,6 +305,14 @@ impl Runtime {
     /// The Gate (for revocation and inspection).
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// Join the fleet the policy names (inside a tokio runtime): a task
+    /// keeps this host in touch with the fleet's stops for as long as the
+    /// returned member lives. Without a `[fleet]`, `None`. Until it has
+    /// reached the fleet's database, every effect is refused.
+    pub fn start_fleet(&self) -> Option<crate::fleet::FleetMember> {
+        crate::fleet::start_member(self.gate.fleet()?, self.stop_handle())
     }
 
     /// A handle that stops sessions of this runtime.

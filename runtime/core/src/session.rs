@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::consent::{Gate, SessionId, SessionInfo};
+use crate::fleet::FleetEvent;
 use crate::journal::{Entry, Journal, Kind};
 
 /// The error a stopped call traps with (distinguishes a stop from a bug).
@@ -46,6 +47,18 @@ impl StopHandle {
     /// guest code traps at the next epoch tick, and no effect of it is
     /// inside a backend. `by` names who stopped it (recorded).
     pub fn stop_session(&self, session: &SessionId, by: &str) -> StopReport {
+        let report = self.stop_session_here(session, by);
+        if let Some(fleet) = self.gate.fleet() {
+            fleet.publish(FleetEvent::StopSession {
+                session: session.0.clone(),
+                by: by.to_string(),
+            });
+        }
+        report
+    }
+
+    /// Stop `session` on this host only.
+    fn stop_session_here(&self, session: &SessionId, by: &str) -> StopReport {
         let started = Instant::now();
         let revoked = self.gate.stop_session(session);
         let took = started.elapsed();
@@ -71,6 +84,15 @@ impl StopHandle {
     /// session created later (a new connection, a new protocol envelope)
     /// starts stopped, until a person resumes ([`StopHandle::resume`]).
     pub fn stop_all(&self, by: &str) -> Vec<StopReport> {
+        let reports = self.stop_all_here(by);
+        if let Some(fleet) = self.gate.fleet() {
+            fleet.publish(FleetEvent::StopAll { by: by.to_string() });
+        }
+        reports
+    }
+
+    /// Stop everything on this host only.
+    fn stop_all_here(&self, by: &str) -> Vec<StopReport> {
         self.gate.halt();
         let record = Entry::new(Kind::Stop, "*", "-", "-")
             .decided_by(by)
@@ -82,14 +104,52 @@ impl StopHandle {
             .sessions()
             .into_iter()
             .filter(|s| !s.stopped)
-            .map(|s| self.stop_session(&SessionId(s.id), by))
+            .map(|s| self.stop_session_here(&SessionId(s.id), by))
             .collect()
+    }
+
+    /// Apply a stop of everything that the fleet says is still in force
+    /// (on joining it).
+    pub fn apply_fleet_stop_all(&self, by: &str) -> usize {
+        self.stop_all_here(by).len()
+    }
+
+    /// Apply a stop (or resume) pressed on fleet host `origin`, here only;
+    /// returns how many sessions it stopped.
+    pub fn apply_fleet_event(&self, event: &FleetEvent, origin: &str) -> usize {
+        match event {
+            FleetEvent::StopAll { by } => self
+                .stop_all_here(&format!("{by} (on fleet host {origin})"))
+                .len(),
+            FleetEvent::StopSession { session, by } => {
+                let session = SessionId(session.clone());
+                if self.gate.knows(&session) {
+                    self.stop_session_here(&session, &format!("{by} (on fleet host {origin})"));
+                    1
+                } else {
+                    0
+                }
+            }
+            FleetEvent::Resume { by } => {
+                self.resume_here(&format!("{by} (on fleet host {origin})"));
+                0
+            }
+        }
     }
 
     /// Let new sessions run again after a stop of everything (journaled;
     /// `by` names who). Sessions that were stopped stay stopped: an agent
     /// starts a new session. Returns whether everything had been stopped.
     pub fn resume(&self, by: &str) -> bool {
+        let resumed = self.resume_here(by);
+        if let Some(fleet) = self.gate.fleet() {
+            fleet.publish(FleetEvent::Resume { by: by.to_string() });
+        }
+        resumed
+    }
+
+    /// Resume on this host only.
+    fn resume_here(&self, by: &str) -> bool {
         let resumed = self.gate.resume();
         if resumed {
             let record = Entry::new(Kind::Resume, "*", "-", "-")

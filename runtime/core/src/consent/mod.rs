@@ -223,6 +223,10 @@ pub enum Refusal {
     /// The session was stopped.
     #[error("session {0} was stopped")]
     Stopped(SessionId),
+    /// This host is part of a fleet and cannot currently learn of stops
+    /// pressed elsewhere: no effect may run (fail closed).
+    #[error("no effect runs on this host now: {0}")]
+    FleetOutOfReach(String),
     /// The call reaches beyond the approved targets.
     #[error("{capability} of {} was not approved: token {token} covers only {}", .outside.join(", "), if .covered.is_empty() { "nothing".to_string() } else { .covered.join(", ") })]
     OutsideApproval {
@@ -407,6 +411,8 @@ pub struct Gate {
     /// Set by a stop of everything: new sessions start stopped.
     halted: AtomicBool,
     next_id: AtomicU64,
+    /// With a fleet: whether this host is in touch with the fleet's stops.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::FleetLink>>,
 }
 
 /// What a new token should cover.
@@ -436,6 +442,18 @@ impl Gate {
     /// An empty Gate.
     pub fn new() -> Gate {
         Gate::default()
+    }
+
+    /// Make this Gate part of a fleet: from now on it lets effects through
+    /// only while `link` says the host is in touch with the fleet's stops.
+    /// Set once.
+    pub fn join_fleet(&self, link: Arc<crate::fleet::FleetLink>) {
+        let _ = self.fleet.set(link);
+    }
+
+    /// The fleet this Gate is part of.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetLink>> {
+        self.fleet.get()
     }
 
     /// Mint a token from a decision. Refused if the session was stopped.
@@ -477,6 +495,9 @@ impl Gate {
     ) -> Result<TokenRecord, Refusal> {
         if self.is_stopped(session) {
             return Err(Refusal::Stopped(session.clone()));
+        }
+        if let Some(fleet) = self.fleet.get() {
+            fleet.check().map_err(Refusal::FleetOutOfReach)?;
         }
         let mut tokens = self.tokens.lock().unwrap();
         let record = tokens.get_mut(&token).ok_or(Refusal::UnknownToken(token))?;

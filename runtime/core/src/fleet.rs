@@ -1,0 +1,748 @@
+//! Many hosts, one person: stops shared through PostgreSQL.
+//!
+//! With `[fleet] postgres = "..."` in the policy, every agentcap process
+//! (a *host*) joins the fleet: a stop pressed on any host (CLI, signal,
+//! approvals page, control socket) is applied there at once, then written
+//! durably to the fleet's database and broadcast (`LISTEN`/`NOTIFY`); every
+//! other host applies it through its own Gate, exactly as a local stop, and
+//! writes an acknowledgement. `agentcap stop --all --policy FILE` reports
+//! which hosts acknowledged and how fast.
+//!
+//! **Fail closed.** A host lets an effect through only while it is in touch
+//! with the fleet: its last round trip to the database (made every
+//! [`HEARTBEAT`]) is younger than `out_of_reach_after_ms`, and it has
+//! applied every stop written before that round trip. When the database is
+//! away, a stop pressed elsewhere could be missed, so every effect is
+//! refused, naming why, until the host has reconnected and read the stops
+//! it missed. A host that joins while everything is stopped starts stopped.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio_postgres::{AsyncMessage, Client};
+
+use crate::session::StopHandle;
+
+/// How often a host checks in with the fleet's database.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+/// The channel stops are announced on.
+const CHANNEL: &str = "agentcap_fleet";
+/// Serializes the creation of the fleet's tables by hosts starting at once.
+const SCHEMA_LOCK: i64 = 0x0061_676e_7463_6170;
+
+/// The fleet's tables (created when missing).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agentcap_fleet_hosts (
+    host text PRIMARY KEY,
+    pid integer NOT NULL,
+    joined_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_seen timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS agentcap_fleet_events (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('stop-all', 'stop-session', 'resume')),
+    session text,
+    by_whom text NOT NULL,
+    origin text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS agentcap_fleet_acks (
+    event_id bigint NOT NULL REFERENCES agentcap_fleet_events,
+    host text NOT NULL,
+    stopped integer NOT NULL,
+    acked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (event_id, host)
+);
+";
+
+/// The policy's `[fleet]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// The fleet database, as a libpq connection string (`host=... user=...
+    /// dbname=... sslmode=require`) or URL.
+    #[serde(default)]
+    pub postgres: Option<String>,
+    /// The environment variable that holds the connection string instead
+    /// (it usually carries a password).
+    #[serde(default)]
+    pub postgres_env: Option<String>,
+    /// This host's name in the fleet (default: the machine's host name and
+    /// the process id).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Trust only this CA (PEM) for the database's TLS certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Milliseconds without a round trip to the database after which this
+    /// host refuses every effect.
+    #[serde(
+        default = "default_out_of_reach_after_ms",
+        deserialize_with = "crate::policy::within::<_, _, 500, 60000>"
+    )]
+    pub out_of_reach_after_ms: u64,
+}
+
+fn default_out_of_reach_after_ms() -> u64 {
+    2000
+}
+
+impl FleetSettings {
+    /// The connection string, from the policy or its variable.
+    pub fn connection_string(&self) -> Result<String, String> {
+        match (&self.postgres, &self.postgres_env) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("[fleet] postgres_env: the variable {var} is not set")),
+            _ => Err("[fleet] needs exactly one of `postgres` or `postgres_env`".into()),
+        }
+    }
+
+    /// This host's name.
+    pub fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(|| {
+            let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            format!("{machine}/{}", std::process::id())
+        })
+    }
+
+    /// Check what can be checked without connecting.
+    pub fn check(&self) -> Result<(), String> {
+        let config: tokio_postgres::Config = self
+            .connection_string()?
+            .parse()
+            .map_err(|e| format!("[fleet] postgres: not a connection string: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("[fleet] postgres: the connection string names no host".into());
+        }
+        let name = self.host_name();
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err("[fleet] host: 1 to 200 printable characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// A stop (or resume) as the fleet shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetEvent {
+    /// Stop everything (new sessions start stopped until a resume).
+    StopAll {
+        /// Who pressed it.
+        by: String,
+    },
+    /// Stop one session, on whichever host has it.
+    StopSession {
+        /// The session.
+        session: String,
+        /// Who pressed it.
+        by: String,
+    },
+    /// Let new sessions run again.
+    Resume {
+        /// Who resumed.
+        by: String,
+    },
+}
+
+impl FleetEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            FleetEvent::StopAll { .. } => "stop-all",
+            FleetEvent::StopSession { .. } => "stop-session",
+            FleetEvent::Resume { .. } => "resume",
+        }
+    }
+
+    fn session(&self) -> Option<&str> {
+        match self {
+            FleetEvent::StopSession { session, .. } => Some(session),
+            _ => None,
+        }
+    }
+
+    fn by(&self) -> &str {
+        match self {
+            FleetEvent::StopAll { by }
+            | FleetEvent::StopSession { by, .. }
+            | FleetEvent::Resume { by } => by,
+        }
+    }
+
+    fn from_row(kind: &str, session: Option<String>, by: String) -> Option<FleetEvent> {
+        match kind {
+            "stop-all" => Some(FleetEvent::StopAll { by }),
+            "stop-session" => Some(FleetEvent::StopSession {
+                session: session?,
+                by,
+            }),
+            "resume" => Some(FleetEvent::Resume { by }),
+            _ => None,
+        }
+    }
+}
+
+/// What a host's Gate asks before each effect, and where its own stops go
+/// to be shared.
+#[derive(Debug)]
+pub struct FleetLink {
+    host: String,
+    settings: FleetSettings,
+    /// The policy file's folder (for `ca_file`).
+    base_dir: PathBuf,
+    started: Instant,
+    /// Milliseconds after `started` of the last round trip after which
+    /// every stop written before it had been applied (0: none yet).
+    in_touch_at_ms: AtomicU64,
+    /// Whether the database was reached at least once.
+    ever_reached: AtomicBool,
+    /// Why the last attempt failed.
+    last_problem: Mutex<Option<String>>,
+    /// Stops pressed on this host, to be written to the database.
+    outbox: tokio::sync::mpsc::UnboundedSender<FleetEvent>,
+    /// How many of them are not written yet.
+    pending: std::sync::atomic::AtomicUsize,
+    /// Set when the host leaves the fleet (the process ends).
+    leaving: AtomicBool,
+    /// Wakes the member task to leave.
+    leave_now: tokio::sync::Notify,
+    outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<FleetEvent>>>,
+}
+
+impl FleetLink {
+    /// A link for `settings` (checked), out of touch until its member task
+    /// has reached the database.
+    pub fn new(settings: FleetSettings, base_dir: PathBuf) -> Arc<FleetLink> {
+        let (outbox, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(FleetLink {
+            host: settings.host_name(),
+            settings,
+            base_dir,
+            started: Instant::now(),
+            in_touch_at_ms: AtomicU64::new(0),
+            ever_reached: AtomicBool::new(false),
+            last_problem: Mutex::new(None),
+            outbox,
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            leaving: AtomicBool::new(false),
+            leave_now: tokio::sync::Notify::new(),
+            outbox_rx: Mutex::new(Some(outbox_rx)),
+        })
+    }
+
+    /// This host's name in the fleet.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn now_ms(&self) -> u64 {
+        // At least 1, so that 0 means "never".
+        (self.started.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Whether an effect may run now: the host is in touch with the fleet.
+    /// The error says why not.
+    pub fn check(&self) -> Result<(), String> {
+        let at = self.in_touch_at_ms.load(Ordering::SeqCst);
+        let limit = self.settings.out_of_reach_after_ms;
+        if at != 0 && self.now_ms().saturating_sub(at) < limit {
+            return Ok(());
+        }
+        let problem = self
+            .last_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let why = match (self.ever_reached.load(Ordering::SeqCst), problem) {
+            (false, Some(p)) => format!(
+                "host {} has not reached the fleet's database ({p})",
+                self.host
+            ),
+            (false, None) => format!(
+                "host {} has not reached the fleet's database yet",
+                self.host
+            ),
+            (true, Some(p)) => format!(
+                "host {} lost the fleet's database {} ms ago ({p})",
+                self.host,
+                self.now_ms().saturating_sub(at)
+            ),
+            (true, None) => format!(
+                "host {} has not heard from the fleet's database for {} ms",
+                self.host,
+                self.now_ms().saturating_sub(at)
+            ),
+        };
+        Err(format!(
+            "{why}; a stop pressed on another host could be missed, so every effect is refused until it is back and its stops are read (the fleet fails closed)"
+        ))
+    }
+
+    /// Share a stop pressed on this host with the fleet (written by the
+    /// member task, at once or as soon as the database is back).
+    pub fn publish(&self, event: FleetEvent) {
+        if self.outbox.send(event).is_ok() {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn in_touch(&self, since: Instant) {
+        let at = (since.duration_since(self.started).as_millis() as u64).max(1);
+        self.in_touch_at_ms.fetch_max(at, Ordering::SeqCst);
+        self.ever_reached.store(true, Ordering::SeqCst);
+        *self.last_problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn lost(&self, problem: String) {
+        tracing::warn!(host = %self.host, "fleet database out of reach: {problem}");
+        *self.last_problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(problem);
+    }
+}
+
+/// The running member task of a host; stops it when dropped.
+pub struct FleetMember {
+    task: tokio::task::JoinHandle<()>,
+    link: Arc<FleetLink>,
+}
+
+impl FleetMember {
+    /// Wait (at most `timeout`) until the host is in touch with the fleet;
+    /// false when it is not by then (effects stay refused until it is).
+    pub async fn wait_in_touch(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.link.check().is_ok() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Why effects are refused now, if they are.
+    pub fn out_of_touch(&self) -> Option<String> {
+        self.link.check().err()
+    }
+
+    /// Leave the fleet: the task finishes its round (stops pressed here
+    /// are written, stops it applied are acknowledged), removes this host
+    /// from the list of live hosts (so a stop does not wait for it) and
+    /// ends; 2 s at most, then the host is removed over a new connection.
+    pub async fn leave(mut self) {
+        let link = self.link.clone();
+        link.leaving.store(true, Ordering::SeqCst);
+        link.leave_now.notify_one();
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await {
+            return;
+        }
+        drop(self);
+        let leaving = async {
+            let (client, _connection) = connect(&link.settings, &link.base_dir).await?;
+            client
+                .execute(
+                    "DELETE FROM agentcap_fleet_hosts WHERE host = $1",
+                    &[&link.host],
+                )
+                .await
+                .map_err(|e| describe(&e))
+        };
+        match tokio::time::timeout(Duration::from_secs(1), leaving).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("leaving the fleet: {e}"),
+            Err(_) => tracing::warn!("leaving the fleet timed out"),
+        }
+    }
+}
+
+impl Drop for FleetMember {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start `link`'s member task (inside a tokio runtime): it keeps a
+/// connection to the fleet's database, applies the fleet's stops through
+/// `stop`, acknowledges them, and writes this host's own stops. `None`
+/// when the task was already started.
+pub fn start_member(link: &Arc<FleetLink>, stop: StopHandle) -> Option<FleetMember> {
+    let outbox = link
+        .outbox_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()?;
+    let member_link = link.clone();
+    let task = tokio::spawn(async move {
+        let mut member = Member {
+            link: member_link,
+            stop,
+            outbox,
+            unsent: Vec::new(),
+            last_applied: None,
+        };
+        member.run().await;
+    });
+    Some(FleetMember {
+        task,
+        link: link.clone(),
+    })
+}
+
+/// A connection to the fleet's database, for the CLI.
+pub async fn connect(
+    settings: &FleetSettings,
+    base_dir: &std::path::Path,
+) -> Result<(Client, tokio::task::JoinHandle<()>), String> {
+    let (client, connection, _) = open(settings, base_dir, None).await?;
+    Ok((client, connection))
+}
+
+type Opened = (
+    Client,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+);
+
+/// Connect; notifications are signalled on the returned receiver (and the
+/// receiver ends when the connection does).
+async fn open(
+    settings: &FleetSettings,
+    base_dir: &std::path::Path,
+    timeout: Option<Duration>,
+) -> Result<Opened, String> {
+    let config: tokio_postgres::Config = settings
+        .connection_string()?
+        .parse()
+        .map_err(|e| format!("not a connection string: {e}"))?;
+    let timeout = timeout.unwrap_or(Duration::from_secs(10));
+    let (notified, notifications) = tokio::sync::mpsc::unbounded_channel();
+    let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        None
+    } else {
+        let ca_file = settings.ca_file.as_ref().map(|f| base_dir.join(f));
+        let tls = crate::capability::tls::client_config(ca_file.as_deref())
+            .map_err(|e| format!("TLS: {e}"))?;
+        Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+    };
+    let connecting = async {
+        match tls {
+            None => {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                Ok::<_, tokio_postgres::Error>((client, drive(connection, notified)))
+            }
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await?;
+                Ok((client, drive(connection, notified)))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Err(_) => Err(format!("connecting took over {} ms", timeout.as_millis())),
+        Ok(Err(e)) => Err(describe(&e)),
+        Ok(Ok((client, task))) => Ok((client, task, notifications)),
+    }
+}
+
+/// Drive `connection`, signalling each notification on `notified`.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notified: tokio::sync::mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    let _ = notified.send(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    })
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// Create the fleet's tables unless they exist (one host at a time).
+pub async fn ensure_schema(client: &mut Client) -> Result<(), String> {
+    let tx = client.transaction().await.map_err(|e| describe(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(|e| describe(&e))?;
+    tx.batch_execute(SCHEMA).await.map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))
+}
+
+/// Write `event` (from host `origin`) and announce it; returns its id.
+pub async fn write_event(client: &Client, event: &FleetEvent, origin: &str) -> Result<i64, String> {
+    let row = client
+        .query_one(
+            "WITH e AS (INSERT INTO agentcap_fleet_events (kind, session, by_whom, origin) \
+             VALUES ($1, $2, $3, $4) RETURNING id) \
+             SELECT id, pg_notify($5, id::text) FROM e",
+            &[
+                &event.kind(),
+                &event.session(),
+                &event.by(),
+                &origin,
+                &CHANNEL,
+            ],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(row.get(0))
+}
+
+/// One host's acknowledgement of a fleet event.
+#[derive(Debug, Clone)]
+pub struct Acknowledgement {
+    /// The host.
+    pub host: String,
+    /// Sessions it stopped.
+    pub stopped: i32,
+    /// From the event's writing to the acknowledgement, by the database's
+    /// clock, in microseconds.
+    pub after_us: i64,
+}
+
+/// The acknowledgements of event `id`, and the hosts seen within
+/// `alive_within` that have not acknowledged it.
+pub async fn acknowledgements(
+    client: &Client,
+    id: i64,
+    alive_within: Duration,
+) -> Result<(Vec<Acknowledgement>, Vec<String>), String> {
+    // The hosts still waited for first: an acknowledgement written
+    // between the two reads then shows as both, never as neither.
+    let waiting = client
+        .query(
+            "SELECT h.host FROM agentcap_fleet_hosts h \
+             WHERE h.last_seen > clock_timestamp() - make_interval(secs => $2) \
+             AND NOT EXISTS (SELECT 1 FROM agentcap_fleet_acks a WHERE a.event_id = $1 AND a.host = h.host) \
+             ORDER BY h.host",
+            &[&id, &alive_within.as_secs_f64()],
+        )
+        .await
+        .map_err(|e| describe(&e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let acks = client
+        .query(
+            "SELECT a.host, a.stopped, \
+             (extract(epoch FROM a.acked_at - e.at) * 1000000)::bigint \
+             FROM agentcap_fleet_acks a JOIN agentcap_fleet_events e ON e.id = a.event_id \
+             WHERE a.event_id = $1 ORDER BY a.host",
+            &[&id],
+        )
+        .await
+        .map_err(|e| describe(&e))?
+        .into_iter()
+        .map(|r| Acknowledgement {
+            host: r.get(0),
+            stopped: r.get(1),
+            after_us: r.get(2),
+        })
+        .collect();
+    Ok((acks, waiting))
+}
+
+struct Member {
+    link: Arc<FleetLink>,
+    stop: StopHandle,
+    outbox: tokio::sync::mpsc::UnboundedReceiver<FleetEvent>,
+    /// Own stops not yet written.
+    unsent: Vec<FleetEvent>,
+    /// The last event applied (None before the first connection).
+    last_applied: Option<i64>,
+}
+
+impl Member {
+    async fn run(&mut self) {
+        loop {
+            let result = self.connected().await;
+            if let Err(problem) = result {
+                self.link.lost(problem);
+            }
+            if self.link.leaving.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    }
+
+    /// One connection's life: returns why it ended.
+    async fn connected(&mut self) -> Result<(), String> {
+        let limit = Duration::from_millis(self.link.settings.out_of_reach_after_ms);
+        let (mut client, _driver, mut notifications) =
+            open(&self.link.settings, &self.link.base_dir, Some(limit)).await?;
+        let bounded = |what: &'static str| {
+            move |r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
+                Err(_) => Err(format!("{what} took over {} ms", limit.as_millis())),
+                Ok(r) => r,
+            }
+        };
+        tokio::time::timeout(limit * 5, ensure_schema(&mut client))
+            .await
+            .map_err(|_| "creating the fleet's tables timed out".to_string())??;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| describe(&e))?;
+        if self.last_applied.is_none() {
+            self.join(&client).await?;
+        }
+        let mut ticker = tokio::time::interval(HEARTBEAT);
+        loop {
+            let round_trip = Instant::now();
+            // Own stops first, then what the fleet wrote since the last look.
+            let step = async {
+                while let Ok(event) = self.outbox.try_recv() {
+                    self.unsent.push(event);
+                }
+                while let Some(event) = self.unsent.first() {
+                    write_event(&client, event, &self.link.host).await?;
+                    self.unsent.remove(0);
+                    self.link.pending.fetch_sub(1, Ordering::SeqCst);
+                }
+                self.catch_up(&client).await?;
+                client
+                    .execute(
+                        "INSERT INTO agentcap_fleet_hosts (host, pid) VALUES ($1, $2) \
+                         ON CONFLICT (host) DO UPDATE SET last_seen = clock_timestamp(), pid = $2",
+                        &[&self.link.host, &(std::process::id() as i32)],
+                    )
+                    .await
+                    .map_err(|e| describe(&e))?;
+                Ok::<_, String>(())
+            };
+            bounded("a round trip to the fleet's database")(
+                tokio::time::timeout(limit, step).await,
+            )?;
+            self.link.in_touch(round_trip);
+            tokio::select! {
+                _ = ticker.tick() => {}
+                n = notifications.recv() => {
+                    if n.is_none() {
+                        return Err("the connection closed".into());
+                    }
+                }
+                event = self.outbox.recv() => {
+                    if let Some(event) = event {
+                        self.unsent.push(event);
+                    }
+                }
+                _ = self.link.leave_now.notified() => {
+                    // Own stops pressed meanwhile are written first.
+                    while let Ok(event) = self.outbox.try_recv() {
+                        write_event(&client, &event, &self.link.host).await?;
+                        self.link.pending.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    client
+                        .execute("DELETE FROM agentcap_fleet_hosts WHERE host = $1", &[&self.link.host])
+                        .await
+                        .map_err(|e| describe(&e))?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// First contact: start after the last event written, stopped if
+    /// everything is stopped in the fleet.
+    async fn join(&mut self, client: &Client) -> Result<(), String> {
+        let last: i64 = client
+            .query_one(
+                "SELECT coalesce(max(id), 0) FROM agentcap_fleet_events",
+                &[],
+            )
+            .await
+            .map_err(|e| describe(&e))?
+            .get(0);
+        let halt = client
+            .query_opt(
+                "SELECT kind, by_whom, origin FROM agentcap_fleet_events \
+                 WHERE kind IN ('stop-all', 'resume') ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        if let Some(row) = halt
+            && row.get::<_, &str>(0) == "stop-all"
+        {
+            let by = format!(
+                "fleet: everything was stopped by {} on host {}, not resumed since",
+                row.get::<_, &str>(1),
+                row.get::<_, &str>(2)
+            );
+            let stop = self.stop.clone();
+            let _ = tokio::task::spawn_blocking(move || stop.apply_fleet_stop_all(&by)).await;
+        }
+        self.last_applied = Some(last);
+        Ok(())
+    }
+
+    /// Apply the events written since the last one applied, and
+    /// acknowledge each.
+    async fn catch_up(&mut self, client: &Client) -> Result<(), String> {
+        let after = self.last_applied.unwrap_or(0);
+        let rows = client
+            .query(
+                "SELECT id, kind, session, by_whom, origin FROM agentcap_fleet_events \
+                 WHERE id > $1 ORDER BY id",
+                &[&after],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        for row in rows {
+            let id: i64 = row.get(0);
+            let origin: String = row.get(4);
+            let event = FleetEvent::from_row(row.get(1), row.get(2), row.get(3));
+            let stopped = match event {
+                // This host's own stops were applied when they were pressed.
+                Some(_) if origin == self.link.host => 0,
+                Some(event) => {
+                    let stop = self.stop.clone();
+                    let from = origin.clone();
+                    tokio::task::spawn_blocking(move || stop.apply_fleet_event(&event, &from))
+                        .await
+                        .map_err(|e| format!("applying a fleet stop failed: {e}"))?
+                }
+                None => 0,
+            };
+            client
+                .execute(
+                    "INSERT INTO agentcap_fleet_acks (event_id, host, stopped) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                    &[&id, &self.link.host, &(stopped as i32)],
+                )
+                .await
+                .map_err(|e| describe(&e))?;
+            self.last_applied = Some(id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,419 @@
+//! Many hosts, one fleet (`[fleet] postgres = ...`): a stop pressed on one
+//! host reaches every other through a real PostgreSQL started by the test,
+//! each host acknowledges it, and nothing moves after the
+//! acknowledgements; without the database every host refuses every effect,
+//! and once it is back each host reads the stops it missed before it acts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentcap::consent::{Decision, ScriptedApprover, SessionId};
+use agentcap::{AgentEngine, Runtime};
+use agentcap_tests::Workspace;
+use agentcap_tests::pg_server::{ADMIN_PASSWORD, Postgres};
+use serde_json::json;
+
+const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
+const HOSTS: usize = 4;
+/// Copies of the fixture mailbox in each host's INBOX (46 messages each),
+/// so that no sweep ends before the stop lands.
+const COPIES: usize = 4;
+
+fn fleet_database(server: &Postgres) -> String {
+    server.execute("postgres", "CREATE DATABASE fleet");
+    // The test server trades durability for speed; the fleet's database
+    // must keep what it acknowledged across a crash, as a real one does.
+    server.execute(
+        "postgres",
+        "ALTER DATABASE fleet SET synchronous_commit = on",
+    );
+    format!(
+        "host=127.0.0.1 port={} user=postgres password={ADMIN_PASSWORD} dbname=fleet sslmode=disable",
+        server.port
+    )
+}
+
+/// The sweeper with standing grants, in fleet `connection` as `host`.
+fn host_policy(connection: &str, host: &str, out_of_reach_ms: u64) -> String {
+    format!(
+        "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n\
+         [fleet]\npostgres = \"{connection}\"\nhost = \"{host}\"\nout_of_reach_after_ms = {out_of_reach_ms}\n\
+         [tools.sweeper]\ncomponent = {:?}\nlimits = {{ wall_time_ms = 60000 }}\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.delete\"\nmode = \"standing\"\n",
+        agentcap_tests::guest("mail_sweeper")
+    )
+}
+
+/// Add `copies - 1` more copies of every INBOX message (new unique names).
+fn enlarge_inbox(ws: &Workspace, copies: usize) -> usize {
+    let mut total = 0;
+    for sub in ["cur", "new"] {
+        let dir = ws.maildir().join(sub);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        for name in &names {
+            for k in 1..copies {
+                std::fs::copy(dir.join(name), dir.join(format!("{k}{name}"))).unwrap();
+            }
+        }
+        total += names.len() * copies;
+    }
+    total
+}
+
+fn trashed(ws: &Workspace) -> usize {
+    ["cur", "new"]
+        .iter()
+        .map(|sub| {
+            std::fs::read_dir(ws.maildir().join(".Trash").join(sub))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// One host: an `agentcap call` process sweeping its own INBOX, with its
+/// own control socket folder (so only the fleet can reach it).
+struct Host {
+    ws: Workspace,
+    policy: PathBuf,
+    child: Child,
+    total: usize,
+    _control: tempfile::TempDir,
+}
+
+impl Host {
+    fn start(connection: &str, name: &str, cache: &Path) -> Host {
+        let ws = Workspace::new();
+        let total = enlarge_inbox(&ws, COPIES);
+        let policy = ws.dir.path().join("agentcap.toml");
+        std::fs::write(&policy, host_policy(connection, name, 2000)).unwrap();
+        let control = tempfile::tempdir().unwrap();
+        let out = std::fs::File::create(ws.dir.path().join("out.log")).unwrap();
+        let child = Command::new(AGENTCAP)
+            .arg("call")
+            .arg(agentcap_tests::guest("mail_sweeper"))
+            .args([
+                "sweep",
+                "--args",
+                r#"{"folder": "INBOX"}"#,
+                "--name",
+                "sweeper",
+            ])
+            .arg("--policy")
+            .arg(&policy)
+            .env("AGENTCAP_CONTROL_DIR", control.path())
+            .env("AGENTCAP_CACHE_DIR", cache)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start agentcap call");
+        Host {
+            ws,
+            policy,
+            child,
+            total,
+            _control: control,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.ws.dir.path().join("out.log")).unwrap_or_default()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not end:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn agentcap(args: &[&str], policy: &Path) -> (bool, String) {
+    let out = Command::new(AGENTCAP)
+        .args(args)
+        .arg("--policy")
+        .arg(policy)
+        .output()
+        .expect("run agentcap");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Milliseconds of each `host NAME: acknowledged after X ms` line.
+fn acknowledgements(report: &str) -> Vec<(String, f64)> {
+    report
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("host ")?;
+            let (host, after) = rest.split_once(": acknowledged after ")?;
+            let ms = after.split(" ms").next()?.parse().ok()?;
+            Some((host.to_string(), ms))
+        })
+        .collect()
+}
+
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[test]
+fn a_stop_reaches_every_host_and_nothing_moves_after_the_acknowledgements() {
+    let trials: u64 = std::env::var("AGENTCAP_FLEET_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(5);
+    let server = Postgres::start();
+    let connection = fleet_database(&server);
+    let cache = tempfile::tempdir().unwrap();
+    let mut rng = agentcap_tests::Rng::from_env("AGENTCAP_STOP_SEED");
+    let seed = rng.seed;
+    let (mut changed_after_ack, mut stopped_mid_run, mut latencies) = (0, 0, Vec::new());
+    for trial in 0..trials {
+        let mut hosts: Vec<Host> = (0..HOSTS)
+            .map(|i| Host::start(&connection, &format!("host-{i}"), cache.path()))
+            .collect();
+        // The stop lands after the k-th move of a random host, pressed on
+        // another host's policy (any host's would do: it is one fleet).
+        let watched = rng.below(HOSTS as u64) as usize;
+        let k = 1 + rng.below(40) as usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Every host has joined and is sweeping (one that joins after the
+        // stop starts stopped, and has nothing to acknowledge).
+        while hosts.iter().any(|h| trashed(&h.ws) == 0) || trashed(&hosts[watched].ws) < k {
+            for (i, host) in hosts.iter_mut().enumerate() {
+                assert!(
+                    host.child.try_wait().unwrap().is_none(),
+                    "trial {trial}: host-{i} ended early:\n{}",
+                    host.output()
+                );
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: no progress");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let presser = (watched + 1) % HOSTS;
+        let (ok, report) = agentcap(&["stop", "--all"], &hosts[presser].policy);
+        let at_ack: Vec<_> = hosts.iter().map(|h| h.ws.snapshot()).collect();
+        assert!(ok, "trial {trial}: {report}");
+        let acked = acknowledgements(&report);
+        for (i, host) in hosts.iter_mut().enumerate() {
+            let status = host.wait();
+            let output = host.output();
+            assert!(
+                !status.success() && output.contains("was stopped"),
+                "trial {trial}: host-{i} was not stopped:\n{output}"
+            );
+            assert!(
+                acked.iter().any(|(h, _)| h == &format!("host-{i}")),
+                "trial {trial}: host-{i} did not acknowledge:\n{report}\nhost-{i}:\n{output}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        for (i, host) in hosts.iter().enumerate() {
+            if host.ws.snapshot() != at_ack[i] {
+                changed_after_ack += 1;
+                eprintln!("trial {trial} (seed {seed}): host-{i} moved mail after acknowledging");
+            }
+            let (inbox, trash) = (host.ws.ids_in("INBOX").len(), trashed(&host.ws));
+            assert_eq!(
+                inbox + trash,
+                host.total,
+                "trial {trial}: host-{i} lost mail"
+            );
+            if trash > 0 && inbox > 0 {
+                stopped_mid_run += 1;
+            }
+        }
+        latencies.extend(acked.iter().map(|(_, ms)| *ms));
+        // Everything is stopped in the fleet: new hosts would start
+        // stopped. Resume it for the next trial.
+        let (ok, report) = agentcap(&["resume"], &hosts[presser].policy);
+        assert!(ok, "resume: {report}");
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "{trials} fleet stops over {HOSTS} hosts: {stopped_mid_run} host runs stopped mid-sweep, {changed_after_ack} with changes after acknowledging; acknowledgement p50 {:.1} ms, p99 {:.1} ms (n={})",
+        at(0.5),
+        at(0.99),
+        latencies.len()
+    );
+    assert_eq!(changed_after_ack, 0, "seed {seed}");
+    assert!(
+        stopped_mid_run as u64 >= trials * HOSTS as u64 / 2,
+        "too few hosts were stopped mid-run ({stopped_mid_run})"
+    );
+}
+
+/// A host in the fleet, in this process.
+fn in_process_host(
+    connection: &str,
+    name: &str,
+) -> (Workspace, Arc<Runtime>, agentcap::LoadedTool) {
+    let ws = Workspace::new();
+    let runtime = Runtime::new(
+        AgentEngine::new(None).unwrap(),
+        ws.policy(&host_policy(connection, name, 500)),
+        Arc::new(ScriptedApprover::new("unused", Decision::approve_all)),
+    )
+    .unwrap();
+    let tool = runtime.load_tool("sweeper").unwrap();
+    (ws, Arc::new(runtime), tool)
+}
+
+async fn read_first(
+    runtime: &Runtime,
+    tool: &agentcap::LoadedTool,
+    session: &str,
+) -> Result<String, String> {
+    let outcome = runtime
+        .call(
+            tool,
+            &SessionId(session.into()),
+            "read-first",
+            &json!({"folder": "INBOX"}),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match outcome.result.get("ok") {
+        Some(v) => Ok(v.to_string()),
+        None => Err(outcome.result.to_string()),
+    }
+}
+
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_fleet_database_no_host_acts_and_it_reads_missed_stops_first() {
+    let mut server = Postgres::start();
+    let connection = fleet_database(&server);
+    let hosts: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| in_process_host(&connection, name))
+        .collect();
+    // Before a host has reached the database, nothing runs.
+    let err = read_first(&hosts[0].1, &hosts[0].2, "early")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("has not reached the fleet's database"),
+        "{err}"
+    );
+    let members: Vec<_> = hosts
+        .iter()
+        .map(|(_, runtime, _)| runtime.start_fleet().expect("a fleet"))
+        .collect();
+    for member in &members {
+        assert!(member.wait_in_touch(Duration::from_secs(10)).await);
+    }
+    for (_, runtime, tool) in &hosts {
+        read_first(runtime, tool, "s1").await.unwrap();
+    }
+
+    // The database goes away: within out_of_reach_after_ms every effect on
+    // every host is refused, naming why; nothing changes.
+    let before: Vec<_> = hosts.iter().map(|(ws, _, _)| ws.snapshot()).collect();
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for (_, runtime, tool) in &hosts {
+        let err = read_first(runtime, tool, "s2").await.unwrap_err();
+        assert!(err.contains("lost the fleet's database"), "{err}");
+        assert!(err.contains("fails closed"), "{err}");
+        // The sweep stops at its first refused call: nothing moved.
+        let outcome = runtime
+            .call(
+                tool,
+                &SessionId("s3".into()),
+                "sweep",
+                &json!({"folder": "INBOX"}),
+            )
+            .await;
+        assert!(outcome.is_err() || outcome.unwrap().is_error);
+    }
+    let during: Vec<_> = hosts.iter().map(|(ws, _, _)| ws.snapshot()).collect();
+    assert_eq!(before, during);
+
+    // Back, with a stop of everything written (elsewhere) before the hosts
+    // reconnect: each host applies it before anything may run again.
+    server.restart();
+    server.execute(
+        "fleet",
+        "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('stop-all', 'a person', 'host-c'); NOTIFY agentcap_fleet",
+    );
+    for member in &members {
+        assert!(member.wait_in_touch(Duration::from_secs(10)).await);
+    }
+    for (_, runtime, tool) in &hosts {
+        assert!(runtime.stop_handle().is_halted());
+        let err = read_first(runtime, tool, "s4").await.unwrap_err();
+        assert!(err.contains("stopped"), "{err}");
+    }
+    let stopped: Vec<_> = hosts.iter().map(|(ws, _, _)| ws.snapshot()).collect();
+    assert_eq!(before, stopped);
+
+    // Resumed from the fleet: work goes on.
+    server.execute(
+        "fleet",
+        "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('resume', 'a person', 'host-c'); NOTIFY agentcap_fleet",
+    );
+    for (_, runtime, tool) in &hosts {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runtime.stop_handle().is_halted() {
+            assert!(Instant::now() < deadline, "not resumed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        read_first(runtime, tool, "s5").await.unwrap();
+    }
+    // Both hosts acknowledged both events.
+    let acks = server.value("fleet", "SELECT count(*) FROM agentcap_fleet_acks");
+    assert_eq!(acks, 4);
+
+    // STOP pressed on host a (its approvals page, a signal or its control
+    // socket all use the stop handle): host b stops too, and acknowledges.
+    hosts[0]
+        .1
+        .stop_handle()
+        .stop_all("the approvals page of host a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hosts[1].1.stop_handle().is_halted() {
+        assert!(Instant::now() < deadline, "host b was not stopped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = read_first(&hosts[1].1, &hosts[1].2, "s6")
+        .await
+        .unwrap_err();
+    assert!(err.contains("stopped"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let acknowledged_by_b = || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks a JOIN agentcap_fleet_events e ON a.event_id = e.id \
+             WHERE e.origin = 'a' AND e.by_whom = 'the approvals page of host a' AND a.host = 'b'",
+        )
+    };
+    while acknowledged_by_b() != 1 {
+        assert!(Instant::now() < deadline, "host b did not acknowledge");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
