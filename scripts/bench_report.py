@@ -95,6 +95,28 @@ def backend_rows():
     return rows
 
 
+def fleet_rows():
+    """Stop propagation across hosts sharing one PostgreSQL."""
+    fleet = results("fleet")
+    if "skipped" in fleet:
+        return [("Stop propagation across a fleet", f"skipped: {fleet['skipped']}", "", "")]
+    rows = []
+    for run in fleet["runs"]:
+        rows.append((
+            f"Stop of everything written to the fleet's database → each of {run['hosts']} hosts acknowledged, p50 / p99",
+            f"{run['p50_ms']:.1f} / {run['p99_ms']:.1f} ms",
+            f"n={run['n']}",
+            "p99 ≤ 50 ms: " + status(run["p99_ms"] <= 50),
+        ))
+        rows.append((
+            f"the same, until the last of the {run['hosts']} hosts acknowledged, p50 / p99",
+            f"{run['last_host_p50_ms']:.1f} / {run['last_host_p99_ms']:.1f} ms",
+            f"n={run['n'] // run['hosts']}",
+            "",
+        ))
+    return rows
+
+
 def fmt_time(ns):
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
@@ -196,6 +218,18 @@ def main():
         "|---|---|---|---|",
     ]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in backend_rows()]
+    out += [
+        "",
+        "## Fleet",
+        "",
+        "Hosts sharing stops through one PostgreSQL on loopback (`tests/benches/fleet.rs`: each",
+        "host a runtime with its own fleet connection, in one process; times by the database's clock,",
+        "from the stop's row to each host's acknowledgement, written once its local stop is done).",
+        "",
+        "| Measure | Figure | n | Target |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in fleet_rows()]
     out += [
         "",
         "Notes:",
