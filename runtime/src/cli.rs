@@ -386,7 +386,7 @@ async fn fleet_command(
         .await
         .map_err(|e| anyhow::anyhow!("the fleet's database: {e}"))?;
     let origin = format!("cli {}", settings.host_name());
-    let id = fleet::write_event(&client, &event, &origin)
+    let id = fleet::write_event(&mut client, &event, &origin)
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the stop to the fleet's database: {e}"))?;
     println!("written to the fleet's database as event #{id}; waiting for the hosts");

@@ -24,7 +24,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Write `event` and wait for `hosts` acknowledgements; returns each
 /// host's time to acknowledge, in ms.
-async fn propagate(client: &tokio_postgres::Client, event: FleetEvent, hosts: usize) -> Vec<f64> {
+async fn propagate(
+    client: &mut tokio_postgres::Client,
+    event: FleetEvent,
+    hosts: usize,
+) -> Vec<f64> {
     let id = fleet::write_event(client, &event, "bench").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -34,7 +38,11 @@ async fn propagate(client: &tokio_postgres::Client, event: FleetEvent, hosts: us
         if acks.len() == hosts {
             return acks.iter().map(|a| a.after_us as f64 / 1000.0).collect();
         }
-        assert!(Instant::now() < deadline, "only {} of {hosts} acknowledged", acks.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {hosts} acknowledged",
+            acks.len()
+        );
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
@@ -61,14 +69,26 @@ async fn run(connection: &str, hosts: usize) -> serde_json::Value {
         assert!(member.wait_in_touch(Duration::from_secs(10)).await);
     }
     let settings = runtimes[0].policy().fleet.clone().unwrap();
-    let (client, _connection) = fleet::connect(&settings, std::path::Path::new(".")).await.unwrap();
+    let (mut client, _connection) = fleet::connect(&settings, std::path::Path::new("."))
+        .await
+        .unwrap();
     let mut all = Vec::new();
     let mut slowest = Vec::new();
     for _ in 0..STOPS {
-        let stop = propagate(&client, FleetEvent::StopAll { by: "bench".into() }, hosts).await;
+        let stop = propagate(
+            &mut client,
+            FleetEvent::StopAll { by: "bench".into() },
+            hosts,
+        )
+        .await;
         slowest.push(stop.iter().cloned().fold(0.0, f64::max));
         all.extend(stop);
-        propagate(&client, FleetEvent::Resume { by: "bench".into() }, hosts).await;
+        propagate(
+            &mut client,
+            FleetEvent::Resume { by: "bench".into() },
+            hosts,
+        )
+        .await;
     }
     for member in members {
         member.leave().await;
@@ -107,7 +127,10 @@ fn main() {
     }
     let server = Postgres::start();
     server.execute("postgres", "CREATE DATABASE fleet");
-    server.execute("postgres", "ALTER DATABASE fleet SET synchronous_commit = on");
+    server.execute(
+        "postgres",
+        "ALTER DATABASE fleet SET synchronous_commit = on",
+    );
     let connection = format!(
         "host=127.0.0.1 port={} user=postgres password={ADMIN_PASSWORD} dbname=fleet sslmode=disable",
         server.port
@@ -117,6 +140,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let results: Vec<_> = [4, 8].iter().map(|n| rt.block_on(run(&connection, *n))).collect();
+    let results: Vec<_> = [4, 8]
+        .iter()
+        .map(|n| rt.block_on(run(&connection, *n)))
+        .collect();
     agentcap_tests::write_bench_results("fleet", &json!({ "runs": results }));
 }

@@ -32,6 +32,8 @@ pub const HEARTBEAT: Duration = Duration::from_millis(200);
 const CHANNEL: &str = "agentcap_fleet";
 /// Serializes the creation of the fleet's tables by hosts starting at once.
 const SCHEMA_LOCK: i64 = 0x0061_676e_7463_6170;
+/// Serializes the writing of events, so their ids commit in order.
+const EVENT_LOCK: i64 = SCHEMA_LOCK + 1;
 
 /// The fleet's tables (created when missing).
 const SCHEMA: &str = "
@@ -497,8 +499,18 @@ pub async fn ensure_schema(client: &mut Client) -> Result<(), String> {
 }
 
 /// Write `event` (from host `origin`) and announce it; returns its id.
-pub async fn write_event(client: &Client, event: &FleetEvent, origin: &str) -> Result<i64, String> {
-    let row = client
+/// Writers take turns (a transaction-scoped lock), so ids commit in their
+/// order: a host that has read event N has seen every event before N.
+pub async fn write_event(
+    client: &mut Client,
+    event: &FleetEvent,
+    origin: &str,
+) -> Result<i64, String> {
+    let tx = client.transaction().await.map_err(|e| describe(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOCK])
+        .await
+        .map_err(|e| describe(&e))?;
+    let row = tx
         .query_one(
             "WITH e AS (INSERT INTO agentcap_fleet_events (kind, session, by_whom, origin) \
              VALUES ($1, $2, $3, $4) RETURNING id) \
@@ -513,6 +525,7 @@ pub async fn write_event(client: &Client, event: &FleetEvent, origin: &str) -> R
         )
         .await
         .map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))?;
     Ok(row.get(0))
 }
 
@@ -624,7 +637,7 @@ impl Member {
                     self.unsent.push(event);
                 }
                 while let Some(event) = self.unsent.first() {
-                    write_event(&client, event, &self.link.host).await?;
+                    write_event(&mut client, event, &self.link.host).await?;
                     self.unsent.remove(0);
                     self.link.pending.fetch_sub(1, Ordering::SeqCst);
                 }
@@ -658,7 +671,7 @@ impl Member {
                 _ = self.link.leave_now.notified() => {
                     // Own stops pressed meanwhile are written first.
                     while let Ok(event) = self.outbox.try_recv() {
-                        write_event(&client, &event, &self.link.host).await?;
+                        write_event(&mut client, &event, &self.link.host).await?;
                         self.link.pending.fetch_sub(1, Ordering::SeqCst);
                     }
                     client
