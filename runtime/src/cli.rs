@@ -385,15 +385,14 @@ async fn fleet_command(
     fleet::ensure_schema(&mut client)
         .await
         .map_err(|e| anyhow::anyhow!("the fleet's database: {e}"))?;
-    let origin = format!("cli {}", settings.host_name());
+    let origin = format!("cli on {}#{}", settings.host_name(), std::process::id());
     let id = fleet::write_event(&mut client, &event, &origin)
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the stop to the fleet's database: {e}"))?;
     println!("written to the fleet's database as event #{id}; waiting for the hosts");
-    let alive = std::time::Duration::from_millis(settings.out_of_reach_after_ms);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let (acks, waiting) = loop {
-        let (acks, waiting) = fleet::acknowledgements(&client, id, alive)
+        let (acks, waiting) = fleet::acknowledgements(&client, id)
             .await
             .map_err(|e| anyhow::anyhow!("reading acknowledgements: {e}"))?;
         if waiting.is_empty() || std::time::Instant::now() >= deadline {
@@ -403,15 +402,16 @@ async fn fleet_command(
     };
     for ack in &acks {
         println!(
-            "host {}: acknowledged after {:.1} ms ({} session(s) stopped)",
+            "host {}: acknowledged after {:.1} ms ({} session(s) stopped; process {})",
             one_line(&ack.host, 200),
             ack.after_us as f64 / 1000.0,
-            ack.stopped
+            ack.stopped,
+            one_line(&ack.instance, 300)
         );
     }
     for host in &waiting {
         eprintln!(
-            "error: host {} did not acknowledge within 10 s; while it cannot reach the fleet's database it refuses every effect, but check it",
+            "error: host process {} did not acknowledge within 10 s; while it cannot reach the fleet's database it refuses every effect, but check it",
             one_line(host, 200)
         );
     }
@@ -779,8 +779,10 @@ async fn call(
     }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await;
-    if let Some(fleet) = fleet {
-        fleet.leave().await;
+    if let Some(fleet) = fleet
+        && let Err(unshared) = fleet.leave().await
+    {
+        eprintln!("error: {}", one_line(&unshared, 2000));
     }
     let outcome = outcome?;
     drop(login);
@@ -837,7 +839,7 @@ async fn serve(
     }
     let server = crate::mcp::McpServer::new(runtime.clone(), tools, channels)?;
     let _control = control::stoppable_with(runtime.stop_handle(), true);
-    let _fleet = join_fleet(&runtime).await;
+    let fleet = join_fleet(&runtime).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _login = match page {
         Some((addr, hosts)) => {
@@ -856,37 +858,49 @@ async fn serve(
         names.join(", "),
         runtime.policy().journal_path().display()
     );
-    match http {
-        None => server.serve_stdio().await?,
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            let bound = listener.local_addr()?;
-            let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-            hosts.extend(allow_host);
-            // A bearer secret is required on loopback too: every local
-            // user (and every local process) can reach a loopback port.
-            let from_env = std::env::var("AGENTCAP_MCP_SECRET")
-                .ok()
-                .filter(|s| !s.is_empty());
-            let bearer = from_env
-                .clone()
-                .unwrap_or_else(|| crate::secret::random_hex(24));
-            eprintln!("agentcap serve: MCP over streamable HTTP at http://{bound}/mcp");
-            match from_env {
-                Some(_) => eprintln!(
-                    "agentcap serve: clients must send `Authorization: Bearer <AGENTCAP_MCP_SECRET>`"
-                ),
-                None => eprintln!(
-                    "agentcap serve: clients must send `Authorization: Bearer {bearer}` (set AGENTCAP_MCP_SECRET to choose it)"
-                ),
+    // The fleet membership outlives the serving (however it ends): stops
+    // pressed here are written to the fleet before the process ends.
+    let served: anyhow::Result<()> = async {
+        match http {
+            None => server.serve_stdio().await?,
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let bound = listener.local_addr()?;
+                let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+                hosts.extend(allow_host);
+                // A bearer secret is required on loopback too: every local
+                // user (and every local process) can reach a loopback port.
+                let from_env = std::env::var("AGENTCAP_MCP_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty());
+                let bearer = from_env
+                    .clone()
+                    .unwrap_or_else(|| crate::secret::random_hex(24));
+                eprintln!("agentcap serve: MCP over streamable HTTP at http://{bound}/mcp");
+                match from_env {
+                    Some(_) => eprintln!(
+                        "agentcap serve: clients must send `Authorization: Bearer <AGENTCAP_MCP_SECRET>`"
+                    ),
+                    None => eprintln!(
+                        "agentcap serve: clients must send `Authorization: Bearer {bearer}` (set AGENTCAP_MCP_SECRET to choose it)"
+                    ),
+                }
+                server
+                    .serve_http(listener, hosts, Some(bearer), shutdown.clone())
+                    .await?;
             }
-            server
-                .serve_http(listener, hosts, Some(bearer), shutdown.clone())
-                .await?;
         }
+        Ok(())
     }
+    .await;
+    if let Some(fleet) = fleet
+        && let Err(unshared) = fleet.leave().await
+    {
+        eprintln!("error: {}", one_line(&unshared, 2000));
+    }
+    served?;
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
 }

@@ -32,9 +32,7 @@ async fn propagate(
     let id = fleet::write_event(client, &event, "bench").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (acks, _) = fleet::acknowledgements(client, id, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (acks, _) = fleet::acknowledgements(client, id).await.unwrap();
         if acks.len() == hosts {
             return acks.iter().map(|a| a.after_us as f64 / 1000.0).collect();
         }
@@ -91,7 +89,7 @@ async fn run(connection: &str, hosts: usize) -> serde_json::Value {
         .await;
     }
     for member in members {
-        member.leave().await;
+        member.leave().await.unwrap();
     }
     all.sort_by(f64::total_cmp);
     slowest.sort_by(f64::total_cmp);

@@ -317,9 +317,9 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
             }
             first = false;
             let reporting = StopInProgress::begin();
-            let stop = stop.clone();
+            let stopping = stop.clone();
             let reports =
-                tokio::task::spawn_blocking(move || stop.stop_all(&format!("signal {name}")))
+                tokio::task::spawn_blocking(move || stopping.stop_all(&format!("signal {name}")))
                     .await
                     .unwrap_or_default();
             if exit_after_stop {
@@ -327,6 +327,15 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
                     "{name}: stopped {} session(s); no further side effect will happen. Exiting.",
                     reports.len()
                 );
+                // In a fleet, the stop must reach the other hosts first.
+                if !stop
+                    .share_with_fleet(std::time::Duration::from_secs(3))
+                    .await
+                {
+                    eprintln!(
+                        "error: the stop could NOT be written to the fleet's database: the other hosts did not get it; stop them with `agentcap stop --all --policy ...`"
+                    );
+                }
                 std::process::exit(130);
             }
             eprintln!(

@@ -32,33 +32,42 @@ pub const HEARTBEAT: Duration = Duration::from_millis(200);
 const CHANNEL: &str = "agentcap_fleet";
 /// Serializes the creation of the fleet's tables by hosts starting at once.
 const SCHEMA_LOCK: i64 = 0x0061_676e_7463_6170;
-/// Serializes the writing of events, so their ids commit in order.
-const EVENT_LOCK: i64 = SCHEMA_LOCK + 1;
+/// Serializes the writing of events, so their ids commit in order (anyone
+/// writing events by hand takes it too: `SELECT pg_advisory_xact_lock(..)`).
+pub const EVENT_LOCK: i64 = SCHEMA_LOCK + 1;
 
 /// The fleet's tables (created when missing).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agentcap_fleet_hosts (
-    host text PRIMARY KEY,
+    instance text PRIMARY KEY CHECK (length(instance) <= 300),
+    host text NOT NULL CHECK (length(host) <= 200),
     pid integer NOT NULL,
+    out_of_reach_after_ms integer NOT NULL,
     joined_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     last_seen timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE TABLE IF NOT EXISTS agentcap_fleet_events (
     id bigserial PRIMARY KEY,
     kind text NOT NULL CHECK (kind IN ('stop-all', 'stop-session', 'resume')),
-    session text,
-    by_whom text NOT NULL,
-    origin text NOT NULL,
+    session text CHECK (length(session) <= 1000),
+    by_whom text NOT NULL CHECK (length(by_whom) <= 500),
+    origin text NOT NULL CHECK (length(origin) <= 300),
     at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE TABLE IF NOT EXISTS agentcap_fleet_acks (
     event_id bigint NOT NULL REFERENCES agentcap_fleet_events,
+    instance text NOT NULL,
     host text NOT NULL,
     stopped integer NOT NULL,
     acked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (event_id, host)
+    PRIMARY KEY (event_id, instance)
 );
 ";
+/// Longest text read back from the fleet's tables (they may be written by
+/// anyone holding the database's credentials).
+const MAX_TEXT: i32 = 500;
+/// Most events applied per query.
+const EVENTS_PER_READ: i64 = 500;
 
 /// The policy's `[fleet]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +203,9 @@ impl FleetEvent {
 #[derive(Debug)]
 pub struct FleetLink {
     host: String,
+    /// This process in the fleet: the host's name, the process id and a
+    /// random part (two processes may share a name).
+    instance: String,
     settings: FleetSettings,
     /// The policy file's folder (for `ca_file`).
     base_dir: PathBuf,
@@ -205,41 +217,83 @@ pub struct FleetLink {
     ever_reached: AtomicBool,
     /// Why the last attempt failed.
     last_problem: Mutex<Option<String>>,
-    /// Stops pressed on this host, to be written to the database.
-    outbox: tokio::sync::mpsc::UnboundedSender<FleetEvent>,
-    /// How many of them are not written yet.
-    pending: std::sync::atomic::AtomicUsize,
+    /// Stops pressed on this host, not yet written to the database (the
+    /// first is written first, and removed once written).
+    unsent: Mutex<std::collections::VecDeque<FleetEvent>>,
+    /// Wakes the member task when a stop is pressed here.
+    queued: tokio::sync::Notify,
+    /// Held while unsent stops are written (by the member task, or by
+    /// [`FleetLink::share_now`]), so none is written twice.
+    writing: tokio::sync::Mutex<()>,
     /// Set when the host leaves the fleet (the process ends).
     leaving: AtomicBool,
     /// Wakes the member task to leave.
     leave_now: tokio::sync::Notify,
-    outbox_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<FleetEvent>>>,
+    /// Whether the member task was started.
+    started_member: AtomicBool,
 }
 
 impl FleetLink {
     /// A link for `settings` (checked), out of touch until its member task
     /// has reached the database.
     pub fn new(settings: FleetSettings, base_dir: PathBuf) -> Arc<FleetLink> {
-        let (outbox, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
+        let host = settings.host_name();
         Arc::new(FleetLink {
-            host: settings.host_name(),
+            instance: format!(
+                "{host}#{}-{}",
+                std::process::id(),
+                crate::secret::random_hex(3)
+            ),
+            host,
             settings,
             base_dir,
             started: Instant::now(),
             in_touch_at_ms: AtomicU64::new(0),
             ever_reached: AtomicBool::new(false),
             last_problem: Mutex::new(None),
-            outbox,
-            pending: std::sync::atomic::AtomicUsize::new(0),
+            unsent: Mutex::new(std::collections::VecDeque::new()),
+            queued: tokio::sync::Notify::new(),
+            writing: tokio::sync::Mutex::new(()),
             leaving: AtomicBool::new(false),
             leave_now: tokio::sync::Notify::new(),
-            outbox_rx: Mutex::new(Some(outbox_rx)),
+            started_member: AtomicBool::new(false),
         })
     }
 
     /// This host's name in the fleet.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// This process in the fleet (`name#pid-random`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How many stops pressed here are not written to the fleet yet.
+    pub fn unshared(&self) -> usize {
+        self.unsent.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Write every stop pressed here to the fleet now, over a connection of
+    /// its own (at most `timeout`), for a process about to exit; false when
+    /// some are not written.
+    pub async fn share_now(&self, timeout: Duration) -> bool {
+        if self.unshared() == 0 {
+            return true;
+        }
+        let writing = async {
+            let (mut client, _connection) = connect(&self.settings, &self.base_dir).await?;
+            self.write_unsent(&mut client).await
+        };
+        match tokio::time::timeout(timeout, writing).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!("writing a stop to the fleet: {e}");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -288,9 +342,36 @@ impl FleetLink {
     /// Share a stop pressed on this host with the fleet (written by the
     /// member task, at once or as soon as the database is back).
     pub fn publish(&self, event: FleetEvent) {
-        if self.outbox.send(event).is_ok() {
-            self.pending.fetch_add(1, Ordering::SeqCst);
+        self.unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(event);
+        self.queued.notify_one();
+    }
+
+    fn first_unsent(&self) -> Option<FleetEvent> {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .cloned()
+    }
+
+    fn sent_first(&self) {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+    }
+
+    /// Write every unsent stop over `client`.
+    async fn write_unsent(&self, client: &mut Client) -> Result<(), String> {
+        let _writing = self.writing.lock().await;
+        while let Some(event) = self.first_unsent() {
+            write_event(client, &event, &self.instance).await?;
+            self.sent_first();
         }
+        Ok(())
     }
 
     fn in_touch(&self, since: Instant) {
@@ -336,29 +417,52 @@ impl FleetMember {
     /// Leave the fleet: the task finishes its round (stops pressed here
     /// are written, stops it applied are acknowledged), removes this host
     /// from the list of live hosts (so a stop does not wait for it) and
-    /// ends; 2 s at most, then the host is removed over a new connection.
-    pub async fn leave(mut self) {
+    /// ends; 2 s at most, then over a new connection (3 s more). A stop
+    /// pressed here that could not be written is an error naming it: the
+    /// rest of the fleet did not get it.
+    pub async fn leave(mut self) -> Result<(), String> {
         let link = self.link.clone();
         link.leaving.store(true, Ordering::SeqCst);
         link.leave_now.notify_one();
-        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await {
-            return;
-        }
+        let ended = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
         drop(self);
+        if matches!(ended, Ok(Ok(()))) && link.unshared() == 0 {
+            return Ok(());
+        }
         let leaving = async {
-            let (client, _connection) = connect(&link.settings, &link.base_dir).await?;
+            let (mut client, _connection) = connect(&link.settings, &link.base_dir).await?;
+            link.write_unsent(&mut client).await?;
             client
                 .execute(
-                    "DELETE FROM agentcap_fleet_hosts WHERE host = $1",
-                    &[&link.host],
+                    "DELETE FROM agentcap_fleet_hosts WHERE instance = $1",
+                    &[&link.instance],
                 )
                 .await
                 .map_err(|e| describe(&e))
         };
-        match tokio::time::timeout(Duration::from_secs(1), leaving).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("leaving the fleet: {e}"),
-            Err(_) => tracing::warn!("leaving the fleet timed out"),
+        let problem = match tokio::time::timeout(Duration::from_secs(3), leaving).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => "the fleet's database did not answer within 3 s".to_string(),
+        };
+        let unshared: Vec<String> = link
+            .unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| match e.session() {
+                Some(s) => format!("{} of session {s}", e.kind()),
+                None => e.kind().to_string(),
+            })
+            .collect();
+        if unshared.is_empty() {
+            tracing::warn!("leaving the fleet: {problem}");
+            Ok(())
+        } else {
+            Err(format!(
+                "the stop(s) pressed here were NOT shared with the rest of the fleet ({}): {problem}; stop the other hosts with `agentcap stop --all --policy ...` once the database is back",
+                unshared.join(", ")
+            ))
         }
     }
 }
@@ -374,18 +478,14 @@ impl Drop for FleetMember {
 /// `stop`, acknowledges them, and writes this host's own stops. `None`
 /// when the task was already started.
 pub fn start_member(link: &Arc<FleetLink>, stop: StopHandle) -> Option<FleetMember> {
-    let outbox = link
-        .outbox_rx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()?;
+    if link.started_member.swap(true, Ordering::SeqCst) {
+        return None;
+    }
     let member_link = link.clone();
     let task = tokio::spawn(async move {
         let mut member = Member {
             link: member_link,
             stop,
-            outbox,
-            unsent: Vec::new(),
             last_applied: None,
         };
         member.run().await;
@@ -517,9 +617,9 @@ pub async fn write_event(
              SELECT id, pg_notify($5, id::text) FROM e",
             &[
                 &event.kind(),
-                &event.session(),
-                &event.by(),
-                &origin,
+                &event.session().map(|s| clip(s, 1000)),
+                &clip(event.by(), 500),
+                &clip(origin, 300),
                 &CHANNEL,
             ],
         )
@@ -529,11 +629,18 @@ pub async fn write_event(
     Ok(row.get(0))
 }
 
+/// At most `chars` characters of `text` (the fleet's columns are bounded).
+fn clip(text: &str, chars: usize) -> String {
+    text.chars().take(chars).collect()
+}
+
 /// One host's acknowledgement of a fleet event.
 #[derive(Debug, Clone)]
 pub struct Acknowledgement {
     /// The host.
     pub host: String,
+    /// Its process in the fleet (`name#pid-random`).
+    pub instance: String,
     /// Sessions it stopped.
     pub stopped: i32,
     /// From the event's writing to the acknowledgement, by the database's
@@ -541,22 +648,22 @@ pub struct Acknowledgement {
     pub after_us: i64,
 }
 
-/// The acknowledgements of event `id`, and the hosts seen within
-/// `alive_within` that have not acknowledged it.
+/// The acknowledgements of event `id`, and the live hosts (`instance`)
+/// that have not acknowledged it: live is seen within the host's own
+/// `out_of_reach_after_ms`, since until then it may still act.
 pub async fn acknowledgements(
     client: &Client,
     id: i64,
-    alive_within: Duration,
 ) -> Result<(Vec<Acknowledgement>, Vec<String>), String> {
     // The hosts still waited for first: an acknowledgement written
     // between the two reads then shows as both, never as neither.
     let waiting = client
         .query(
-            "SELECT h.host FROM agentcap_fleet_hosts h \
-             WHERE h.last_seen > clock_timestamp() - make_interval(secs => $2) \
-             AND NOT EXISTS (SELECT 1 FROM agentcap_fleet_acks a WHERE a.event_id = $1 AND a.host = h.host) \
-             ORDER BY h.host",
-            &[&id, &alive_within.as_secs_f64()],
+            "SELECT left(h.instance, $2) FROM agentcap_fleet_hosts h \
+             WHERE h.last_seen > clock_timestamp() - make_interval(secs => h.out_of_reach_after_ms / 1000.0) \
+             AND NOT EXISTS (SELECT 1 FROM agentcap_fleet_acks a WHERE a.event_id = $1 AND a.instance = h.instance) \
+             ORDER BY h.instance",
+            &[&id, &MAX_TEXT],
         )
         .await
         .map_err(|e| describe(&e))?
@@ -565,11 +672,11 @@ pub async fn acknowledgements(
         .collect();
     let acks = client
         .query(
-            "SELECT a.host, a.stopped, \
-             (extract(epoch FROM a.acked_at - e.at) * 1000000)::bigint \
+            "SELECT left(a.host, $2), a.stopped, \
+             (extract(epoch FROM a.acked_at - e.at) * 1000000)::bigint, left(a.instance, $2) \
              FROM agentcap_fleet_acks a JOIN agentcap_fleet_events e ON e.id = a.event_id \
-             WHERE a.event_id = $1 ORDER BY a.host",
-            &[&id],
+             WHERE a.event_id = $1 ORDER BY a.host, a.instance",
+            &[&id, &MAX_TEXT],
         )
         .await
         .map_err(|e| describe(&e))?
@@ -578,6 +685,7 @@ pub async fn acknowledgements(
             host: r.get(0),
             stopped: r.get(1),
             after_us: r.get(2),
+            instance: r.get(3),
         })
         .collect();
     Ok((acks, waiting))
@@ -586,9 +694,6 @@ pub async fn acknowledgements(
 struct Member {
     link: Arc<FleetLink>,
     stop: StopHandle,
-    outbox: tokio::sync::mpsc::UnboundedReceiver<FleetEvent>,
-    /// Own stops not yet written.
-    unsent: Vec<FleetEvent>,
     /// The last event applied (None before the first connection).
     last_applied: Option<i64>,
 }
@@ -621,32 +726,37 @@ impl Member {
         tokio::time::timeout(limit * 5, ensure_schema(&mut client))
             .await
             .map_err(|_| "creating the fleet's tables timed out".to_string())??;
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(|e| describe(&e))?;
+        bounded("LISTEN")(
+            tokio::time::timeout(limit, async {
+                client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .map_err(|e| describe(&e))
+            })
+            .await,
+        )?;
         if self.last_applied.is_none() {
-            self.join(&client).await?;
+            bounded("joining the fleet")(tokio::time::timeout(limit, self.join(&client)).await)?;
         }
         let mut ticker = tokio::time::interval(HEARTBEAT);
         loop {
             let round_trip = Instant::now();
             // Own stops first, then what the fleet wrote since the last look.
             let step = async {
-                while let Ok(event) = self.outbox.try_recv() {
-                    self.unsent.push(event);
-                }
-                while let Some(event) = self.unsent.first() {
-                    write_event(&mut client, event, &self.link.host).await?;
-                    self.unsent.remove(0);
-                    self.link.pending.fetch_sub(1, Ordering::SeqCst);
-                }
+                self.link.write_unsent(&mut client).await?;
                 self.catch_up(&client).await?;
+                let limit_ms = self.link.settings.out_of_reach_after_ms as i32;
                 client
                     .execute(
-                        "INSERT INTO agentcap_fleet_hosts (host, pid) VALUES ($1, $2) \
-                         ON CONFLICT (host) DO UPDATE SET last_seen = clock_timestamp(), pid = $2",
-                        &[&self.link.host, &(std::process::id() as i32)],
+                        "INSERT INTO agentcap_fleet_hosts (instance, host, pid, out_of_reach_after_ms) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (instance) DO UPDATE \
+                         SET last_seen = clock_timestamp(), out_of_reach_after_ms = $4",
+                        &[
+                            &self.link.instance,
+                            &self.link.host,
+                            &(std::process::id() as i32),
+                            &limit_ms,
+                        ],
                     )
                     .await
                     .map_err(|e| describe(&e))?;
@@ -663,21 +773,22 @@ impl Member {
                         return Err("the connection closed".into());
                     }
                 }
-                event = self.outbox.recv() => {
-                    if let Some(event) = event {
-                        self.unsent.push(event);
-                    }
-                }
+                _ = self.link.queued.notified() => {}
                 _ = self.link.leave_now.notified() => {
                     // Own stops pressed meanwhile are written first.
-                    while let Ok(event) = self.outbox.try_recv() {
-                        write_event(&mut client, &event, &self.link.host).await?;
-                        self.link.pending.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    client
-                        .execute("DELETE FROM agentcap_fleet_hosts WHERE host = $1", &[&self.link.host])
-                        .await
-                        .map_err(|e| describe(&e))?;
+                    let leaving = async {
+                        self.link.write_unsent(&mut client).await?;
+                        client
+                            .execute(
+                                "DELETE FROM agentcap_fleet_hosts WHERE instance = $1",
+                                &[&self.link.instance],
+                            )
+                            .await
+                            .map_err(|e| describe(&e))
+                    };
+                    bounded("leaving the fleet")(
+                        tokio::time::timeout(limit, async { leaving.await.map(|_| ()) }).await,
+                    )?;
                     return Ok(());
                 }
             }
@@ -697,9 +808,9 @@ impl Member {
             .get(0);
         let halt = client
             .query_opt(
-                "SELECT kind, by_whom, origin FROM agentcap_fleet_events \
+                "SELECT kind, left(by_whom, $1), left(origin, $1) FROM agentcap_fleet_events \
                  WHERE kind IN ('stop-all', 'resume') ORDER BY id DESC LIMIT 1",
-                &[],
+                &[&MAX_TEXT],
             )
             .await
             .map_err(|e| describe(&e))?;
@@ -722,40 +833,73 @@ impl Member {
     /// acknowledge each.
     async fn catch_up(&mut self, client: &Client) -> Result<(), String> {
         let after = self.last_applied.unwrap_or(0);
-        let rows = client
-            .query(
-                "SELECT id, kind, session, by_whom, origin FROM agentcap_fleet_events \
-                 WHERE id > $1 ORDER BY id",
-                &[&after],
+        // Ids only grow. Fewer means the database was restored from a
+        // backup or replaced by a replica behind it: stops written since
+        // could hide below what was applied. Out of touch, and join again.
+        let newest: i64 = client
+            .query_one(
+                "SELECT coalesce(max(id), 0) FROM agentcap_fleet_events",
+                &[],
             )
             .await
-            .map_err(|e| describe(&e))?;
-        for row in rows {
-            let id: i64 = row.get(0);
-            let origin: String = row.get(4);
-            let event = FleetEvent::from_row(row.get(1), row.get(2), row.get(3));
-            let stopped = match event {
-                // This host's own stops were applied when they were pressed.
-                Some(_) if origin == self.link.host => 0,
-                Some(event) => {
-                    let stop = self.stop.clone();
-                    let from = origin.clone();
-                    tokio::task::spawn_blocking(move || stop.apply_fleet_event(&event, &from))
-                        .await
-                        .map_err(|e| format!("applying a fleet stop failed: {e}"))?
-                }
-                None => 0,
-            };
-            client
-                .execute(
-                    "INSERT INTO agentcap_fleet_acks (event_id, host, stopped) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                    &[&id, &self.link.host, &(stopped as i32)],
+            .map_err(|e| describe(&e))?
+            .get(0);
+        if newest < after {
+            self.last_applied = None;
+            return Err(format!(
+                "the fleet's events went back from #{after} to #{newest} (restored from a backup, or a replica behind?); joining the fleet again"
+            ));
+        }
+        loop {
+            let after = self.last_applied.unwrap_or(0);
+            let rows = client
+                .query(
+                    "SELECT id, kind, left(session, $2), left(by_whom, $2), left(origin, $2) \
+                     FROM agentcap_fleet_events WHERE id > $1 ORDER BY id LIMIT $3",
+                    &[&after, &MAX_TEXT, &EVENTS_PER_READ],
                 )
                 .await
                 .map_err(|e| describe(&e))?;
-            self.last_applied = Some(id);
+            let complete = (rows.len() as i64) < EVENTS_PER_READ;
+            for row in rows {
+                self.apply(client, &row).await?;
+            }
+            if complete {
+                return Ok(());
+            }
         }
+    }
+
+    /// Apply one event row and acknowledge it.
+    async fn apply(&mut self, client: &Client, row: &tokio_postgres::Row) -> Result<(), String> {
+        let id: i64 = row.get(0);
+        let origin: String = row.get(4);
+        // An event this host cannot read is taken as a stop of everything:
+        // failing closed.
+        let event = FleetEvent::from_row(row.get(1), row.get(2), row.get(3)).unwrap_or(
+            FleetEvent::StopAll {
+                by: format!("an unreadable fleet event #{id}"),
+            },
+        );
+        let stopped = if origin == self.link.instance {
+            // This host's own stops were applied when they were pressed.
+            0
+        } else {
+            let stop = self.stop.clone();
+            let from = origin.clone();
+            tokio::task::spawn_blocking(move || stop.apply_fleet_event(&event, &from))
+                .await
+                .map_err(|e| format!("applying a fleet stop failed: {e}"))?
+        };
+        client
+            .execute(
+                "INSERT INTO agentcap_fleet_acks (event_id, instance, host, stopped) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&id, &self.link.instance, &self.link.host, &(stopped as i32)],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        self.last_applied = Some(id);
         Ok(())
     }
 }

@@ -100,12 +100,28 @@ impl StopHandle {
         if let Err(e) = self.journal.append(record) {
             tracing::error!("everything was stopped but the stop could not be journaled: {e}");
         }
-        self.gate
-            .sessions()
+        let sessions = self.gate.sessions();
+        // A session stopped before may still have an effect in flight (a
+        // stop pressed here a moment ago): wait for it too, so that this
+        // stop's acknowledgement never comes before its end.
+        for s in sessions.iter().filter(|s| s.stopped) {
+            self.gate.stop_session(&SessionId(s.id.clone()));
+        }
+        sessions
             .into_iter()
             .filter(|s| !s.stopped)
             .map(|s| self.stop_session_here(&SessionId(s.id), by))
             .collect()
+    }
+
+    /// Write the stops pressed here to the fleet now (at most `timeout`),
+    /// for a process about to exit; false when some are not written
+    /// (always true without a fleet).
+    pub async fn share_with_fleet(&self, timeout: Duration) -> bool {
+        match self.gate.fleet() {
+            Some(fleet) => fleet.share_now(timeout).await,
+            None => true,
+        }
     }
 
     /// Apply a stop of everything that the fleet says is still in force

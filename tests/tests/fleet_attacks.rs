@@ -1,0 +1,449 @@
+//! Attacks on the fleet, found by a reviewer with no view of the tests
+//! (each once broke a promise; each test now shows the attack fails):
+//! same host names, events committed out of order, an acknowledgement
+//! racing an effect in flight, Ctrl-C on a serving host, a host with a
+//! longer limit than the CLI's, a restored database, hostile rows, and a
+//! stop pressed while the database was away.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentcap::consent::{Decision, ScriptedApprover, SessionId};
+use agentcap::{AgentEngine, Runtime};
+use agentcap_tests::Workspace;
+use agentcap_tests::pg_server::{ADMIN_PASSWORD, Postgres};
+use serde_json::json;
+
+const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
+
+fn fleet_database(server: &Postgres) -> String {
+    server.execute("postgres", "CREATE DATABASE fleet");
+    server.execute(
+        "postgres",
+        "ALTER DATABASE fleet SET synchronous_commit = on",
+    );
+    format!(
+        "host=127.0.0.1 port={} user=postgres password={ADMIN_PASSWORD} dbname=fleet sslmode=disable",
+        server.port
+    )
+}
+
+fn host_policy(connection: &str, host: &str, out_of_reach_ms: u64) -> String {
+    format!(
+        "user = \"alice\"\n[journal]\npath = \"journal.sqlite\"\n[mail]\nmaildir = \"Maildir\"\n\
+         [fleet]\npostgres = \"{connection}\"\nhost = \"{host}\"\nout_of_reach_after_ms = {out_of_reach_ms}\n\
+         [tools.sweeper]\ncomponent = {:?}\nlimits = {{ wall_time_ms = 60000 }}\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.delete\"\nmode = \"standing\"\n",
+        agentcap_tests::guest("mail_sweeper")
+    )
+}
+
+fn host(
+    connection: &str,
+    name: &str,
+    limit: u64,
+) -> (Workspace, Arc<Runtime>, agentcap::LoadedTool) {
+    let ws = Workspace::new();
+    let runtime = Runtime::new(
+        AgentEngine::new(None).unwrap(),
+        ws.policy(&host_policy(connection, name, limit)),
+        Arc::new(ScriptedApprover::new("unused", Decision::approve_all)),
+    )
+    .unwrap();
+    let tool = runtime.load_tool("sweeper").unwrap();
+    (ws, Arc::new(runtime), tool)
+}
+
+async fn read_first(
+    runtime: &Runtime,
+    tool: &agentcap::LoadedTool,
+    session: &str,
+) -> Result<String, String> {
+    let outcome = runtime
+        .call(
+            tool,
+            &SessionId(session.into()),
+            "read-first",
+            &json!({"folder": "INBOX"}),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match outcome.result.get("ok") {
+        Some(v) => Ok(v.to_string()),
+        None => Err(outcome.result.to_string()),
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn raw_client(connection: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn never_runs(result: &Result<String, String>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|e| e.contains("stopped") || e.contains("fails closed"))
+}
+
+/// Two processes with one host name (one policy for `serve` and `call`):
+/// a stop pressed on one reaches the other.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_a_second_process_with_the_same_host_name() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let a = host(&c, "laptop", 2000);
+    let b = host(&c, "laptop", 2000);
+    let ma = a.1.start_fleet().unwrap();
+    let mb = b.1.start_fleet().unwrap();
+    assert!(ma.wait_in_touch(Duration::from_secs(10)).await);
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    read_first(&b.1, &b.2, "s1").await.unwrap();
+    a.1.stop_handle().stop_all("STOP on laptop (serve)");
+    wait_for("the other laptop to stop", 10, || {
+        b.1.stop_handle().is_halted()
+    })
+    .await;
+    assert!(never_runs(&read_first(&b.1, &b.2, "s2").await));
+    // The other process acknowledges, having stopped its session.
+    wait_for("its acknowledgement", 10, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'laptop' AND stopped = 1",
+        ) == 1
+    })
+    .await;
+}
+
+/// A stop written while another writer holds an earlier id uncommitted:
+/// writers take turns, so the later one waits and no host skips the
+/// earlier event.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_commit_in_the_order_of_their_ids() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    read_first(&b.1, &b.2, "s1").await.unwrap();
+    // Writer 1 (host a pressing STOP) holds its id, uncommitted.
+    let slow = raw_client(&c).await;
+    slow.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}); INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('stop-all', 'alice', 'a')",
+        agentcap::fleet::EVENT_LOCK
+    ))
+    .await
+    .unwrap();
+    // Writer 2 (host c stopping a session) must wait for it.
+    let settings = b.1.policy().fleet.clone().unwrap();
+    let second = tokio::spawn(async move {
+        let (mut client, _c) = agentcap::fleet::connect(&settings, Path::new("."))
+            .await
+            .unwrap();
+        let event = agentcap::fleet::FleetEvent::StopSession {
+            session: "cli-9".into(),
+            by: "bob".into(),
+        };
+        agentcap::fleet::write_event(&mut client, &event, "c")
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer did not wait for the first"
+    );
+    slow.batch_execute("COMMIT; NOTIFY agentcap_fleet")
+        .await
+        .unwrap();
+    let second_id = second.await.unwrap();
+    wait_for("b's acknowledgements of both", 10, || {
+        server.value("fleet", &format!("SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b' AND event_id <= {second_id}")) == 2
+    })
+    .await;
+    assert!(b.1.stop_handle().is_halted());
+    assert!(never_runs(&read_first(&b.1, &b.2, "s2").await));
+}
+
+/// A stop whose application waits for a long effect in flight (longer
+/// than out_of_reach_after_ms): the acknowledgement comes after the
+/// effect's end, even when the host reconnects and applies it again.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acknowledgement_waits_for_an_effect_in_flight() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 500);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    // An effect in flight holds the session's effect guard from its Gate
+    // check to its journaled outcome; here 3 s (a slow server).
+    let state = b.1.gate().session(&SessionId("long".into()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let effect = std::thread::spawn(move || {
+        let guard = state.effect_guard();
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(guard);
+        Instant::now()
+    });
+    rx.recv().unwrap();
+    server.execute("fleet", "SELECT pg_advisory_xact_lock(0); INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('stop-all', 'alice', 'a'); NOTIFY agentcap_fleet");
+    wait_for("b's acknowledgement", 20, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'",
+        ) == 1
+    })
+    .await;
+    let acked = Instant::now();
+    let done = effect.join().unwrap();
+    assert!(
+        acked >= done,
+        "acknowledged {:?} before the effect ended",
+        done - acked
+    );
+}
+
+/// Ctrl-C on `agentcap serve` stops it and exits: the stop reaches the
+/// rest of the fleet first.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_serving_host_reaches_the_fleet() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    let ws = Workspace::new();
+    let policy = ws.dir.path().join("agentcap.toml");
+    std::fs::write(&policy, host_policy(&c, "srv", 2000)).unwrap();
+    let control = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let err = std::fs::File::create(ws.dir.path().join("err.log")).unwrap();
+    let mut child = Command::new(AGENTCAP)
+        .args(["serve", "--no-approvals", "--policy"])
+        .arg(&policy)
+        .env("AGENTCAP_CONTROL_DIR", control.path())
+        .env("AGENTCAP_CACHE_DIR", cache.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    wait_for("srv joined", 60, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_hosts WHERE host = 'srv'",
+        ) == 1
+    })
+    .await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let log = std::fs::read_to_string(ws.dir.path().join("err.log")).unwrap();
+    assert!(!log.contains("could NOT be written"), "{log}");
+    assert_eq!(
+        server.value("fleet", "SELECT count(*) FROM agentcap_fleet_events WHERE origin LIKE 'srv#%' AND kind = 'stop-all'"),
+        1,
+        "{log}"
+    );
+    wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
+    assert!(never_runs(&read_first(&b.1, &b.2, "s1").await));
+}
+
+/// A host with a longer limit than the CLI's, whose round trips hang: the
+/// CLI waits for it by the host's own limit and does not report success.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_for_each_host_by_its_own_limit() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 60000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    // b's round trips hang (the database answers everyone else).
+    let locker = raw_client(&c).await;
+    locker
+        .batch_execute("BEGIN; SELECT 1 FROM agentcap_fleet_hosts WHERE host = 'b' FOR UPDATE")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ws = Workspace::new();
+    let policy = ws.dir.path().join("agentcap.toml");
+    std::fs::write(&policy, host_policy(&c, "operator", 500)).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(AGENTCAP)
+            .args(["stop", "--all", "--policy"])
+            .arg(&policy)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{report}");
+    assert!(
+        report.contains("host process b#") && report.contains("did not acknowledge"),
+        "{report}"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// The fleet's database restored from a backup: ids start again below
+/// what the host applied. The host notices, joins again, and a stop of
+/// everything written since holds.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_database_does_not_hide_new_stops() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    for i in 0..3 {
+        server.execute("fleet", &format!("INSERT INTO agentcap_fleet_events (kind, session, by_whom, origin) VALUES ('stop-session', 'x{i}', 'bob', 'c'); NOTIFY agentcap_fleet"));
+    }
+    wait_for("acks", 10, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'",
+        ) == 3
+    })
+    .await;
+    server.execute("fleet", "DELETE FROM agentcap_fleet_acks; DELETE FROM agentcap_fleet_events; SELECT setval('agentcap_fleet_events_id_seq', 1, false)");
+    server.execute("fleet", "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('stop-all', 'alice', 'a'); NOTIFY agentcap_fleet");
+    wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
+    assert!(never_runs(&read_first(&b.1, &b.2, "s1").await));
+}
+
+/// Hostile rows: a 20 MB `by_whom` with terminal escapes is read clipped,
+/// and shown escaped; an unknown kind stops everything (fails closed).
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_rows_are_clipped_escaped_and_fail_closed() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    read_first(&b.1, &b.2, "s1").await.unwrap();
+    let journal = b.1.policy().journal_path();
+    let size = |p: &Path| {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(p.with_extension("sqlite-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+    };
+    let before = size(&journal);
+    // Written as a hostile database user would: without the length checks.
+    server.execute("fleet", "ALTER TABLE agentcap_fleet_events DROP CONSTRAINT agentcap_fleet_events_by_whom_check, DROP CONSTRAINT agentcap_fleet_events_kind_check");
+    server.execute("fleet", "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('resume', repeat(E'\\x1b[2J', 5000000), 'a'); NOTIFY agentcap_fleet");
+    wait_for("ack", 20, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'",
+        ) == 1
+    })
+    .await;
+    assert!(
+        size(&journal) - before < 1 << 20,
+        "the journal grew {} bytes",
+        size(&journal) - before
+    );
+    server.execute("fleet", "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('reboot-everything', E'eve\\x1b[31mRED\\u202e', E'a\\x07'); NOTIFY agentcap_fleet");
+    wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
+    let out = Command::new(AGENTCAP)
+        .args(["journal", "--journal"])
+        .arg(&journal)
+        .args(["tail"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unreadable fleet event"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+}
+
+/// A stop pressed while the database is away, then the host leaves: the
+/// stop is written when it can be, and when it cannot, leaving says so.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_pressed_while_away_is_shared_or_reported() {
+    let mut server = Postgres::start();
+    let c = fleet_database(&server);
+    let a = host(&c, "a", 500);
+    let b = host(&c, "b", 500);
+    let ma = a.1.start_fleet().unwrap();
+    let mb = b.1.start_fleet().unwrap();
+    assert!(ma.wait_in_touch(Duration::from_secs(10)).await);
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.1.stop_handle().stop_all("Ctrl-C on host a");
+    let err = ma.leave().await.unwrap_err();
+    assert!(
+        err.contains("NOT shared") && err.contains("stop-all"),
+        "{err}"
+    );
+    // A host that stays writes it once the database is back.
+    let a2 = host(&c, "a2", 500);
+    let ma2 = a2.1.start_fleet().unwrap();
+    a2.1.stop_handle()
+        .stop_all("STOP on host a2 while the database is away");
+    server.restart();
+    assert!(ma2.wait_in_touch(Duration::from_secs(10)).await);
+    wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
+    assert!(never_runs(&read_first(&b.1, &b.2, "s1").await));
+    ma2.leave().await.unwrap();
+}
