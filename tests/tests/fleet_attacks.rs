@@ -397,7 +397,14 @@ async fn hostile_rows_are_clipped_escaped_and_fail_closed() {
         size(&journal) - before
     );
     server.execute("fleet", "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('reboot-everything', E'eve\\x1b[31mRED\\u202e', E'a\\x07'); NOTIFY agentcap_fleet");
-    wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
+    wait_for("b's acknowledgement", 10, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'",
+        ) == 2
+    })
+    .await;
+    assert!(b.1.stop_handle().is_halted());
     let out = Command::new(AGENTCAP)
         .args(["journal", "--journal"])
         .arg(&journal)
