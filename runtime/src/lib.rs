@@ -20,6 +20,7 @@ pub mod cli;
 pub mod demo;
 pub mod http_serve;
 pub mod mcp;
+pub mod scaffold;
 
 pub use agentcap_core::{
     AgentEngine, CallError, CallOptions, CallOutcome, Gate, LoadError, LoadedTool, Policy, Runtime,
