@@ -109,6 +109,9 @@ pub fn npm_bin(name: &str) -> PathBuf {
     js_toolchain().join("node_modules/.bin").join(name)
 }
 
+/// One build per source folder, shared by the tests of a process.
+type Builds = Mutex<HashMap<&'static str, Arc<OnceLock<PathBuf>>>>;
+
 /// The language a tool is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -225,8 +228,7 @@ impl Source {
     /// The built component: from the cache, or built now (once per process
     /// and source; other tests wait for it).
     pub fn component(&self) -> PathBuf {
-        static BUILDS: OnceLock<Mutex<HashMap<&'static str, Arc<OnceLock<PathBuf>>>>> =
-            OnceLock::new();
+        static BUILDS: OnceLock<Builds> = OnceLock::new();
         let cell = BUILDS
             .get_or_init(Default::default)
             .lock()

@@ -101,8 +101,9 @@ fn journal_facts(runtime: &Runtime) -> Vec<Value> {
         .collect()
 }
 
-/// Triage INBOX with the subset user; the result, the journal's facts and
-/// the Maildir afterwards.
+/// Triage INBOX with the subset user, then ask for a plan of a folder
+/// outside the grant; the results, the journal's facts and the Maildir
+/// afterwards.
 async fn triage_with(component: &Path) -> (Value, Vec<Value>, Vec<String>) {
     let ws = Workspace::new();
     let user = subset_user();
@@ -121,7 +122,19 @@ async fn triage_with(component: &Path) -> (Value, Vec<Value>, Vec<String>) {
     files.sort();
     let prompts: Vec<String> = user.answered().iter().map(|(p, _)| p.render()).collect();
     assert_eq!(prompts.len(), 2, "{prompts:?}");
-    (outcome.result, journal_facts(&runtime), files)
+    // A folder outside the grant: the export's err, in the host's words.
+    let refused = runtime
+        .call(
+            &tool,
+            &SessionId("s".into()),
+            "plan",
+            &json!({"folder": "Archive"}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", component.display()));
+    assert!(refused.is_error, "{}", refused.result);
+    let results = json!({"triage": outcome.result, "plan-archive": refused.result});
+    (results, journal_facts(&runtime), files)
 }
 
 async fn same_as_rust(source: &Source) {
@@ -129,8 +142,21 @@ async fn same_as_rust(source: &Source) {
     let (rust_result, rust_journal, rust_files) = triage_with(&guest("inbox_triage")).await;
     let (result, journal, files) = triage_with(&component).await;
     assert_eq!(result, rust_result, "{}: the report differs", source.dir);
-    assert_eq!(rust_result["ok"]["archived"].as_array().unwrap().len(), 2);
-    assert_eq!(rust_result["ok"]["deleted"], json!([]));
+    assert_eq!(
+        rust_result["triage"]["ok"]["archived"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(rust_result["triage"]["ok"]["deleted"], json!([]));
+    assert!(
+        rust_result["plan-archive"]["err"]
+            .as_str()
+            .unwrap()
+            .starts_with("consent not granted: "),
+        "{rust_result}"
+    );
     assert_eq!(journal, rust_journal, "{}: the journal differs", source.dir);
     assert_eq!(files, rust_files, "{}: the Maildir differs", source.dir);
 }
