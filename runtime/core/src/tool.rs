@@ -305,8 +305,14 @@ mod tests {
             classify_import("wasi:sockets/tcp@0.2.6"),
             ImportKind::NoNetwork
         );
-        assert!(matches!(
+        assert_eq!(
             classify_import("wasi:http/types@0.2.6"),
+            ImportKind::Capability {
+                interface: "http".into()
+            }
+        );
+        assert!(matches!(
+            classify_import("wasi:http/incoming-handler@0.2.6"),
             ImportKind::Forbidden { .. }
         ));
         assert_eq!(classify_import("evil:corp/exfiltrate"), ImportKind::Unknown);
