@@ -58,6 +58,11 @@ const OUTSIDE_PROGRAMS: &[Needs] = &[
         install: "apt-get install chromium nodejs npm",
     },
     Needs {
+        cfg: "agentcap_has_node",
+        programs: &[("node", &["--version"]), ("npm", &["--version"])],
+        install: "apt-get install nodejs npm",
+    },
+    Needs {
         cfg: "agentcap_has_python",
         programs: &[("python3", &["-c", "import venv, ensurepip"])],
         install: "apt-get install python3 python3-venv",

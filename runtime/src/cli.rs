@@ -150,6 +150,23 @@ enum Command {
         #[command(subcommand)]
         action: FilesAction,
     },
+    /// Write a new tool project: its WIT (world + agentcap:tools), one
+    /// exported function, a policy snippet and a README with the build
+    /// command.
+    New {
+        /// The tool's name, a WIT name such as `mail-counter`.
+        name: String,
+        /// The language of the tool.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: the agentcap-sdk crate to depend on (default: the one
+        /// next to the sources agentcap was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Replay the "confirm before acting" incident on bundled data, offline.
     Demo {
         /// Where to lay out the demo (default: a new temporary folder).
@@ -330,6 +347,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action,
         } => journal_command(journal, policy, action).await,
         Command::Files { policy, action } => files_command(&policy, action),
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => new_tool(&name, lang, dir, sdk),
         Command::Demo {
             workspace,
             scripted,
@@ -654,6 +677,23 @@ async fn journal_command(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn new_tool(
+    name: &str,
+    lang: crate::scaffold::Lang,
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let sdk = sdk.or_else(crate::scaffold::default_sdk);
+    let written = crate::scaffold::new_tool(name, lang, &dir, sdk.as_deref())?;
+    println!(
+        "created {} ({} files); its README.md says how to build it",
+        one_line(&dir.display().to_string(), 200),
+        written.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(path: &Path, json: bool, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod http_serve;
 pub mod local_dovecot;
 pub mod mcp;
+pub mod scaffold;
 
 pub use agentcap_core::{
     AgentEngine, CallError, CallOptions, CallOutcome, Gate, LoadError, LoadedTool, Policy, Runtime,

@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: where the guest components are,
 //! a fresh copy of the fixture Maildir, a snapshot of a folder tree, a
-//! runtime under a given policy, and a real Dovecot IMAP server
-//! ([`dovecot`]).
+//! runtime under a given policy, a real Dovecot IMAP server
+//! ([`dovecot`]), and tools built from Python and JavaScript ([`lang`]).
 
+pub mod lang;
 pub mod pg_server;
 
 use std::collections::BTreeMap;

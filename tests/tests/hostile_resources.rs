@@ -207,27 +207,43 @@ async fn no_ambient_authority_env_args_or_files() {
     );
 }
 
+/// `wasi:sockets` is linked (CPython imports it whatever a tool does) with
+/// every operation refused: a connection to a listening loopback port fails
+/// in the guest and the listener sees nothing.
 #[tokio::test]
-async fn a_tool_that_uses_the_network_is_refused_at_link_time() {
+async fn a_tool_that_opens_a_socket_gets_access_denied_and_sends_nothing() {
     let ws = Workspace::new();
-    let runtime = ws.runtime(
-        "user = \"alice\"\n[tools.t]\ncomponent = \"x.wasm\"\n",
+    let policy = "user = \"alice\"\n[tools.t]\ncomponent = \"x.wasm\"\n";
+    let (runtime, tool) = ws.load_guest(
+        policy,
         shared(agentcap_tests::Silent),
-    );
-    let bytes = std::fs::read(agentcap_tests::guest("hostile_network")).unwrap();
-    let grants = runtime.policy().tools["t"].clone();
-    let err = match runtime.load_component("t", grants, &bytes) {
-        Err(e) => e,
-        Ok(_) => panic!("a component importing wasi:sockets was linked"),
-    };
-    assert!(
-        matches!(err, agentcap::LoadError::Forbidden { .. }),
-        "{err}"
+        "t",
+        "hostile_network",
     );
     assert!(
-        err.to_string().contains("wasi:sockets")
-            && err.to_string().contains("network access is never granted"),
-        "{err}"
+        tool.info()
+            .imports
+            .iter()
+            .any(|i| i.name.starts_with("wasi:sockets/tcp")
+                && i.kind == agentcap::tool::ImportKind::NoNetwork),
+        "the guest should import wasi:sockets/tcp"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let outcome = call(
+        &runtime,
+        &tool,
+        "exfiltrate",
+        json!({"addr": addr, "data": "the user's secrets"}),
+    )
+    .await
+    .unwrap();
+    let said = outcome.result.as_str().unwrap_or_default().to_string();
+    assert!(said.starts_with("blocked:"), "{said}");
+    assert!(
+        listener.accept().is_err(),
+        "a connection reached the listener"
     );
 }
 

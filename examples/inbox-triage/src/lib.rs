@@ -6,57 +6,9 @@
 //! the host gives it: the tool cannot delete a message the user deselected.
 
 wit_bindgen::generate!({
-    inline: r#"
-        package example:inbox-triage;
-
-        world inbox-triage {
-            include agentcap:tools/mail-tool@0.1.0;
-
-            /// One action of a triage plan.
-            record planned {
-                /// Message id, `<folder>/<unique-name>`.
-                id: string,
-                /// `archive` or `delete`.
-                action: string,
-                /// Why the tool proposes it.
-                reason: string,
-                %from: string,
-                subject: string,
-                date: string,
-            }
-
-            /// What a triage run proposed and did.
-            record report {
-                folder: string,
-                scanned: u32,
-                proposed: list<planned>,
-                archived: list<string>,
-                deleted: list<string>,
-                /// Proposed items the user did not approve, by id.
-                not-approved: list<string>,
-                /// Refusals and denials, as the host worded them.
-                refusals: list<string>,
-                kept: u32,
-            }
-
-            /// Propose a triage plan for `folder` without changing anything.
-            /// Promotions older than `promotion-age-days` (default 30) before
-            /// the newest message are proposed for deletion; newsletters for
-            /// archiving.
-            export plan: func(folder: string, promotion-age-days: option<u32>) -> result<list<planned>, string>;
-
-            /// Propose the plan, ask consent for each batch, and apply only
-            /// the approved subset.
-            export triage: func(folder: string, promotion-age-days: option<u32>) -> result<report, string>;
-
-            /// The runaway agent of the incident: delete every promotion of
-            /// `folder`, one consent request per message, and carry on after
-            /// refusals. Only the host's stop ends it. Returns how many it
-            /// deleted.
-            export purge: func(folder: string) -> result<u32, string>;
-        }
-    "#,
-    path: "../../tools-wit/wit",
+    // The world is shared with the Python and JavaScript ports.
+    path: ["../../tools-wit/wit", "wit"],
+    world: "example:inbox-triage/inbox-triage",
     with: {
         "agentcap:tools/consent@0.1.0": agentcap_sdk::consent,
         "agentcap:tools/mail@0.1.0": agentcap_sdk::mail,

@@ -168,8 +168,9 @@ impl Drop for HostState {
 }
 
 impl HostState {
-    /// Fresh state: no env, no args, no preopens, no network, stdin empty,
-    /// stdout/stderr captured.
+    /// Fresh state: no env, no args, no preopens, no network (no TCP, UDP
+    /// or name lookup, and the default address check refuses every
+    /// address), stdin empty, stdout/stderr captured.
     pub fn new(call: Arc<CallContext>, limits: StoreLimits, wall_time: Duration) -> HostState {
         let stdout = CapturedOutput::new(MAX_CAPTURED_OUTPUT);
         let stderr = CapturedOutput::new(MAX_CAPTURED_OUTPUT);
@@ -1065,6 +1066,11 @@ fn cli_view(t: &mut HostState) -> wasmtime_wasi::cli::WasiCliCtxView<'_> {
     wasmtime_wasi::cli::WasiCliView::cli(t)
 }
 
+/// `wasi:sockets` over the store's `WasiCtx`, which allows nothing.
+fn no_network(t: &mut HostState) -> wasmtime_wasi::sockets::WasiSocketsCtxView<'_> {
+    wasmtime_wasi::sockets::WasiSocketsView::sockets(t)
+}
+
 /// `HasData` for WASI I/O, whose host state is the resource table.
 struct IoTable;
 
@@ -1072,12 +1078,16 @@ impl HasData for IoTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-/// Link the harmless WASI interfaces Rust's std pulls in (cli, io, clocks,
-/// random, filesystem with nothing preopened), and no sockets.
+/// Link the harmless WASI interfaces guest toolchains pull in (cli, io,
+/// clocks, random, filesystem with nothing preopened), and `wasi:sockets`
+/// with every operation refused: CPython imports it whatever the tool does,
+/// and the store's `WasiCtx` allows no TCP, no UDP and no name lookup, with
+/// the default address check refusing every address (see [`HostState::new`]).
 fn add_harmless_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
     use wasmtime_wasi::{
         cli::WasiCli, clocks::WasiClocks, filesystem::WasiFilesystem, random::WasiRandom,
+        sockets::WasiSockets,
     };
     use wasmtime_wasi_io::bindings::wasi::io;
     let l = linker;
@@ -1109,6 +1119,13 @@ fn add_harmless_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
     cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
     cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, cli_view)?;
+    sockets::network::add_to_linker::<HostState, WasiSockets>(l, &Default::default(), no_network)?;
+    sockets::instance_network::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
+    sockets::tcp_create_socket::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
+    sockets::tcp::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
+    sockets::udp_create_socket::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
+    sockets::udp::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
+    sockets::ip_name_lookup::add_to_linker::<HostState, WasiSockets>(l, no_network)?;
     Ok(())
 }
 

@@ -367,7 +367,7 @@ impl Runtime {
         let info = ToolInfo::describe(self.engine.engine(), &compiled.component, &compiled.digest);
         for import in &info.imports {
             match &import.kind {
-                ImportKind::Consent | ImportKind::Wasi => {}
+                ImportKind::Consent | ImportKind::Wasi | ImportKind::NoNetwork => {}
                 ImportKind::Capability { interface } => {
                     if !grants.links_interface(interface) {
                         return Err(LoadError::NotGranted {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 use wasmtime::Engine;
-use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::types::{ComponentFunc, ComponentInstance, ComponentItem};
 use wasmtime::component::{Component, Type};
 
 use crate::schema::{Unsupported, schema_of};
@@ -27,6 +27,10 @@ pub enum ImportKind {
     /// A WASI interface that is harmless here: no env, args, preopened
     /// directories or terminal; stdout and stderr are captured.
     Wasi,
+    /// `wasi:sockets`: linked so that toolchains that always import it
+    /// (CPython) load, but every operation fails with `access-denied`: no
+    /// socket is created, no name resolved.
+    NoNetwork,
     /// Never linked, whatever the policy says.
     Forbidden {
         /// Why.
@@ -103,6 +107,8 @@ impl ToolInfo {
                 ComponentItem::ComponentFunc(f) => {
                     functions.push(describe_function(name, None, name, &f))
                 }
+                ComponentItem::ComponentInstance(instance)
+                    if is_build_hook(name, &instance, engine) => {}
                 ComponentItem::ComponentInstance(instance) => {
                     let short = short_interface_name(name);
                     for (fname, item) in instance.exports(engine) {
@@ -162,6 +168,21 @@ impl ToolInfo {
     }
 }
 
+/// Whether an exported instance is a guest toolchain's build-time hook
+/// rather than the tool's own functions: componentize-py leaves its
+/// pre-initialization entry point, a plain-named interface `exports` with
+/// the single function `init`, in every component. It is not offered to
+/// callers (calling it would only re-run the interpreter's setup in the
+/// call's fresh instance).
+fn is_build_hook(name: &str, instance: &ComponentInstance, engine: &Engine) -> bool {
+    let functions: Vec<&str> = instance
+        .exports(engine)
+        .filter(|(_, i)| matches!(i.ty, ComponentItem::ComponentFunc(_)))
+        .map(|(n, _)| n)
+        .collect();
+    name == "exports" && functions == ["init"]
+}
+
 /// `example:pkg/api@1.0.0` -> `api`.
 fn short_interface_name(name: &str) -> &str {
     let without_version = name.split('@').next().unwrap_or(name);
@@ -197,10 +218,11 @@ pub fn classify_import(name: &str) -> ImportKind {
                 .map(|p| p.interface().to_string())
                 .unwrap_or_default(),
         },
-        "wasi:sockets" | "wasi:http" => ImportKind::Forbidden {
-            reason:
-                "network access is never granted to tools; side effects go through capabilities"
-                    .into(),
+        "wasi:sockets" => ImportKind::NoNetwork,
+        "wasi:http" => ImportKind::Forbidden {
+            reason: "only wasi:http's outgoing handler is granted to tools (capability http.*); \
+                     a tool never serves requests"
+                .into(),
         },
         _ => ImportKind::Unknown,
     }
@@ -279,8 +301,18 @@ mod tests {
             ImportKind::Unknown
         );
         assert_eq!(classify_import("wasi:cli/stdout@0.2.6"), ImportKind::Wasi);
-        assert!(matches!(
+        assert_eq!(
             classify_import("wasi:sockets/tcp@0.2.6"),
+            ImportKind::NoNetwork
+        );
+        assert_eq!(
+            classify_import("wasi:http/types@0.2.6"),
+            ImportKind::Capability {
+                interface: "http".into()
+            }
+        );
+        assert!(matches!(
+            classify_import("wasi:http/incoming-handler@0.2.6"),
             ImportKind::Forbidden { .. }
         ));
         assert_eq!(classify_import("evil:corp/exfiltrate"), ImportKind::Unknown);
