@@ -3,6 +3,7 @@
 //! runtime under a given policy, a real Dovecot IMAP server
 //! ([`dovecot`]), and tools built from Python and JavaScript ([`lang`]).
 
+pub mod fleet;
 pub mod lang;
 pub mod pg_server;
 

@@ -6,13 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentcap::consent::{Decision, ScriptedApprover, SessionId};
-use agentcap::{AgentEngine, Runtime};
+use agentcap::consent::SessionId;
 use agentcap_tests::Workspace;
-use agentcap_tests::pg_server::{ADMIN_PASSWORD, Postgres};
+use agentcap_tests::fleet::{fleet_database, host, host_policy, read_first};
+use agentcap_tests::pg_server::Postgres;
 use serde_json::json;
 
 const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
@@ -20,33 +19,6 @@ const HOSTS: usize = 4;
 /// Copies of the fixture mailbox in each host's INBOX (46 messages each),
 /// so that no sweep ends before the stop lands.
 const COPIES: usize = 4;
-
-fn fleet_database(server: &Postgres) -> String {
-    server.execute("postgres", "CREATE DATABASE fleet");
-    // The test server trades durability for speed; the fleet's database
-    // must keep what it acknowledged across a crash, as a real one does.
-    server.execute(
-        "postgres",
-        "ALTER DATABASE fleet SET synchronous_commit = on",
-    );
-    format!(
-        "host=127.0.0.1 port={} user=postgres password={ADMIN_PASSWORD} dbname=fleet sslmode=disable",
-        server.port
-    )
-}
-
-/// The sweeper with standing grants, in fleet `connection` as `host`.
-fn host_policy(connection: &str, host: &str, out_of_reach_ms: u64) -> String {
-    format!(
-        "user = \"alice\"\n[journal]\npath = \"journal.sqlite\"\n[mail]\nmaildir = \"Maildir\"\n\
-         [fleet]\npostgres = \"{connection}\"\nhost = \"{host}\"\nout_of_reach_after_ms = {out_of_reach_ms}\n\
-         [tools.sweeper]\ncomponent = {:?}\nlimits = {{ wall_time_ms = 60000 }}\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.delete\"\nmode = \"standing\"\n",
-        agentcap_tests::guest("mail_sweeper")
-    )
-}
 
 /// Add `copies - 1` more copies of every INBOX message (new unique names).
 fn enlarge_inbox(ws: &Workspace, copies: usize) -> usize {
@@ -264,42 +236,6 @@ fn a_stop_reaches_every_host_and_nothing_moves_after_the_acknowledgements() {
     );
 }
 
-/// A host in the fleet, in this process.
-fn in_process_host(
-    connection: &str,
-    name: &str,
-) -> (Workspace, Arc<Runtime>, agentcap::LoadedTool) {
-    let ws = Workspace::new();
-    let runtime = Runtime::new(
-        AgentEngine::new(None).unwrap(),
-        ws.policy(&host_policy(connection, name, 500)),
-        Arc::new(ScriptedApprover::new("unused", Decision::approve_all)),
-    )
-    .unwrap();
-    let tool = runtime.load_tool("sweeper").unwrap();
-    (ws, Arc::new(runtime), tool)
-}
-
-async fn read_first(
-    runtime: &Runtime,
-    tool: &agentcap::LoadedTool,
-    session: &str,
-) -> Result<String, String> {
-    let outcome = runtime
-        .call(
-            tool,
-            &SessionId(session.into()),
-            "read-first",
-            &json!({"folder": "INBOX"}),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    match outcome.result.get("ok") {
-        Some(v) => Ok(v.to_string()),
-        None => Err(outcome.result.to_string()),
-    }
-}
-
 #[cfg_attr(
     not(agentcap_has_postgres),
     ignore = "PostgreSQL is not installed: apt-get install postgresql"
@@ -310,7 +246,7 @@ async fn without_the_fleet_database_no_host_acts_and_it_reads_missed_stops_first
     let connection = fleet_database(&server);
     let hosts: Vec<_> = ["a", "b"]
         .iter()
-        .map(|name| in_process_host(&connection, name))
+        .map(|name| host(&connection, name, 500))
         .collect();
     // Before a host has reached the database, nothing runs.
     let err = read_first(&hosts[0].1, &hosts[0].2, "early")

@@ -7,76 +7,14 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentcap::consent::{Decision, ScriptedApprover, SessionId};
-use agentcap::{AgentEngine, Runtime};
+use agentcap::consent::SessionId;
 use agentcap_tests::Workspace;
-use agentcap_tests::pg_server::{ADMIN_PASSWORD, Postgres};
-use serde_json::json;
+use agentcap_tests::fleet::{fleet_database, host, host_policy, read_first};
+use agentcap_tests::pg_server::Postgres;
 
 const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
-
-fn fleet_database(server: &Postgres) -> String {
-    server.execute("postgres", "CREATE DATABASE fleet");
-    server.execute(
-        "postgres",
-        "ALTER DATABASE fleet SET synchronous_commit = on",
-    );
-    format!(
-        "host=127.0.0.1 port={} user=postgres password={ADMIN_PASSWORD} dbname=fleet sslmode=disable",
-        server.port
-    )
-}
-
-fn host_policy(connection: &str, host: &str, out_of_reach_ms: u64) -> String {
-    format!(
-        "user = \"alice\"\n[journal]\npath = \"journal.sqlite\"\n[mail]\nmaildir = \"Maildir\"\n\
-         [fleet]\npostgres = \"{connection}\"\nhost = \"{host}\"\nout_of_reach_after_ms = {out_of_reach_ms}\n\
-         [tools.sweeper]\ncomponent = {:?}\nlimits = {{ wall_time_ms = 60000 }}\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.list\"\nmode = \"standing\"\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n\
-         [[tools.sweeper.grants]]\ncapability = \"mail.delete\"\nmode = \"standing\"\n",
-        agentcap_tests::guest("mail_sweeper")
-    )
-}
-
-fn host(
-    connection: &str,
-    name: &str,
-    limit: u64,
-) -> (Workspace, Arc<Runtime>, agentcap::LoadedTool) {
-    let ws = Workspace::new();
-    let runtime = Runtime::new(
-        AgentEngine::new(None).unwrap(),
-        ws.policy(&host_policy(connection, name, limit)),
-        Arc::new(ScriptedApprover::new("unused", Decision::approve_all)),
-    )
-    .unwrap();
-    let tool = runtime.load_tool("sweeper").unwrap();
-    (ws, Arc::new(runtime), tool)
-}
-
-async fn read_first(
-    runtime: &Runtime,
-    tool: &agentcap::LoadedTool,
-    session: &str,
-) -> Result<String, String> {
-    let outcome = runtime
-        .call(
-            tool,
-            &SessionId(session.into()),
-            "read-first",
-            &json!({"folder": "INBOX"}),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    match outcome.result.get("ok") {
-        Some(v) => Ok(v.to_string()),
-        None => Err(outcome.result.to_string()),
-    }
-}
 
 async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

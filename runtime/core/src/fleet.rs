@@ -70,7 +70,7 @@ const MAX_TEXT: i32 = 500;
 const EVENTS_PER_READ: i64 = 500;
 
 /// The policy's `[fleet]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSettings {
     /// The fleet database, as a libpq connection string (`host=... user=...
@@ -95,6 +95,19 @@ pub struct FleetSettings {
         deserialize_with = "crate::policy::within::<_, _, 500, 60000>"
     )]
     pub out_of_reach_after_ms: u64,
+}
+
+/// Without the connection string: it usually carries a password.
+impl std::fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSettings")
+            .field("postgres", &self.postgres.as_ref().map(|_| "[hidden]"))
+            .field("postgres_env", &self.postgres_env)
+            .field("host", &self.host)
+            .field("ca_file", &self.ca_file)
+            .field("out_of_reach_after_ms", &self.out_of_reach_after_ms)
+            .finish()
+    }
 }
 
 fn default_out_of_reach_after_ms() -> u64 {
@@ -901,5 +914,20 @@ impl Member {
             .map_err(|e| describe(&e))?;
         self.last_applied = Some(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_connection_string_is_never_in_debug_output() {
+        let settings: super::FleetSettings = toml::from_str(
+            "postgres = \"host=db user=fleet password=hunter2-secret\"\nhost = \"laptop\"",
+        )
+        .unwrap();
+        let link = super::FleetLink::new(settings, std::path::PathBuf::from("."));
+        let shown = format!("{link:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("laptop"), "{shown}");
     }
 }
