@@ -210,8 +210,8 @@ async fn ctrl_c_on_a_serving_host_reaches_the_fleet() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
     let log = std::fs::read_to_string(ws.dir.path().join("err.log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
     assert!(!log.contains("could NOT be written"), "{log}");
     assert_eq!(
         server.value("fleet", "SELECT count(*) FROM agentcap_fleet_events WHERE origin LIKE 'srv#%' AND kind = 'stop-all'"),

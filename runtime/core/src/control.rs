@@ -15,6 +15,16 @@ use crate::consent::{SessionId, SessionInfo};
 /// Stops being carried out and reported (from a signal or the control
 /// socket); the process must not exit before they are reported.
 static STOPS_IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Set (by the signal handler itself, at delivery) when SIGINT or SIGTERM
+/// reaches a server, which then exits from the signal's task.
+static EXITING_ON_SIGNAL: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+fn exiting_on_signal() -> bool {
+    EXITING_ON_SIGNAL
+        .get()
+        .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
+}
 /// Woken when one ends.
 static STOP_REPORTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
@@ -42,11 +52,23 @@ impl Drop for StopInProgress {
 pub async fn settle() {
     for _ in 0..50 {
         let reported = STOP_REPORTED.notified();
+        if exiting_on_signal() {
+            exit_with_the_signal().await;
+        }
         if STOPS_IN_PROGRESS.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             return;
         }
         let _ = tokio::time::timeout(std::time::Duration::from_millis(100), reported).await;
     }
+}
+
+/// A server stopped by a signal exits from the signal's task (code 130)
+/// once its stop reached the fleet. Its serving may end first (Ctrl-C in a
+/// terminal also ends the MCP client, which closes the pipe), and the
+/// process must not exit with the serving's own code before that.
+async fn exit_with_the_signal() -> ! {
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    std::process::exit(130)
 }
 
 use crate::session::{StopHandle, StopReport};
@@ -297,14 +319,27 @@ pub fn stoppable_with(stop: StopHandle, exit_after_stop: bool) -> Option<Control
             None
         }
     };
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!(
+            "warning: cannot watch SIGINT/SIGTERM: Ctrl-C will end the process without a stop"
+        );
+        return socket;
+    };
+    if exit_after_stop {
+        // Flagged in the handler itself: the serving can end (its client
+        // gone with the same Ctrl-C) before the task below runs.
+        let flag = EXITING_ON_SIGNAL.get_or_init(Default::default);
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            if let Err(e) = signal_hook::flag::register(signal, flag.clone()) {
+                tracing::warn!("cannot watch signal {signal}: {e}");
+            }
+        }
+    }
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
         let mut first = true;
         loop {
             let name = tokio::select! {
