@@ -64,29 +64,29 @@ struct Waiting {
 pub struct PendingView {
     /// Answer with this id.
     pub id: u64,
-    /// The tool asking.
-    pub tool: String,
-    /// On whose behalf.
-    pub user: String,
-    /// The session.
-    pub session: String,
-    /// The capability.
-    pub capability: String,
-    /// The host's one-line description.
-    pub action: String,
-    /// Each item as the host describes it.
-    pub items: Vec<String>,
-    /// The exact content (a post with its label, the SQL), or what stands
-    /// for it (a diff).
-    pub payload: Option<String>,
-    /// What `payload` is (`exact content`, a diff's heading).
-    pub payload_heading: String,
-    /// How many invisible characters the content hides, in words.
-    pub payload_warning: Option<String>,
-    /// The tool's own claim.
-    pub tool_claim: String,
+    /// What is asked, every text through the one rendering path.
+    #[serde(flatten)]
+    pub request: crate::fleet_requests::SharedRequest,
     /// Seconds since the request was made.
     pub waiting_secs: u64,
+    /// The fleet host where the tool waits, for a request of another host
+    /// (`id` is then its number in the fleet's database).
+    pub host: Option<String>,
+    /// For a request of another host: the digest of what is shown, sent
+    /// back with the answer (the asking host checks it).
+    pub digest: Option<String>,
+}
+
+impl PendingView {
+    fn of_fleet(pending: crate::fleet_requests::FleetPending) -> PendingView {
+        PendingView {
+            id: pending.id.max(0) as u64,
+            request: pending.request,
+            waiting_secs: pending.waiting_secs,
+            host: Some(pending.host),
+            digest: Some(pending.digest),
+        }
+    }
 }
 
 impl ApprovalsBoard {
@@ -111,17 +111,10 @@ impl ApprovalsBoard {
             .iter()
             .map(|(id, w)| PendingView {
                 id: *id,
-                tool: one_line(&w.prompt.tool, 200),
-                user: one_line(&w.prompt.user, 200),
-                session: one_line(&w.prompt.session.0, 200),
-                capability: w.prompt.capability.to_string(),
-                action: w.prompt.shown_action(),
-                items: w.prompt.shown_items(),
-                payload: w.prompt.shown_payload(CHANNEL),
-                payload_heading: w.prompt.shown_payload_heading(),
-                payload_warning: w.prompt.payload_warning(),
-                tool_claim: w.prompt.shown_claim(),
+                request: crate::fleet_requests::SharedRequest::of(&w.prompt),
                 waiting_secs: now.duration_since(w.asked_at).map_or(0, |d| d.as_secs()),
+                host: None,
+                digest: None,
             })
             .collect()
     }
@@ -253,6 +246,10 @@ impl ApprovalsPage {
         }
         for host in &mut allowed_hosts {
             host.make_ascii_lowercase();
+        }
+        // In a fleet, the page also lists the other hosts' requests.
+        if let Some(fleet) = stop.fleet() {
+            fleet.requests().start_listing();
         }
         Arc::new(ApprovalsPage {
             board,
@@ -390,6 +387,16 @@ async fn state(State(page): State<Arc<ApprovalsPage>>) -> Response {
         .into_iter()
         .map(|m| json!({"session": one_line(&m.session, 200), "tool": m.tool, "capability": m.capability}))
         .collect();
+    let mut pending = page.board.pending();
+    if let Some(fleet) = page.stop.fleet() {
+        pending.extend(
+            fleet
+                .requests()
+                .listed()
+                .into_iter()
+                .map(PendingView::of_fleet),
+        );
+    }
     let feed: Vec<Value> = match page.journal.tail(FEED_LENGTH, None) {
         Ok(records) => records
             .iter()
@@ -401,7 +408,7 @@ async fn state(State(page): State<Arc<ApprovalsPage>>) -> Response {
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({
-            "pending": page.board.pending(),
+            "pending": pending,
             "sessions": sessions,
             "muted": muted,
             "halted": page.stop.is_halted(),
@@ -419,12 +426,18 @@ struct DecideRequest {
     approve: Vec<usize>,
     #[serde(default)]
     decline: bool,
+    /// For a request of another fleet host: the digest the page showed.
+    #[serde(default)]
+    digest: Option<String>,
 }
 
 async fn decide(
     State(page): State<Arc<ApprovalsPage>>,
     Json(request): Json<DecideRequest>,
 ) -> Response {
+    if let Some(digest) = &request.digest {
+        return decide_in_fleet(&page, &request, digest).await;
+    }
     let Some(items) = page.board.items_of(request.id) else {
         return refuse(
             StatusCode::GONE,
@@ -447,6 +460,51 @@ async fn decide(
         Json(json!({"ok": true})).into_response()
     } else {
         refuse(StatusCode::GONE, "that request is no longer waiting")
+    }
+}
+
+/// Answer a request of another fleet host: written to the fleet's
+/// database (the first answer wins), applied by the asking host, which
+/// confirms.
+async fn decide_in_fleet(page: &ApprovalsPage, request: &DecideRequest, digest: &str) -> Response {
+    use crate::fleet_requests::{AnswerOutcome, FleetAnswer};
+    let Some(fleet) = page.stop.fleet() else {
+        return refuse(StatusCode::BAD_REQUEST, "this host is not in a fleet");
+    };
+    let Ok(id) = i64::try_from(request.id) else {
+        return refuse(StatusCode::BAD_REQUEST, "no such request");
+    };
+    let answer = if request.decline {
+        FleetAnswer::Decline(format!(
+            "declined on the approvals page of fleet host {}",
+            fleet.host()
+        ))
+    } else {
+        FleetAnswer::Approve(request.approve.clone())
+    };
+    let outcome = crate::fleet_requests::answer(
+        fleet.settings(),
+        fleet.base_dir(),
+        id,
+        digest,
+        &answer,
+        fleet.host(),
+    )
+    .await;
+    match outcome {
+        Ok(AnswerOutcome::Applied) => Json(json!({"ok": true})).into_response(),
+        Ok(AnswerOutcome::NotApplied(why)) => refuse(StatusCode::GONE, &one_line(&why, 1000)),
+        Ok(AnswerOutcome::Unconfirmed) => refuse(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the answer was written, but the host where the tool waits did not confirm it in time; it applies it when it can, unless it was answered there first",
+        ),
+        Err(e) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the fleet's database cannot be reached: {}",
+                one_line(&e, 500)
+            ),
+        ),
     }
 }
 

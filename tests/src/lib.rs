@@ -482,7 +482,9 @@ impl PageUser {
         })
     }
 
-    fn pending_where(
+    /// The first pending request `wanted` accepts, waiting up to 10 s for
+    /// one (`what` names it in the failure).
+    pub fn pending_where(
         &self,
         what: &str,
         wanted: impl Fn(&serde_json::Value) -> bool,

@@ -29,7 +29,7 @@ use crate::session::StopHandle;
 /// How often a host checks in with the fleet's database.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
 /// The channel stops are announced on.
-const CHANNEL: &str = "agentcap_fleet";
+pub(crate) const CHANNEL: &str = "agentcap_fleet";
 /// Serializes the creation of the fleet's tables by hosts starting at once.
 const SCHEMA_LOCK: i64 = 0x0061_676e_7463_6170;
 /// Serializes the writing of events, so their ids commit in order (anyone
@@ -244,6 +244,8 @@ pub struct FleetLink {
     leave_now: tokio::sync::Notify,
     /// Whether the member task was started.
     started_member: AtomicBool,
+    /// Consent requests shared with the fleet's pages.
+    requests: crate::fleet_requests::FleetRequests,
 }
 
 impl FleetLink {
@@ -270,12 +272,28 @@ impl FleetLink {
             leaving: AtomicBool::new(false),
             leave_now: tokio::sync::Notify::new(),
             started_member: AtomicBool::new(false),
+            requests: Default::default(),
         })
     }
 
     /// This host's name in the fleet.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The consent requests shared with the fleet's approvals pages.
+    pub fn requests(&self) -> &crate::fleet_requests::FleetRequests {
+        &self.requests
+    }
+
+    /// The settings the link was made with.
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    /// The policy file's folder (for `ca_file`).
+    pub fn base_dir(&self) -> &std::path::Path {
+        &self.base_dir
     }
 
     /// This process in the fleet (`name#pid-random`).
@@ -586,7 +604,7 @@ where
     })
 }
 
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => {
@@ -608,6 +626,9 @@ pub async fn ensure_schema(client: &mut Client) -> Result<(), String> {
         .await
         .map_err(|e| describe(&e))?;
     tx.batch_execute(SCHEMA).await.map_err(|e| describe(&e))?;
+    tx.batch_execute(crate::fleet_requests::SCHEMA)
+        .await
+        .map_err(|e| describe(&e))?;
     tx.commit().await.map_err(|e| describe(&e))
 }
 
@@ -758,6 +779,10 @@ impl Member {
             let step = async {
                 self.link.write_unsent(&mut client).await?;
                 self.catch_up(&client).await?;
+                self.link
+                    .requests
+                    .sync(&client, &self.link.instance, &self.link.host)
+                    .await?;
                 let limit_ms = self.link.settings.out_of_reach_after_ms as i32;
                 client
                     .execute(
@@ -787,6 +812,7 @@ impl Member {
                     }
                 }
                 _ = self.link.queued.notified() => {}
+                _ = self.link.requests.queued.notified() => {}
                 _ = self.link.leave_now.notified() => {
                     // Own stops pressed meanwhile are written first.
                     let leaving = async {

@@ -315,6 +315,18 @@ impl Runtime {
         crate::fleet::start_member(self.gate.fleet()?, self.stop_handle())
     }
 
+    /// `approver`, and in a fleet also every host's approvals page: the
+    /// request waits in the fleet's database too.
+    fn with_fleet_pages(&self, approver: SharedApprover) -> SharedApprover {
+        match self.gate.fleet() {
+            None => approver,
+            Some(link) => Arc::new(crate::consent::FirstAnswer::new(vec![
+                approver,
+                Arc::new(crate::fleet_requests::FleetApprover::new(link.clone())),
+            ])),
+        }
+    }
+
     /// A handle that stops sessions of this runtime.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle::new(self.gate.clone(), self.journal.clone())
@@ -502,7 +514,8 @@ impl Runtime {
             grants: tool.grants.clone(),
             user: self.policy.user.clone(),
             gate: self.gate.clone(),
-            approver: options.approver.unwrap_or_else(|| self.approver.clone()),
+            approver: self
+                .with_fleet_pages(options.approver.unwrap_or_else(|| self.approver.clone())),
             consent_timeout: Duration::from_secs(self.policy.consent_timeout_secs),
             backends: self.backends.clone(),
             journal: self.journal.clone(),

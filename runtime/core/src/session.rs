@@ -37,6 +37,11 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
+    /// The fleet this host belongs to, if any.
+    pub fn fleet(&self) -> Option<Arc<crate::fleet::FleetLink>> {
+        self.gate.fleet().cloned()
+    }
+
     /// A handle over `gate`, journaling to `journal`.
     pub fn new(gate: Arc<Gate>, journal: Arc<Journal>) -> StopHandle {
         StopHandle { gate, journal }

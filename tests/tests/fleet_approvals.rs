@@ -1,0 +1,285 @@
+//! One approvals page for the fleet: a consent request of host B (no
+//! human there) shows on host A's page (an `agentcap serve` process) with
+//! B's name, is answered there, and decides the call on B; the first
+//! answer wins; an answer for a request rewritten in the database is not
+//! applied; hostile text in the shared rows reaches the page rendered.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentcap::consent::{DenyApprover, SessionId};
+use agentcap::{AgentEngine, Runtime};
+use agentcap_tests::fleet::{fleet_database, host_policy};
+use agentcap_tests::pg_server::Postgres;
+use agentcap_tests::{PageUser, Workspace, login_link};
+use serde_json::json;
+
+const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
+
+/// Host A: `agentcap serve` with its approvals page, in the fleet.
+struct PageHost {
+    child: Child,
+    page: PageUser,
+    _ws: Workspace,
+    _control: tempfile::TempDir,
+}
+
+impl Drop for PageHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn page_host(connection: &str) -> PageHost {
+    let ws = Workspace::new();
+    let policy = ws.dir.path().join("agentcap.toml");
+    std::fs::write(&policy, host_policy(connection, "a", 2000)).unwrap();
+    let control = tempfile::tempdir().unwrap();
+    let child = Command::new(AGENTCAP)
+        .args(["serve", "--policy"])
+        .arg(&policy)
+        .env("AGENTCAP_CONTROL_DIR", control.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let page = PageUser::open(&login_link(control.path()));
+    PageHost {
+        child,
+        page,
+        _ws: ws,
+        _control: control,
+    }
+}
+
+/// Host B: in this process, no human (every request waits for a page),
+/// reading mail needs a person's consent each time.
+type AskingHost = (Workspace, Arc<Runtime>, Arc<agentcap::LoadedTool>);
+
+fn asking_host(connection: &str) -> AskingHost {
+    let ws = Workspace::new();
+    let policy = host_policy(connection, "b", 2000).replace(
+        "capability = \"mail.read\"\nmode = \"standing\"",
+        "capability = \"mail.read\"\nmode = \"ask\"",
+    );
+    let runtime = Runtime::new(
+        AgentEngine::new(None).unwrap(),
+        ws.policy(&policy),
+        Arc::new(DenyApprover::new("no person at host b")),
+    )
+    .unwrap();
+    let tool = runtime.load_tool("sweeper").unwrap();
+    (ws, Arc::new(runtime), Arc::new(tool))
+}
+
+/// B's call `read-first` in `session`, started now: the subject or the
+/// refusal.
+fn read_first_on(b: &AskingHost, session: &str) -> tokio::task::JoinHandle<Result<String, String>> {
+    let runtime = b.1.clone();
+    let tool = b.2.clone();
+    let session = session.to_string();
+    tokio::spawn(async move { agentcap_tests::fleet::read_first(&runtime, &tool, &session).await })
+}
+
+/// A fleet database, host B (in touch) and host A with its page.
+async fn two_hosts() -> (Postgres, AskingHost, agentcap::fleet::FleetMember, PageHost) {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = asking_host(&c);
+    let member = b.1.start_fleet().unwrap();
+    assert!(member.wait_in_touch(Duration::from_secs(10)).await);
+    let a = page_host(&c);
+    (server, b, member, a)
+}
+
+/// Answer `request` on `page` (`answer`: `{"approve": [...]}` or
+/// `{"decline": true}`) with the digest the page showed.
+async fn answer_on(
+    page: &PageUser,
+    request: &serde_json::Value,
+    mut answer: serde_json::Value,
+) -> (u16, String) {
+    answer["id"] = request["id"].clone();
+    answer["digest"] = request["digest"].clone();
+    decide(page, answer).await
+}
+
+async fn pending_of_b(page: &PageUser) -> serde_json::Value {
+    let page = PageUser {
+        addr: page.addr.clone(),
+        key: page.key.clone(),
+    };
+    tokio::task::spawn_blocking(move || {
+        page.pending_where("from host b", |r| r["host"].as_str() == Some("b"))
+    })
+    .await
+    .unwrap()
+}
+
+async fn decide(page: &PageUser, answer: serde_json::Value) -> (u16, String) {
+    let page = PageUser {
+        addr: page.addr.clone(),
+        key: page.key.clone(),
+    };
+    tokio::task::spawn_blocking(move || page.decide(answer))
+        .await
+        .unwrap()
+}
+
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_one_host_is_answered_on_another_hosts_page() {
+    let (_server, b, member, a) = two_hosts().await;
+
+    // Approved on A's page: the read happens on B.
+    let call = read_first_on(&b, "s1");
+    let request = pending_of_b(&a.page).await;
+    assert_eq!(request["capability"], "mail.read", "{request}");
+    assert_eq!(request["tool"], "sweeper");
+    let (status, body) = answer_on(&a.page, &request, json!({"approve": [0]})).await;
+    assert_eq!(status, 200, "{body}");
+    let subject = call.await.unwrap().expect("approved on A's page");
+    assert!(!subject.is_empty());
+    // First answer wins: the same request cannot be answered again.
+    let (status, body) = answer_on(&a.page, &request, json!({"approve": [0]})).await;
+    assert_eq!(status, 410, "{body}");
+    // B's journal names the page and the host that decided.
+    let decisions: Vec<_> =
+        b.1.journal()
+            .all()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "decision")
+            .collect();
+    assert!(
+        decisions.iter().any(|r| r
+            .decided_by
+            .as_deref()
+            .is_some_and(|d| d.contains("approvals page on fleet host a"))),
+        "{decisions:?}"
+    );
+
+    // Declined on A's page: nothing is read on B.
+    let call = read_first_on(&b, "s2");
+    let request = pending_of_b(&a.page).await;
+    let (status, body) = answer_on(&a.page, &request, json!({"decline": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let refused = call.await.unwrap().expect_err("declined on A's page");
+    assert!(refused.contains("declined"), "{refused}");
+    drop(a);
+    member.leave().await.unwrap();
+}
+
+/// Someone with the database's credentials rewrites a waiting request (so
+/// the page shows something else than what B asked): an answer to the
+/// rewritten request is not applied, and B keeps waiting for one that is.
+/// Text planted in the row reaches the page rendered.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_a_rewritten_request_is_not_applied() {
+    let (server, b, member, a) = two_hosts().await;
+    let before = b.0.snapshot();
+
+    let call = read_first_on(&b, "s1");
+    let request = pending_of_b(&a.page).await;
+    let planted = "{\"tool\":\"sweeper\",\"user\":\"alice\",\"session\":\"s1\",\"capability\":\"mail.read\",\
+        \"action\":\"read nothing at all\\u001b[2J\\u202e\",\"items\":[\"harmless\\u0007\"],\"payload\":null,\
+        \"payload_heading\":\"exact content\",\"payload_warning\":null,\"tool_claim\":\"\"}";
+    server.execute(
+        "fleet",
+        &format!(
+            "UPDATE agentcap_fleet_requests SET shown = '{}' WHERE id = {}",
+            planted.replace('\'', "''"),
+            request["id"]
+        ),
+    );
+    let rewritten = loop {
+        let shown = pending_of_b(&a.page).await;
+        if shown["digest"] != request["digest"] {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = rewritten.to_string();
+    let parsed = format!("{}{}", rewritten["action"], rewritten["items"]);
+    assert!(
+        rewritten["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("read nothing at all")
+    );
+    for hidden in ['\u{1b}', '\u{202e}', '\u{7}'] {
+        assert!(
+            !rewritten["action"].as_str().unwrap().contains(hidden)
+                && !rewritten["items"][0].as_str().unwrap().contains(hidden),
+            "{text} {parsed}"
+        );
+    }
+    let (status, body) = answer_on(&a.page, &rewritten, json!({"approve": [0]})).await;
+    assert_eq!(status, 410, "{body}");
+    assert!(body.contains("differs from the one asked"), "{body}");
+    assert!(
+        !call.is_finished(),
+        "B still waits for an answer that holds"
+    );
+    // B asks again, as it asked: declined, nothing read.
+    let again = pending_of_b(&a.page).await;
+    assert_ne!(again["id"], rewritten["id"]);
+    assert_eq!(again["capability"], "mail.read");
+    let (status, body) = answer_on(&a.page, &again, json!({"decline": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(call.await.unwrap().is_err());
+    assert_eq!(b.0.snapshot(), before);
+    let reads =
+        b.1.journal()
+            .all()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "call" && r.capability.as_deref() == Some("mail.read"))
+            .count();
+    assert_eq!(reads, 0);
+    drop(a);
+    member.leave().await.unwrap();
+}
+
+/// A request that ends on its own host (its session stopped there) is
+/// withdrawn from the fleet: a page's late answer is refused.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_ends_on_its_host_leaves_the_other_pages() {
+    let (server, b, member, a) = two_hosts().await;
+    let call = read_first_on(&b, "s1");
+    let request = pending_of_b(&a.page).await;
+    // B's call ends (stopped on B): its request is withdrawn everywhere.
+    b.1.stop_session(&SessionId("s1".into()), "test");
+    assert!(call.await.unwrap().is_err());
+    for _ in 0..100 {
+        if server.value(
+            "fleet",
+            &format!(
+                "SELECT count(*) FROM agentcap_fleet_requests WHERE id = {} AND state = 'withdrawn'",
+                request["id"]
+            ),
+        ) == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = answer_on(&a.page, &request, json!({"approve": [0]})).await;
+    assert_eq!(status, 410, "{body}");
+    drop(a);
+    member.leave().await.unwrap();
+}
