@@ -138,6 +138,11 @@ enum Command {
         /// Take the journal location from this policy file.
         #[arg(long, global = true)]
         policy: Option<PathBuf>,
+        /// The fleet's journal (every host's chain, in the database the
+        /// policy's `[fleet]` names) instead of a local one: `tail` and
+        /// `verify`.
+        #[arg(long, global = true)]
+        fleet: bool,
         #[command(subcommand)]
         action: JournalAction,
     },
@@ -202,11 +207,15 @@ enum JournalAction {
     },
     /// Check the hash chain; exits 1 and names the first broken record.
     Verify,
-    /// Write every record to stdout.
+    /// Write every record to stdout, or copy them into the fleet's journal.
     Export {
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
+        /// Copy the records the fleet's journal lacks into it (the
+        /// policy's `[fleet]`), as this host, instead of printing them.
+        #[arg(long)]
+        to_fleet: bool,
     },
 }
 
@@ -344,6 +353,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Journal {
             journal,
             policy,
+            fleet: true,
+            action,
+        } => fleet_journal_command(journal, policy, action).await,
+        Command::Journal {
+            journal,
+            policy,
+            fleet: false,
             action,
         } => journal_command(journal, policy, action).await,
         Command::Files { policy, action } => files_command(&policy, action),
@@ -596,9 +612,9 @@ async fn journal_command(
     policy: Option<PathBuf>,
     action: JournalAction,
 ) -> anyhow::Result<ExitCode> {
-    let path = match (journal, policy) {
+    let path = match (journal, &policy) {
         (Some(j), _) => j,
-        (None, Some(p)) => Policy::load(&p)?.journal_path(),
+        (None, Some(p)) => Policy::load(p)?.journal_path(),
         (None, None) => Journal::default_path(),
     };
     if !path.exists() {
@@ -654,8 +670,35 @@ async fn journal_command(
                 }
             }
         }
+        JournalAction::Export { to_fleet: true, .. } => {
+            let policy = policy.context("--to-fleet needs --policy")?;
+            let (client, settings) = fleet_client(&policy).await?;
+            let journal = Arc::new(journal);
+            let mut copying = crate::fleet_journal::Copying::default();
+            let host = settings.host_name();
+            let mut total = 0;
+            loop {
+                let copied =
+                    crate::fleet_journal::copy_new(&client, &journal, &host, &mut copying, 1000)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .context("cannot copy the journal into the fleet's")?;
+                total += copied;
+                if copied < 1000 {
+                    break;
+                }
+                eprintln!("copied {total} records...");
+            }
+            println!(
+                "copied {total} record(s) of {} into the fleet's journal as host {}",
+                one_line(&path.display().to_string(), 300),
+                one_line(&host, 200)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         JournalAction::Export {
             format: ExportFormat::Jsonl,
+            to_fleet: false,
         } => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -675,6 +718,136 @@ async fn journal_command(
                 other => other?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A connection to the fleet's database of `policy`.
+async fn fleet_client(
+    policy: &Path,
+) -> anyhow::Result<(crate::fleet::DatabaseClient, crate::fleet::FleetSettings)> {
+    let loaded = Policy::load(policy)?;
+    let settings = loaded.fleet.clone().with_context(|| {
+        format!(
+            "{} has no [fleet] table",
+            one_line(&policy.display().to_string(), 300)
+        )
+    })?;
+    let (mut client, _connection) = crate::fleet::connect(&settings, &loaded.base_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot reach the fleet's database")?;
+    crate::fleet::ensure_schema(&mut client)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot create the fleet's tables")?;
+    Ok((client, settings))
+}
+
+/// `agentcap journal --fleet ...`: the fleet's journal in its database.
+async fn fleet_journal_command(
+    journal: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    action: JournalAction,
+) -> anyhow::Result<ExitCode> {
+    let policy = policy.context("--fleet needs --policy")?;
+    if journal.is_some() {
+        bail!("--fleet reads the fleet's journal; --journal names a local one");
+    }
+    let (client, _) = fleet_client(&policy).await?;
+    match action {
+        JournalAction::Verify => {
+            let chains = crate::fleet_journal::verify(&client)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("cannot read the fleet's journal")?;
+            let mut broken = false;
+            for c in &chains {
+                let id = &c.chain[..c.chain.len().min(12)];
+                let unfinished = if c.unfinished > 0 {
+                    format!(", {} started with outcome unknown", c.unfinished)
+                } else {
+                    String::new()
+                };
+                match &c.broken {
+                    None => println!(
+                        "ok: host {} (chain {}): {} records, chain intact{unfinished}",
+                        c.host,
+                        one_line(id, 20),
+                        c.records
+                    ),
+                    Some((seq, why)) => {
+                        broken = true;
+                        println!(
+                            "BROKEN: host {} (chain {}) at record #{seq}: {}",
+                            c.host,
+                            one_line(id, 20),
+                            one_line(why, 500)
+                        );
+                    }
+                }
+            }
+            if chains.is_empty() {
+                println!("the fleet's journal is empty");
+            }
+            Ok(if broken {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        JournalAction::Tail {
+            count,
+            follow,
+            session,
+        } => {
+            if session.is_some() {
+                bail!("--session is not supported with --fleet yet");
+            }
+            let read = |after: Option<i64>, n: i64| {
+                let client = &client;
+                async move {
+                    crate::fleet_journal::tail(client, n, after)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .context("cannot read the fleet's journal")
+                }
+            };
+            // Ids are taken when rows are written but become visible when
+            // they commit, not always in order: each look reaches back a
+            // little and skips what was shown.
+            let mut shown = std::collections::BTreeSet::new();
+            for r in read(None, count as i64).await? {
+                println!("{}", r.summary_line());
+                shown.insert(r.id);
+            }
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // What is already there counts as shown.
+            if let Some(newest) = read(None, 1).await?.last() {
+                shown.extend(
+                    read(Some(newest.id - 1000), 1000)
+                        .await?
+                        .iter()
+                        .map(|r| r.id),
+                );
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let newest = shown.last().copied().unwrap_or(0);
+                for r in read(Some(newest - 1000), 100_000).await? {
+                    if shown.insert(r.id) {
+                        println!("{}", r.summary_line());
+                    }
+                }
+                while shown.len() > 10_000 {
+                    shown.pop_first();
+                }
+            }
+        }
+        JournalAction::Export { .. } => {
+            bail!("export reads a local journal: use --policy without --fleet, with --to-fleet")
         }
     }
 }

@@ -11,8 +11,8 @@
 //! under the same paths.
 
 pub use agentcap_core::{
-    capability, consent, control, engine, fleet, fleet_requests, host, journal, output, policy,
-    render, runtime, schema, secret, session, tool,
+    capability, consent, control, engine, fleet, fleet_journal, fleet_requests, host, journal,
+    output, policy, render, runtime, schema, secret, session, tool,
 };
 
 pub mod approvals;

@@ -96,6 +96,17 @@ impl Host {
         }
     }
 
+    /// The host's name in its policy.
+    fn policy_host(&self) -> String {
+        let policy = std::fs::read_to_string(&self.policy).unwrap();
+        policy
+            .split("host = \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string()
+    }
+
     fn output(&self) -> String {
         std::fs::read_to_string(self.ws.dir.path().join("out.log")).unwrap_or_default()
     }
@@ -362,5 +373,138 @@ async fn without_the_fleet_database_no_host_acts_and_it_reads_missed_stops_first
     while acknowledged_by_b() != 1 {
         assert!(Instant::now() < deadline, "host b did not acknowledge");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The fleet's journal: every host's chain is copied into the database;
+/// one host is SIGKILLed mid-sweep; `journal --fleet verify` passes, the
+/// killed host's chain in the database is a prefix of its own journal and
+/// `journal export --to-fleet` completes it; a row altered in the database
+/// is named; `tail --follow` shows every host's records, rendered.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[test]
+fn the_fleet_journal_verifies_after_a_host_is_killed() {
+    let server = Postgres::start();
+    let connection = fleet_database(&server);
+    let cache = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|i| Host::start(&connection, &format!("j{i}"), cache.path()))
+        .collect();
+    let follow_out = tempfile::NamedTempFile::new().unwrap();
+    let mut follow = Command::new(AGENTCAP)
+        .args(["journal", "--fleet", "--policy"])
+        .arg(&hosts[0].policy)
+        .args(["tail", "-n", "0", "--follow"])
+        .stdout(follow_out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hosts.iter().any(|h| trashed(&h.ws) < 5) {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Killed with its records partly copied (the copy runs every 200 ms).
+    hosts[0].child.kill().unwrap();
+    hosts[0].child.wait().unwrap();
+    let (ok, report) = agentcap(&["stop", "--all"], &hosts[1].policy);
+    assert!(ok, "{report}");
+    for host in &mut hosts[1..] {
+        host.wait();
+    }
+    let (ok, report) = agentcap(&["journal", "--fleet", "verify"], &hosts[1].policy);
+    assert!(ok, "{report}");
+    for name in ["j0", "j1", "j2"] {
+        assert!(
+            report.contains(&format!("ok: host {name} ")),
+            "{name}: {report}"
+        );
+    }
+    assert!(!report.contains("BROKEN"), "{report}");
+    let copied = |name: &str| {
+        server.value(
+            "fleet",
+            &format!("SELECT count(*) FROM agentcap_fleet_journal WHERE host = '{name}'"),
+        )
+    };
+    let local_records = |host: &Host| {
+        let (ok, report) = agentcap(&["journal", "verify"], &host.policy);
+        assert!(ok, "{report}");
+        report
+            .split("ok: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("{report}"))
+    };
+    let killed_local = local_records(&hosts[0]);
+    assert!(copied("j0") > 0 && copied("j0") <= killed_local);
+    // The hosts that ended copied their journal to its end.
+    for host in &hosts[1..] {
+        let name = host.policy_host();
+        let local = local_records(host);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while copied(&name) < local {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {} of {local}",
+                copied(&name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (ok, report) = agentcap(&["journal", "export", "--to-fleet"], &hosts[0].policy);
+    assert!(ok, "{report}");
+    assert_eq!(copied("j0"), killed_local, "{report}");
+    let (ok, report) = agentcap(&["journal", "--fleet", "verify"], &hosts[2].policy);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("ok: host j0 ") && report.contains(&format!("{killed_local} records")),
+        "{report}"
+    );
+
+    // What the follower printed: every host's records, one line each.
+    std::thread::sleep(Duration::from_millis(700));
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let followed = std::fs::read_to_string(follow_out.path()).unwrap();
+    for name in ["j0", "j1", "j2"] {
+        assert!(
+            followed.contains(&format!("[{name}] ")),
+            "{name}: {followed}"
+        );
+    }
+
+    // Hostile rows: an altered record, and a planted chain with escapes.
+    server.execute(
+        "fleet",
+        "UPDATE agentcap_fleet_journal SET record = replace(record, 'sweep', 'swept') \
+         WHERE host = 'j1' AND seq = (SELECT min(seq) FROM agentcap_fleet_journal WHERE host = 'j1' AND record LIKE '%sweep%')",
+    );
+    server.execute(
+        "fleet",
+        "INSERT INTO agentcap_fleet_journal (chain, seq, host, record) VALUES \
+         ('planted', 1, E'evil\\x1b[2J\\u202e', E'{\"seq\":1,\"time\":\"t\",\"session\":\"s\\\\u001b[31m\",\"tool\":\"x\",\"tool_digest\":\"d\",\"kind\":\"call\",\"capability\":null,\"targets\":[],\"payload_digest\":null,\"payload\":null,\"decided_by\":null,\"outcome\":\"\\\\u0007bell\",\"ref_seq\":null,\"detail\":null,\"prev_hash\":\"p\",\"hash\":\"h\"}')",
+    );
+    let (ok, report) = agentcap(&["journal", "--fleet", "verify"], &hosts[0].policy);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("BROKEN: host j1") && report.contains("altered"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok: host j0") && report.contains("ok: host j2"),
+        "{report}"
+    );
+    let (_, tail) = agentcap(&["journal", "--fleet", "tail", "-n", "5"], &hosts[0].policy);
+    assert!(tail.contains("evil"), "{tail}");
+    for text in [&report, &tail] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'),
+            "{text}"
+        );
     }
 }

@@ -26,6 +26,9 @@ use tokio_postgres::{AsyncMessage, Client};
 
 use crate::session::StopHandle;
 
+/// A connection to the fleet's database.
+pub use tokio_postgres::Client as DatabaseClient;
+
 /// How often a host checks in with the fleet's database.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
 /// The channel stops are announced on.
@@ -518,6 +521,7 @@ pub fn start_member(link: &Arc<FleetLink>, stop: StopHandle) -> Option<FleetMemb
             link: member_link,
             stop,
             last_applied: None,
+            copying: Default::default(),
         };
         member.run().await;
     });
@@ -629,6 +633,9 @@ pub async fn ensure_schema(client: &mut Client) -> Result<(), String> {
     tx.batch_execute(crate::fleet_requests::SCHEMA)
         .await
         .map_err(|e| describe(&e))?;
+    tx.batch_execute(crate::fleet_journal::SCHEMA)
+        .await
+        .map_err(|e| describe(&e))?;
     tx.commit().await.map_err(|e| describe(&e))
 }
 
@@ -730,6 +737,8 @@ struct Member {
     stop: StopHandle,
     /// The last event applied (None before the first connection).
     last_applied: Option<i64>,
+    /// How far this host's journal is copied into the fleet's.
+    copying: crate::fleet_journal::Copying,
 }
 
 impl Member {
@@ -804,6 +813,31 @@ impl Member {
                 tokio::time::timeout(limit, step).await,
             )?;
             self.link.in_touch(round_trip);
+            // The journal's copy may lag; it never holds effects back
+            // (each host's own journal is the write-ahead record).
+            let copied = tokio::time::timeout(
+                limit,
+                crate::fleet_journal::copy_new(
+                    &client,
+                    self.stop.journal(),
+                    &self.link.host,
+                    &mut self.copying,
+                    crate::fleet_journal::COPIED_PER_ROUND,
+                ),
+            )
+            .await;
+            let more_to_copy = match copied {
+                Ok(Ok(n)) => n == crate::fleet_journal::COPIED_PER_ROUND,
+                Ok(Err(e)) => {
+                    tracing::warn!("copying the journal to the fleet: {e}");
+                    self.copying = Default::default();
+                    false
+                }
+                Err(_) => false,
+            };
+            if more_to_copy {
+                continue;
+            }
             tokio::select! {
                 _ = ticker.tick() => {}
                 n = notifications.recv() => {
@@ -817,6 +851,18 @@ impl Member {
                     // Own stops pressed meanwhile are written first.
                     let leaving = async {
                         self.link.write_unsent(&mut client).await?;
+                        // The journal's last records (this process's end).
+                        if let Err(e) = crate::fleet_journal::copy_new(
+                            &client,
+                            self.stop.journal(),
+                            &self.link.host,
+                            &mut self.copying,
+                            10 * crate::fleet_journal::COPIED_PER_ROUND,
+                        )
+                        .await
+                        {
+                            tracing::warn!("copying the journal to the fleet: {e}");
+                        }
                         client
                             .execute(
                                 "DELETE FROM agentcap_fleet_hosts WHERE instance = $1",

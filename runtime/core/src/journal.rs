@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -134,7 +134,7 @@ pub struct Entry {
 }
 
 /// A stored record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// Position in the total order, from 1.
     pub seq: i64,
@@ -584,32 +584,27 @@ impl Journal {
         }
     }
 
+    /// Up to `limit` records after `seq`, oldest first.
+    pub fn range(&self, seq: i64, limit: usize) -> Result<Vec<Record>, JournalError> {
+        let limit = limit as i64;
+        self.query(
+            &format!("{SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            &[&seq, &limit],
+        )
+    }
+
     /// Check the whole chain: sequence numbers contiguous from 1, each
     /// record's `prev_hash` equal to its predecessor's hash, each hash
     /// matching the content. Also lists calls whose outcome is unknown.
     pub fn verify(&self) -> Result<Verification, JournalError> {
         let records = self.all()?;
-        let mut broken = None;
-        let mut prev_hash = GENESIS.to_string();
-        for (expected_seq, r) in (1_i64..).zip(records.iter()) {
-            let problem = if r.seq != expected_seq {
-                Some(format!(
-                    "expected record #{expected_seq} here, found #{} (records removed or reordered)",
-                    r.seq
-                ))
-            } else if r.prev_hash != prev_hash {
-                Some("its previous-hash does not match the record before it (a record was removed or reordered)".to_string())
-            } else if r.content_hash() != r.hash {
-                Some("its content does not match its hash (the record was altered)".to_string())
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                broken = Some((r.seq, problem));
+        let mut chain = ChainCheck::default();
+        for r in &records {
+            if !chain.next(r) {
                 break;
             }
-            prev_hash = r.hash.clone();
         }
+        let mut broken = chain.broken;
         if broken.is_none()
             && let Some(problem) = anchor_problem(self.anchored_head()?.as_ref(), &records)
         {
@@ -630,6 +625,61 @@ impl Journal {
             broken,
             unfinished,
         })
+    }
+}
+
+/// A hash chain checked one record at a time, from record #1: sequence
+/// numbers contiguous, each `prev_hash` its predecessor's hash, each hash
+/// matching the content.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    /// Records that held.
+    pub records: i64,
+    prev_hash: String,
+    /// The first record that breaks the chain, and how.
+    pub broken: Option<(i64, String)>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> ChainCheck {
+        ChainCheck {
+            records: 0,
+            prev_hash: GENESIS.to_string(),
+            broken: None,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Check the next record; false once the chain is broken.
+    pub fn next(&mut self, r: &Record) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let expected_seq = self.records + 1;
+        let problem = if r.seq != expected_seq {
+            Some(format!(
+                "expected record #{expected_seq} here, found #{} (records removed or reordered)",
+                r.seq
+            ))
+        } else if r.prev_hash != self.prev_hash {
+            Some("its previous-hash does not match the record before it (a record was removed or reordered)".to_string())
+        } else if r.content_hash() != r.hash {
+            Some("its content does not match its hash (the record was altered)".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.broken = Some((r.seq, problem));
+                false
+            }
+            None => {
+                self.records += 1;
+                self.prev_hash = r.hash.clone();
+                true
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod consent;
 pub mod control;
 pub mod engine;
 pub mod fleet;
+pub mod fleet_journal;
 pub mod fleet_requests;
 pub mod host;
 pub mod journal;

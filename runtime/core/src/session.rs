@@ -42,6 +42,11 @@ impl StopHandle {
         self.gate.fleet().cloned()
     }
 
+    /// The journal stops are written to.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
     /// A handle over `gate`, journaling to `journal`.
     pub fn new(gate: Arc<Gate>, journal: Arc<Journal>) -> StopHandle {
         StopHandle { gate, journal }
