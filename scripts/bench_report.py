@@ -114,6 +114,22 @@ def fleet_rows():
             f"n={run['n'] // run['hosts']}",
             "",
         ))
+    for shape in fleet.get("journal_shapes", []):
+        name = "one chain for the fleet (fleet-wide lock)" if shape["shape"] == "one-chain" else "a chain per host"
+        rows.append((
+            f"Shared journal shape: {name}, {shape['writers']} host(s) appending at once, durable commits",
+            f"{shape['appends_per_s']:.0f} appends/s",
+            f"p50 {shape['p50_ms']:.2f} ms, p99 {shape['p99_ms']:.2f} ms per append",
+            "",
+        ))
+    calls = fleet.get("consented_calls_per_s")
+    if calls:
+        rows.append((
+            "Consented `read-first` calls/s of one host (2 consents, 2 reads), alone → in a fleet (journal copied to the database meanwhile)",
+            f"{calls['alone']:.0f} → {calls['in_fleet']:.0f} calls/s",
+            f"{calls['in_fleet'] / calls['alone']:.2f}×",
+            "",
+        ))
     return rows
 
 

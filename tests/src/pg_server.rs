@@ -17,7 +17,7 @@ pub struct Postgres {
     child: Child,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
-    /// The server's TLS settings (for a restart).
+    /// The server's TLS and other settings (for a restart).
     tls_settings: Vec<String>,
 }
 
@@ -189,6 +189,27 @@ impl Postgres {
     /// [`Postgres::start`], with TLS on (`tls`): a test CA signs the
     /// server's certificate for 127.0.0.1; see [`Postgres::ca_file`].
     pub fn start_with_tls(tls: bool) -> Postgres {
+        Postgres::start_with(tls, &[])
+    }
+
+    /// [`Postgres::start`] with durable commits (fsync, synchronous
+    /// commit, full pages, no statement log), as a production server
+    /// runs: for benchmarks of what the database can carry.
+    pub fn start_durable() -> Postgres {
+        Postgres::start_with(
+            false,
+            &[
+                "fsync=on",
+                "synchronous_commit=on",
+                "full_page_writes=on",
+                "log_statement=none",
+            ],
+        )
+    }
+
+    /// Start with TLS on or off, and `settings` (`name=value`) over the
+    /// test defaults.
+    fn start_with(tls: bool, settings: &[&str]) -> Postgres {
         let bin = server_bin();
         let mut dir = tempfile::Builder::new()
             .prefix("agentcap-pg")
@@ -246,6 +267,10 @@ impl Postgres {
                 "-c".to_string(),
                 format!("ssl_key_file={}", dir.path().join("server.key").display()),
             ];
+        }
+        for setting in settings {
+            tls_settings.push("-c".to_string());
+            tls_settings.push(setting.to_string());
         }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb

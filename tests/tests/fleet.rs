@@ -164,7 +164,7 @@ fn a_stop_reaches_every_host_and_nothing_moves_after_the_acknowledgements() {
     let trials: u64 = std::env::var("AGENTCAP_FLEET_TRIALS")
         .ok()
         .and_then(|t| t.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(25);
     let server = Postgres::start();
     let connection = fleet_database(&server);
     let cache = tempfile::tempdir().unwrap();

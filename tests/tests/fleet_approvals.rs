@@ -283,3 +283,59 @@ async fn a_request_that_ends_on_its_host_leaves_the_other_pages() {
     drop(a);
     member.leave().await.unwrap();
 }
+
+/// STOP EVERYTHING on host A's page reaches host B: B stops, acknowledges
+/// in the fleet's database, and its next effect is refused.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_everything_on_one_page_stops_the_other_hosts() {
+    let (server, b, member, a) = two_hosts().await;
+    let (addr, key) = (a.page.addr.clone(), a.page.key.clone());
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let origin = format!("http://{addr}");
+        agentcap_tests::http_request(
+            &addr,
+            "POST",
+            "/api/stop",
+            &[
+                (agentcap::approvals::KEY_HEADER, &key),
+                ("Origin", &origin),
+                ("Content-Type", "application/json"),
+            ],
+            "{}",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..200 {
+        if b.1.stop_handle().is_halted() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.1.stop_handle().is_halted());
+    let refused = read_first_on(&b, "after").await.unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    for _ in 0..200 {
+        if server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'",
+        ) >= 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'"
+        ) >= 1
+    );
+    drop(a);
+    member.leave().await.unwrap();
+}
