@@ -77,6 +77,10 @@ pub async fn copy_new(
         }
     };
     let records = read(journal, last, max).await?;
+    if records.is_empty() {
+        copying.at = Some((chain, last));
+        return Ok(0);
+    }
     let mut copied = 0;
     let mut at = last;
     let insert = client
