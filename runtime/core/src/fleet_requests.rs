@@ -169,9 +169,18 @@ pub enum AnswerOutcome {
     Unconfirmed,
 }
 
+#[derive(Clone)]
 enum Op {
     Publish { local_id: i64, shown: String },
     Withdraw { local_id: i64 },
+}
+
+/// Writes not yet made, in order, and the one being made.
+#[derive(Default)]
+struct Queue {
+    ops: std::collections::VecDeque<Op>,
+    /// The front op is being written (it stays queued until written).
+    writing: bool,
 }
 
 struct Asking {
@@ -185,7 +194,7 @@ struct Asking {
 pub struct FleetRequests {
     next_id: AtomicI64,
     /// Writes not yet made, in order.
-    ops: Mutex<Vec<Op>>,
+    queue: Mutex<Queue>,
     /// This host's requests waiting for an answer, by local id.
     asking: Mutex<HashMap<i64, Asking>>,
     /// Whether a page here lists the other hosts' requests.
@@ -239,7 +248,9 @@ impl FleetRequests {
                 answer,
             },
         );
-        lock(&self.ops).push(Op::Publish { local_id, shown });
+        lock(&self.queue)
+            .ops
+            .push_back(Op::Publish { local_id, shown });
         self.queued.notify_one();
         (local_id, answered)
     }
@@ -248,14 +259,19 @@ impl FleetRequests {
         if lock(&self.asking).remove(&local_id).is_none() {
             return;
         }
-        let mut ops = lock(&self.ops);
-        // Never written: nothing to withdraw.
-        let before = ops.len();
-        ops.retain(|op| !matches!(op, Op::Publish { local_id: id, .. } if *id == local_id));
-        if ops.len() == before {
-            ops.push(Op::Withdraw { local_id });
+        let mut queue = lock(&self.queue);
+        // Not written, nor being written: nothing to withdraw.
+        let queued = queue
+            .ops
+            .iter()
+            .position(|op| matches!(op, Op::Publish { local_id: id, .. } if *id == local_id));
+        match queued {
+            Some(at) if at > 0 || !queue.writing => {
+                queue.ops.remove(at);
+            }
+            _ => queue.ops.push_back(Op::Withdraw { local_id }),
         }
-        drop(ops);
+        drop(queue);
         self.queued.notify_one();
     }
 
@@ -287,17 +303,12 @@ impl FleetRequests {
         let mut wrote = false;
         loop {
             let op = {
-                let ops = lock(&self.ops);
-                match ops.first() {
-                    None => break,
-                    Some(Op::Publish { local_id, shown }) => Op::Publish {
-                        local_id: *local_id,
-                        shown: shown.clone(),
-                    },
-                    Some(Op::Withdraw { local_id }) => Op::Withdraw {
-                        local_id: *local_id,
-                    },
-                }
+                let mut queue = lock(&self.queue);
+                let Some(op) = queue.ops.front().cloned() else {
+                    break;
+                };
+                queue.writing = true;
+                op
             };
             match &op {
                 Op::Publish { local_id, shown } => client
@@ -317,7 +328,10 @@ impl FleetRequests {
                     .await
                     .map_err(|e| crate::fleet::describe(&e))?,
             };
-            lock(&self.ops).remove(0);
+            let mut queue = lock(&self.queue);
+            queue.ops.pop_front();
+            queue.writing = false;
+            drop(queue);
             wrote = true;
         }
         if wrote {
