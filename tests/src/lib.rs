@@ -292,6 +292,18 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    http_request_within(addr, method, path, headers, body, 2)
+}
+
+/// [`http_request`], waiting up to `seconds` for each read of the answer.
+pub fn http_request_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    seconds: u64,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -307,7 +319,7 @@ pub fn http_request(
     request.push_str(body);
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_read_timeout(Some(std::time::Duration::from_secs(seconds)))
         .unwrap();
     stream.write_all(request.as_bytes()).expect("send");
     let mut response = Vec::new();
@@ -511,9 +523,11 @@ impl PageUser {
     }
 
     /// Answer a request (`{"id", "approve": [...]}` or `{"id", "decline": true}`).
+    /// A request of another fleet host is answered once that host
+    /// confirms (up to 5 s).
     pub fn decide(&self, answer: serde_json::Value) -> (u16, String) {
         let origin = format!("http://{}", self.addr);
-        http_request(
+        http_request_within(
             &self.addr,
             "POST",
             "/api/decide",
@@ -523,6 +537,7 @@ impl PageUser {
                 ("Content-Type", "application/json"),
             ],
             &answer.to_string(),
+            10,
         )
     }
 }
