@@ -375,12 +375,23 @@ async fn page() -> Response {
 }
 
 async fn state(State(page): State<Arc<ApprovalsPage>>) -> Response {
-    let sessions: Vec<Value> = page
+    let mut sessions: Vec<Value> = page
         .stop
         .sessions()
         .into_iter()
         .map(|s| json!({"id": one_line(&s.id, 200), "started": s.started, "tools": s.tools, "stopped": s.stopped}))
         .collect();
+    // In a fleet, the other hosts' sessions too (a stop reaches them
+    // through the fleet).
+    if let Some(fleet) = page.stop.fleet() {
+        sessions.extend(
+            fleet
+                .requests()
+                .listed_sessions()
+                .into_iter()
+                .map(|s| json!(s)),
+        );
+    }
     let muted: Vec<Value> = page
         .stop
         .muted_requests()

@@ -131,6 +131,28 @@ async fn pending_of_b_unlike(
     .unwrap()
 }
 
+/// POST `body` to `/api/stop` on `page` (STOP, of a session or of
+/// everything).
+async fn stop_on(page: &PageUser, body: &str) -> (u16, String) {
+    let (addr, key, body) = (page.addr.clone(), page.key.clone(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let origin = format!("http://{addr}");
+        agentcap_tests::http_request(
+            &addr,
+            "POST",
+            "/api/stop",
+            &[
+                (agentcap::approvals::KEY_HEADER, &key),
+                ("Origin", &origin),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+    })
+    .await
+    .unwrap()
+}
+
 async fn decide(page: &PageUser, answer: serde_json::Value) -> (u16, String) {
     let page = PageUser {
         addr: page.addr.clone(),
@@ -300,23 +322,7 @@ async fn a_request_that_ends_on_its_host_leaves_the_other_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_everything_on_one_page_stops_the_other_hosts() {
     let (server, b, member, a) = two_hosts().await;
-    let (addr, key) = (a.page.addr.clone(), a.page.key.clone());
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let origin = format!("http://{addr}");
-        agentcap_tests::http_request(
-            &addr,
-            "POST",
-            "/api/stop",
-            &[
-                (agentcap::approvals::KEY_HEADER, &key),
-                ("Origin", &origin),
-                ("Content-Type", "application/json"),
-            ],
-            "{}",
-        )
-    })
-    .await
-    .unwrap();
+    let (status, body) = stop_on(&a.page, "{}").await;
     assert_eq!(status, 200, "{body}");
     for _ in 0..200 {
         if b.1.stop_handle().is_halted() {
@@ -343,6 +349,65 @@ async fn stop_everything_on_one_page_stops_the_other_hosts() {
             "SELECT count(*) FROM agentcap_fleet_acks WHERE host = 'b'"
         ) >= 1
     );
+    drop(a);
+    member.leave().await.unwrap();
+}
+
+/// Host B's sessions show on host A's page with B's name; Stop there stops
+/// the session on B (its call waiting for consent ends, refused).
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_another_host_is_shown_and_stopped_on_a_page() {
+    let (_server, b, member, a) = two_hosts().await;
+    let call = read_first_on(&b, "remote-1");
+    let (addr, key) = (a.page.addr.clone(), a.page.key.clone());
+    let state = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            let (_, response) = agentcap_tests::http_request(
+                &addr,
+                "GET",
+                "/api/state",
+                &[(agentcap::approvals::KEY_HEADER, &key)],
+                "",
+            );
+            let state: serde_json::Value =
+                serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            if state["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["id"] == "remote-1" && s["host"] == "b")
+            {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("host b's session did not show on host a's page");
+    })
+    .await
+    .unwrap();
+    let shown = state["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "remote-1")
+        .unwrap()
+        .clone();
+    assert_eq!(shown["tools"], json!(["sweeper"]), "{shown}");
+    assert_eq!(shown["stopped"], false);
+    let (status, body) = stop_on(&a.page, "{\"session\": \"remote-1\"}").await;
+    assert_eq!(status, 200, "{body}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call on b ends once stopped from a's page")
+        .unwrap();
+    assert!(ended.is_err(), "{ended:?}");
+    assert!(b.1.gate().is_stopped(&SessionId("remote-1".into())));
+    // Other sessions of b still run.
+    assert!(!b.1.stop_handle().is_halted());
     drop(a);
     member.leave().await.unwrap();
 }

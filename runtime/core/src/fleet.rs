@@ -792,6 +792,15 @@ impl Member {
                     .requests
                     .sync(&client, &self.link.instance, &self.link.host)
                     .await?;
+                self.link
+                    .requests
+                    .share_sessions(
+                        &mut client,
+                        &self.link.instance,
+                        &self.link.host,
+                        self.stop.sessions(),
+                    )
+                    .await?;
                 let limit_ms = self.link.settings.out_of_reach_after_ms as i32;
                 client
                     .execute(
@@ -863,6 +872,13 @@ impl Member {
                         {
                             tracing::warn!("copying the journal to the fleet: {e}");
                         }
+                        client
+                            .execute(
+                                "DELETE FROM agentcap_fleet_sessions WHERE instance = $1",
+                                &[&self.link.instance],
+                            )
+                            .await
+                            .map_err(|e| describe(&e))?;
                         client
                             .execute(
                                 "DELETE FROM agentcap_fleet_hosts WHERE instance = $1",

@@ -52,7 +52,19 @@ CREATE TABLE IF NOT EXISTS agentcap_fleet_requests (
 );
 CREATE INDEX IF NOT EXISTS agentcap_fleet_requests_waiting
     ON agentcap_fleet_requests (state, instance);
+CREATE TABLE IF NOT EXISTS agentcap_fleet_sessions (
+    instance text NOT NULL CHECK (length(instance) <= 300),
+    host text NOT NULL CHECK (length(host) <= 200),
+    session text NOT NULL CHECK (length(session) <= 1000),
+    started text NOT NULL CHECK (length(started) <= 100),
+    tools text NOT NULL CHECK (length(tools) <= 20000),
+    stopped boolean NOT NULL,
+    PRIMARY KEY (instance, session)
+);
 ";
+
+/// Most sessions of one host shared with the pages.
+const SESSIONS_SHARED_MAX: usize = 500;
 
 /// The channel's name (a kind of approvals page for `approve_via`).
 pub const CHANNEL: &str = "approvals page of the fleet";
@@ -147,6 +159,21 @@ pub struct FleetPending {
     pub waiting_secs: u64,
 }
 
+/// A session of another host, as the pages show it (rendered).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetSession {
+    /// The host it runs on.
+    pub host: String,
+    /// The session's id.
+    pub id: String,
+    /// When it began.
+    pub started: String,
+    /// Tools it has called.
+    pub tools: Vec<String>,
+    /// Whether it was stopped.
+    pub stopped: bool,
+}
+
 /// A page's answer to a request of another host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -203,6 +230,10 @@ pub struct FleetRequests {
     listed: Mutex<Vec<FleetPending>>,
     /// Wakes the member task when there is something to write.
     pub(crate) queued: tokio::sync::Notify,
+    /// The other hosts' sessions, as last read.
+    listed_sessions: Mutex<Vec<FleetSession>>,
+    /// What this host's sessions were when last shared.
+    shared_sessions: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for FleetRequests {
@@ -233,6 +264,61 @@ impl FleetRequests {
     /// asked for them with [`FleetRequests::start_listing`]).
     pub fn listed(&self) -> Vec<FleetPending> {
         lock(&self.listed).clone()
+    }
+
+    /// The other hosts' sessions (empty until a page asked for them).
+    pub fn listed_sessions(&self) -> Vec<FleetSession> {
+        lock(&self.listed_sessions).clone()
+    }
+
+    /// Share this host's sessions with the pages when they changed.
+    pub(crate) async fn share_sessions(
+        &self,
+        client: &mut Client,
+        instance: &str,
+        host: &str,
+        sessions: Vec<crate::consent::SessionInfo>,
+    ) -> Result<(), String> {
+        let shown: Vec<(String, String, String, bool)> = sessions
+            .into_iter()
+            .take(SESSIONS_SHARED_MAX)
+            .map(|s| {
+                let tools = serde_json::to_string(&s.tools).unwrap_or_default();
+                (
+                    s.id.chars().take(1000).collect(),
+                    s.started.chars().take(100).collect(),
+                    tools.chars().take(20000).collect(),
+                    s.stopped,
+                )
+            })
+            .collect();
+        let now = serde_json::to_string(&shown).unwrap_or_default();
+        if lock(&self.shared_sessions).as_deref() == Some(now.as_str()) {
+            return Ok(());
+        }
+        let describe = crate::fleet::describe;
+        let tx = client.transaction().await.map_err(|e| describe(&e))?;
+        tx.execute(
+            "DELETE FROM agentcap_fleet_sessions WHERE instance = $1",
+            &[&instance],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO agentcap_fleet_sessions (instance, host, session, started, tools, stopped) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        for (id, started, tools, stopped) in &shown {
+            tx.execute(&insert, &[&instance, &host, id, started, tools, stopped])
+                .await
+                .map_err(|e| describe(&e))?;
+        }
+        tx.commit().await.map_err(|e| describe(&e))?;
+        *lock(&self.shared_sessions) = Some(now);
+        Ok(())
     }
 
     fn ask(&self, prompt: &ConsentPrompt) -> (i64, oneshot::Receiver<(Decision, String)>) {
@@ -444,6 +530,32 @@ impl FleetRequests {
             })
             .collect();
         *lock(&self.listed) = listed;
+        let rows = client
+            .query(
+                "SELECT left(s.host, 200), left(s.session, 1000), left(s.started, 100), left(s.tools, 20000), s.stopped \
+                 FROM agentcap_fleet_sessions s JOIN agentcap_fleet_hosts h ON h.instance = s.instance \
+                 WHERE s.instance <> $1 \
+                 AND h.last_seen > clock_timestamp() - make_interval(secs => h.out_of_reach_after_ms / 1000.0) \
+                 ORDER BY s.host, s.session LIMIT 1000",
+                &[&instance],
+            )
+            .await
+            .map_err(|e| crate::fleet::describe(&e))?;
+        *lock(&self.listed_sessions) = rows
+            .iter()
+            .map(|row| FleetSession {
+                host: one_line(row.get(0), 200),
+                id: one_line(row.get(1), 200),
+                started: one_line(row.get(2), 100),
+                tools: serde_json::from_str::<Vec<String>>(row.get(3))
+                    .unwrap_or_default()
+                    .iter()
+                    .take(50)
+                    .map(|t| one_line(t, 200))
+                    .collect(),
+                stopped: row.get(4),
+            })
+            .collect();
         Ok(())
     }
 }
