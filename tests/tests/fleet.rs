@@ -57,7 +57,7 @@ struct Host {
     policy: PathBuf,
     child: Child,
     total: usize,
-    _control: tempfile::TempDir,
+    control: tempfile::TempDir,
 }
 
 impl Host {
@@ -80,6 +80,7 @@ impl Host {
             ])
             .arg("--policy")
             .arg(&policy)
+            .args(["--approvals", "127.0.0.1:0"])
             .env("AGENTCAP_CONTROL_DIR", control.path())
             .env("AGENTCAP_CACHE_DIR", cache)
             .stdin(Stdio::null())
@@ -92,7 +93,7 @@ impl Host {
             policy,
             child,
             total,
-            _control: control,
+            control,
         }
     }
 
@@ -105,6 +106,25 @@ impl Host {
             .and_then(|r| r.split('"').next())
             .unwrap()
             .to_string()
+    }
+
+    /// Press STOP EVERYTHING on this host's approvals page.
+    fn press_stop_on_page(&self) {
+        let page = agentcap_tests::PageUser::open(&agentcap_tests::login_link(self.control.path()));
+        let origin = format!("http://{}", page.addr);
+        let (status, body) = agentcap_tests::http_request_within(
+            &page.addr,
+            "POST",
+            "/api/stop",
+            &[
+                (agentcap::approvals::KEY_HEADER, &page.key),
+                ("Origin", &origin),
+                ("Content-Type", "application/json"),
+            ],
+            "{}",
+            10,
+        );
+        assert_eq!(status, 200, "{body}");
     }
 
     fn output(&self) -> String {
@@ -140,6 +160,40 @@ fn agentcap(args: &[&str], policy: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Wait until every host acknowledged the first stop of everything written
+/// after event `after` (in the fleet's database); each host with its
+/// milliseconds from the stop.
+fn acknowledgements_in_database(server: &Postgres, trial: u64, after: i64) -> Vec<(String, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = format!(
+        "(SELECT min(id) FROM agentcap_fleet_events WHERE kind = 'stop-all' AND id > {after})"
+    );
+    while server.value(
+        "fleet",
+        &format!("SELECT count(DISTINCT host) FROM agentcap_fleet_acks WHERE event_id = {event}"),
+    ) < HOSTS as i64
+    {
+        assert!(
+            Instant::now() < deadline,
+            "trial {trial}: not every host acknowledged the page's stop"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (0..HOSTS)
+        .map(|i| {
+            let ms = server.value(
+                "fleet",
+                &format!(
+                    "SELECT (extract(epoch FROM a.acked_at - e.at) * 1000)::bigint FROM agentcap_fleet_acks a \
+                     JOIN agentcap_fleet_events e ON e.id = a.event_id \
+                     WHERE a.event_id = {event} AND a.host = 'host-{i}'"
+                ),
+            );
+            (format!("host-{i}"), ms as f64)
+        })
+        .collect()
 }
 
 /// Milliseconds of each `host NAME: acknowledged after X ms` line.
@@ -194,10 +248,21 @@ fn a_stop_reaches_every_host_and_nothing_moves_after_the_acknowledgements() {
             std::thread::sleep(Duration::from_micros(500));
         }
         let presser = (watched + 1) % HOSTS;
-        let (ok, report) = agentcap(&["stop", "--all"], &hosts[presser].policy);
+        // Half the trials press STOP on a host's approvals page, half use
+        // `agentcap stop --all` (which also reports the acknowledgements).
+        let acked = if trial % 2 == 0 {
+            let (ok, report) = agentcap(&["stop", "--all"], &hosts[presser].policy);
+            assert!(ok, "trial {trial}: {report}");
+            acknowledgements(&report)
+        } else {
+            let after = server.value(
+                "fleet",
+                "SELECT coalesce(max(id), 0) FROM agentcap_fleet_events",
+            );
+            hosts[presser].press_stop_on_page();
+            acknowledgements_in_database(&server, trial, after)
+        };
         let at_ack: Vec<_> = hosts.iter().map(|h| h.ws.snapshot()).collect();
-        assert!(ok, "trial {trial}: {report}");
-        let acked = acknowledgements(&report);
         for (i, host) in hosts.iter_mut().enumerate() {
             let status = host.wait();
             let output = host.output();
@@ -207,7 +272,7 @@ fn a_stop_reaches_every_host_and_nothing_moves_after_the_acknowledgements() {
             );
             assert!(
                 acked.iter().any(|(h, _)| h == &format!("host-{i}")),
-                "trial {trial}: host-{i} did not acknowledge:\n{report}\nhost-{i}:\n{output}"
+                "trial {trial}: host-{i} did not acknowledge: {acked:?}\nhost-{i}:\n{output}"
             );
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -402,8 +402,18 @@ impl FleetLink {
     async fn write_unsent(&self, client: &mut Client) -> Result<(), String> {
         let _writing = self.writing.lock().await;
         while let Some(event) = self.first_unsent() {
-            write_event(client, &event, &self.instance).await?;
+            let id = write_event(client, &event, &self.instance).await?;
             self.sent_first();
+            // Applied here before it was written: acknowledged at once (a
+            // process that ends now would not read it back).
+            client
+                .execute(
+                    "INSERT INTO agentcap_fleet_acks (event_id, instance, host, stopped) \
+                     VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                    &[&id, &self.instance, &self.host],
+                )
+                .await
+                .map_err(|e| describe(&e))?;
         }
         Ok(())
     }
