@@ -983,15 +983,21 @@ async fn call(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _page_stops = shutdown.clone().drop_guard();
     let mut login = None;
+    let mut page_task = None;
     if let Some((addr, hosts)) = page {
-        login = Some(
-            start_approvals_page(&runtime, board, addr, &hosts, shutdown)
-                .await?
-                .0,
-        );
+        let (link, _, task) =
+            start_approvals_page(&runtime, board, addr, &hosts, shutdown.clone()).await?;
+        login = Some(link);
+        page_task = Some(task);
     }
     eprintln!("session {session} (stop it with: agentcap stop {session})");
     let outcome = runtime.call(&tool, &session, function, &args).await;
+    // A STOP pressed on the page ends the call: its answer is sent before
+    // the page closes.
+    if let Some(task) = page_task {
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    }
     if let Some(fleet) = fleet
         && let Err(unshared) = fleet.leave().await
     {
@@ -1056,7 +1062,7 @@ async fn serve(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let _login = match page {
         Some((addr, hosts)) => {
-            let (login, address) =
+            let (login, address, _) =
                 start_approvals_page(&runtime, board.clone(), addr, &hosts, shutdown.clone())
                     .await?;
             server.link_page(crate::mcp::PageLinks { board, address });
@@ -1122,14 +1128,19 @@ async fn serve(
 /// login link (it carries the secret) goes only where the agent's side
 /// cannot read it: a 0600 file in the control folder (what `agentcap
 /// approvals` prints) and the operator's terminal, never stdout or stderr,
-/// which an MCP client owns. The returned guard removes the file.
+/// which an MCP client owns. The returned guard removes the file; the
+/// returned task ends after `shutdown` once the requests being answered are.
 async fn start_approvals_page(
     runtime: &Runtime,
     board: Arc<crate::approvals::ApprovalsBoard>,
     addr: std::net::SocketAddr,
     hosts: &[String],
     shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<(crate::approvals::LoginLink, String)> {
+) -> anyhow::Result<(
+    crate::approvals::LoginLink,
+    String,
+    tokio::task::JoinHandle<()>,
+)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the approvals page"))?;
@@ -1149,12 +1160,12 @@ async fn start_approvals_page(
     );
     crate::approvals::show_on_terminal(&page.url(bound));
     let address = page.address(bound);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = page.serve(listener, shutdown).await {
             eprintln!("agentcap: the approvals page stopped: {e}");
         }
     });
-    Ok((link, address))
+    Ok((link, address, task))
 }
 
 /// `agentcap approvals`: the login links of the running approvals pages,

@@ -31,7 +31,16 @@ pub async fn serve_bounded(
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => {
+                // Requests being answered finish first (each connection
+                // shuts down gracefully within 2 s).
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    permits.acquire_many(MAX_CONNECTIONS as u32),
+                )
+                .await;
+                return Ok(());
+            }
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {

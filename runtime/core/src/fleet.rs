@@ -304,6 +304,11 @@ impl FleetLink {
         &self.instance
     }
 
+    /// Whether the fleet's database was reached at least once.
+    pub fn has_reached_database(&self) -> bool {
+        self.ever_reached.load(Ordering::SeqCst)
+    }
+
     /// How many stops pressed here are not written to the fleet yet.
     pub fn unshared(&self) -> usize {
         self.unsent.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -434,6 +439,10 @@ impl FleetLink {
 /// The running member task of a host; stops it when dropped.
 pub struct FleetMember {
     task: tokio::task::JoinHandle<()>,
+    /// Copies the host's journal into the fleet's, on a connection of its
+    /// own (it never delays the round trips that keep effects allowed).
+    copier: tokio::task::JoinHandle<()>,
+    journal: Arc<crate::journal::Journal>,
     link: Arc<FleetLink>,
 }
 
@@ -466,6 +475,9 @@ impl FleetMember {
     /// rest of the fleet did not get it.
     pub async fn leave(mut self) -> Result<(), String> {
         let link = self.link.clone();
+        // The journal's last records (this process's end), 2 s at most.
+        self.copier.abort();
+        crate::fleet_journal::copy_rest(&link, &self.journal, Duration::from_secs(2)).await;
         link.leaving.store(true, Ordering::SeqCst);
         link.leave_now.notify_one();
         let ended = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
@@ -514,6 +526,7 @@ impl FleetMember {
 impl Drop for FleetMember {
     fn drop(&mut self) {
         self.task.abort();
+        self.copier.abort();
     }
 }
 
@@ -525,18 +538,24 @@ pub fn start_member(link: &Arc<FleetLink>, stop: StopHandle) -> Option<FleetMemb
     if link.started_member.swap(true, Ordering::SeqCst) {
         return None;
     }
+    let journal = stop.journal().clone();
+    let copier = tokio::spawn(crate::fleet_journal::keep_copying(
+        link.clone(),
+        journal.clone(),
+    ));
     let member_link = link.clone();
     let task = tokio::spawn(async move {
         let mut member = Member {
             link: member_link,
             stop,
             last_applied: None,
-            copying: Default::default(),
         };
         member.run().await;
     });
     Some(FleetMember {
         task,
+        copier,
+        journal,
         link: link.clone(),
     })
 }
@@ -747,8 +766,6 @@ struct Member {
     stop: StopHandle,
     /// The last event applied (None before the first connection).
     last_applied: Option<i64>,
-    /// How far this host's journal is copied into the fleet's.
-    copying: crate::fleet_journal::Copying,
 }
 
 impl Member {
@@ -832,31 +849,7 @@ impl Member {
                 tokio::time::timeout(limit, step).await,
             )?;
             self.link.in_touch(round_trip);
-            // The journal's copy may lag; it never holds effects back
-            // (each host's own journal is the write-ahead record).
-            let copied = tokio::time::timeout(
-                limit,
-                crate::fleet_journal::copy_new(
-                    &client,
-                    self.stop.journal(),
-                    &self.link.host,
-                    &mut self.copying,
-                    crate::fleet_journal::COPIED_PER_ROUND,
-                ),
-            )
-            .await;
-            let more_to_copy = match copied {
-                Ok(Ok(n)) => n == crate::fleet_journal::COPIED_PER_ROUND,
-                Ok(Err(e)) => {
-                    tracing::warn!("copying the journal to the fleet: {e}");
-                    self.copying = Default::default();
-                    false
-                }
-                Err(_) => false,
-            };
-            if more_to_copy {
-                continue;
-            }
+
             tokio::select! {
                 _ = ticker.tick() => {}
                 n = notifications.recv() => {
@@ -870,18 +863,7 @@ impl Member {
                     // Own stops pressed meanwhile are written first.
                     let leaving = async {
                         self.link.write_unsent(&mut client).await?;
-                        // The journal's last records (this process's end).
-                        if let Err(e) = crate::fleet_journal::copy_new(
-                            &client,
-                            self.stop.journal(),
-                            &self.link.host,
-                            &mut self.copying,
-                            10 * crate::fleet_journal::COPIED_PER_ROUND,
-                        )
-                        .await
-                        {
-                            tracing::warn!("copying the journal to the fleet: {e}");
-                        }
+
                         client
                             .execute(
                                 "DELETE FROM agentcap_fleet_sessions WHERE instance = $1",

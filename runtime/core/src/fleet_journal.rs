@@ -3,8 +3,8 @@
 //! Shape: one chain per host journal, not one chain for the fleet. Each
 //! host's local journal stays the write-ahead record (an effect's intent is
 //! on the host's disk before the effect starts, at the cost of one local
-//! fsync, whatever the database does), and the member task copies its
-//! records, unchanged and in order, into `agentcap_fleet_journal`, keyed by
+//! fsync, whatever the database does), and a copier task copies its
+//! records, unchanged, in order and in batches, on a connection of its own, into `agentcap_fleet_journal`, keyed by
 //! the chain (the hash of the journal's record #1, stable across the
 //! host's processes) and the record's number. One chain for the whole
 //! fleet would make every intent wait for a round trip to the database
@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS agentcap_fleet_journal (
 );
 ";
 
-/// Records copied per round of the member task.
-pub const COPIED_PER_ROUND: usize = 200;
+/// Records copied per batch.
+pub const COPIED_PER_ROUND: usize = 500;
 
 /// Where a host's copying stands.
 #[derive(Debug, Default)]
@@ -77,31 +77,95 @@ pub async fn copy_new(
         }
     };
     let records = read(journal, last, max).await?;
-    if records.is_empty() {
+    let Some(newest) = records.last().map(|r| r.seq) else {
         copying.at = Some((chain, last));
         return Ok(0);
-    }
-    let mut copied = 0;
-    let mut at = last;
-    let insert = client
-        .prepare(
-            "INSERT INTO agentcap_fleet_journal (chain, seq, host, record) VALUES ($1, $2, $3, $4) \
+    };
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+    let texts = records
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|e| e.to_string())?;
+    let host: String = host.chars().take(200).collect();
+    // One statement for the batch: one round trip.
+    client
+        .execute(
+            "INSERT INTO agentcap_fleet_journal (chain, seq, host, record) \
+             SELECT $1, s, $3, r FROM unnest($2::bigint[], $4::text[]) AS t(s, r) \
              ON CONFLICT (chain, seq) DO NOTHING",
+            &[&chain, &seqs, &host, &texts],
         )
         .await
-        .map_err(|e| describe(&e))?;
-    let host: String = host.chars().take(200).collect();
-    for record in records {
-        let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        client
-            .execute(&insert, &[&chain, &record.seq, &host, &text])
-            .await
-            .map_err(|e| format!("copying journal record #{}: {}", record.seq, describe(&e)))?;
-        at = record.seq;
-        copied += 1;
+        .map_err(|e| {
+            format!(
+                "copying journal records #{}-#{newest}: {}",
+                last + 1,
+                describe(&e)
+            )
+        })?;
+    copying.at = Some((chain, newest));
+    Ok(records.len())
+}
+
+/// Copy the host's journal into the fleet's for as long as the host is in
+/// the fleet, on a connection of its own: a batch as soon as records are
+/// there, a look every [`crate::fleet::HEARTBEAT`] otherwise; reconnects
+/// after a failure.
+pub async fn keep_copying(link: Arc<crate::fleet::FleetLink>, journal: Arc<Journal>) {
+    let mut copying = Copying::default();
+    // The member task creates the tables on its first connection.
+    while !link.has_reached_database() {
+        tokio::time::sleep(crate::fleet::HEARTBEAT).await;
     }
-    copying.at = Some((chain, at));
-    Ok(copied)
+    loop {
+        match crate::fleet::connect(link.settings(), link.base_dir()).await {
+            Err(e) => tracing::debug!("the journal's copier cannot reach the fleet: {e}"),
+            Ok((client, _connection)) => loop {
+                match copy_new(
+                    &client,
+                    &journal,
+                    link.host(),
+                    &mut copying,
+                    COPIED_PER_ROUND,
+                )
+                .await
+                {
+                    Ok(n) if n == COPIED_PER_ROUND => continue,
+                    Ok(_) => tokio::time::sleep(crate::fleet::HEARTBEAT).await,
+                    Err(e) => {
+                        tracing::warn!("copying the journal to the fleet: {e}");
+                        copying = Copying::default();
+                        break;
+                    }
+                }
+            },
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Copy what the fleet's journal still lacks of the host's (a process
+/// ending), over a new connection, within `limit`.
+pub async fn copy_rest(
+    link: &crate::fleet::FleetLink,
+    journal: &Arc<Journal>,
+    limit: std::time::Duration,
+) {
+    let copying = async {
+        let (client, _connection) = crate::fleet::connect(link.settings(), link.base_dir()).await?;
+        let mut copying = Copying::default();
+        while copy_new(&client, journal, link.host(), &mut copying, 1000).await? == 1000 {}
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(limit, copying).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("copying the journal's last records to the fleet: {e}"),
+        Err(_) => tracing::warn!(
+            "the journal's last records were not all copied to the fleet within {} s (`agentcap journal export --to-fleet` copies them)",
+            limit.as_secs()
+        ),
+    }
 }
 
 async fn read(journal: &Arc<Journal>, after: i64, max: usize) -> Result<Vec<Record>, String> {
