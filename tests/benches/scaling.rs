@@ -209,7 +209,11 @@ fn journal_growth() -> Value {
         for suffix in ["", "-wal", ".head"] {
             let from = grow_dir.path().join(format!("journal.sqlite{suffix}"));
             if from.exists() {
-                std::fs::copy(&from, disk.path().join(format!("journal.sqlite{suffix}"))).unwrap();
+                let to = disk.path().join(format!("journal.sqlite{suffix}"));
+                std::fs::copy(&from, &to).unwrap();
+                // On disk before the measured appends, so that writing back
+                // the copy does not land in them.
+                std::fs::File::open(&to).unwrap().sync_all().unwrap();
             }
         }
         let copy = Journal::open(&path, false).unwrap();
