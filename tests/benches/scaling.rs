@@ -251,7 +251,7 @@ fn journal_growth() -> Value {
         fill_start.elapsed().as_secs_f64()
     );
     json!({
-        "how": "one journal on disk under target/, grown by Journal::append; at each size 200 decision appends (not a durability point) and 50 call appends (fsync'd), then `agentcap journal verify` as its own process",
+        "how": "grown by Journal::append on tmpfs, copied to disk under target/ at each size; there 200 decision appends (not a durability point) and 50 call appends (fsync'd), then `agentcap journal verify` as its own process",
         "rows": rows,
     })
 }
