@@ -545,6 +545,12 @@ fn main() {
         println!("mcp_stdio: bench");
         return;
     }
+    // `cargo test --benches` runs each bench once as a test (no `--bench`):
+    // keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("mcp_stdio: run with `cargo bench` to measure");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("demo");
     let policy = agentcap::demo::prepare_workspace(&workspace).expect("demo workspace");

@@ -174,6 +174,12 @@ fn main() {
         println!("stop_latency: bench");
         return;
     }
+    // `cargo test --benches` runs each bench once as a test (no `--bench`):
+    // keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("stop_latency: run with `cargo bench` to measure");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
