@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRITERION = os.path.join(ROOT, "target", "criterion")
 RESULTS = os.path.join(ROOT, "target", "bench-results")
 PLOT = os.path.join("docs", "benchmarks.png")
+PEERS_PLOT = os.path.join("docs", "benchmarks-peers.png")
 
 
 def criterion(name):
@@ -180,6 +181,141 @@ def language_table(langs):
     ]
 
 
+PEERS = [("floor", "no-op stdio server (`tests/src/bin/mcp-floor.rs`)"),
+         ("agentcap", "`agentcap serve`, `echo.nothing`"),
+         ("act", "ACT `act run --mcp` (act-cli), `greet`")]
+
+
+def peers_section(mcp):
+    """Floor, agentcap and ACT measured by the same client in one run."""
+    peers = mcp.get("peers")
+    if peers is None:
+        return ["", "## MCP servers side by side", "", "skipped: the mcp_stdio bench wrote no peers results", ""]
+    out = [
+        "",
+        "## MCP servers side by side",
+        "",
+        "The same client (`tests/benches/mcp_stdio.rs`, newline-delimited JSON-RPC on the",
+        "server's pipes) drives each server with `tools/call` of a trivial tool; "
+        + peers.get("how", "") + ".",
+        "Time to first reply: process start to the `initialize` reply (agentcap with its",
+        "compiled-component cache warm). RSS: VmRSS after the calls.",
+        "",
+        "| Server | Median | p95 | First reply | RSS (peak) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, title in PEERS:
+        r = peers.get(key, {"skipped": "did not run"})
+        if "skipped" in r:
+            out.append(f"| {title} | skipped: {r['skipped']} | | | |")
+            continue
+        out.append(f"| {title} | {r['median_us']:.1f} µs | {r['p95_us']:.1f} µs | "
+                   f"{r['first_reply_ms']:.1f} ms | {r['rss_mib']:.1f} MiB ({r['peak_mib']:.1f}) |")
+    floor, ours, act = (peers.get(k, {}) for k in ("floor", "agentcap", "act"))
+    out += ["", "| Ratio | Median | First reply | RSS |", "|---|---|---|---|"]
+    if "median_us" in floor and "median_us" in ours:
+        out.append(
+            f"| agentcap / floor | {ours['median_us'] / floor['median_us']:.2f}× "
+            f"(+{ours['median_us'] - floor['median_us']:.1f} µs; target ≤ floor + 20 µs: "
+            f"{status(ours['median_us'] <= floor['median_us'] + 20)}) | "
+            f"{ours['first_reply_ms'] / floor['first_reply_ms']:.1f}× | {ours['rss_mib'] / floor['rss_mib']:.1f}× |")
+    if "median_us" in act and "median_us" in ours:
+        out.append(
+            f"| ACT / agentcap | {act['median_us'] / ours['median_us']:.2f}× | "
+            f"{act['first_reply_ms'] / ours['first_reply_ms']:.2f}× | {act['rss_mib'] / ours['rss_mib']:.2f}× |")
+    else:
+        out.append("| ACT / agentcap | skipped: " + ("see above" if "skipped" in act else "did not run") + " | | |")
+    out += ["", f"![MCP servers side by side]({PEERS_PLOT})", ""]
+    return out
+
+
+def growth_section(mcp, stop):
+    """How the costs grow: tools, sessions, journal size, running sessions."""
+    out = ["", "## How cost grows", ""]
+    scaling = mcp.get("tool_scaling")
+    out += ["`agentcap serve` with 1, 10 and 100 tools in the policy (the echo component",
+            "under each name; compiled-component cache warm; `tests/benches/mcp_stdio.rs`):", "",
+            "| Tools in the policy | MCP tools listed | First reply (median / max) | RSS after a call (peak) |",
+            "|---|---|---|---|"]
+    if scaling is None:
+        out.append("| skipped: the mcp_stdio bench wrote no tool scaling | | | |")
+    else:
+        for r in scaling:
+            out.append(f"| {r['tools']} | {r['mcp_tools']} | {r['first_reply_ms']:.1f} / {r['first_reply_max_ms']:.1f} ms"
+                       f" | {r['rss_mib']:.1f} MiB ({r['peak_mib']:.1f}) |")
+    grow = results_or_none("scaling")
+    out += [""]
+    if grow is None:
+        out += ["Throughput and journal size: skipped: `tests/benches/scaling.rs` did not run.", ""]
+    else:
+        t = grow["throughput"]
+        out += [f"Throughput of trivial calls by concurrent sessions (`tests/benches/scaling.rs`; {t['how']}):", "",
+                "| Concurrent sessions | Calls | Calls/s (median of 3) |", "|---|---|---|"]
+        for r in t["rows"]:
+            out.append(f"| {r['sessions']} | {r['calls']} | {r['calls_per_s']:,.0f} |")
+        j = grow["journal"]
+        out += ["", "The journal by size (grown by `Journal::append` on tmpfs, then at each size copied to disk",
+                "under target/ and synced; there 200 decision appends (not a durability point, but each moves",
+                "the head anchor by a rename) and 50 `call` appends (fsync'd), then `agentcap journal verify`",
+                "as its own process, which streams the records; peak RSS read from /proc while it runs):", "",
+                "| Records | File | Append, median / p95 | Durable append (fsync), median / p95 | `journal verify` | verify peak RSS |",
+                "|---|---|---|---|---|---|"]
+        for r in j["rows"]:
+            if "skipped" in r:
+                out.append(f"| {r['records']:,} | skipped: {r['skipped']} | | | | |")
+                continue
+            a, d = r["append_us"], r["durable_append_us"]
+            out.append(f"| {r['records']:,} | {r['file_mib']:.0f} MiB | {a['median']:.0f} / {a['p95']:.0f} µs"
+                       f" | {fmt_time(d['median'] * 1e3)} / {fmt_time(d['p95'] * 1e3)}"
+                       f" | {r['verify_s']:.2f} s | {r['verify_peak_rss_mib']:.1f} MiB |")
+        out.append("")
+    conc = stop.get("concurrent")
+    out += ["Stop with 1 and 64 sessions running a busy loop at once (`tests/benches/stop_latency.rs`;",
+            "in process, 2 tokio workers; stop() to the call(s) returned):", "",
+            "| Sessions running | Stop one of them, p50 / p99 | Stop everything, to the last call returned, p50 / p99 |",
+            "|---|---|---|"]
+    if conc is None:
+        out.append("| skipped: the stop_latency bench wrote no concurrent results | | |")
+    else:
+        for r in conc:
+            out.append(f"| {r['running']} | {r['one']['p50_ms']:.2f} / {r['one']['p99_ms']:.2f} ms (n={r['one']['n']})"
+                       f" | {r['all']['p50_ms']:.2f} / {r['all']['p99_ms']:.2f} ms (n={r['all']['n']}) |")
+        out += ["",
+                "A stop is acknowledged (tokens revoked, no effect can start) before the guest traps; the",
+                "guest traps at its next epoch check, when the executor polls it again: with 64 busy guests",
+                "yielding at each 1 ms tick on 2 workers, its turn comes tens of milliseconds later. A stop",
+                "of everything writes one durable (fsync'd) stop record per session, one after another."]
+    out.append("")
+    return out
+
+
+def results_or_none(name):
+    path = os.path.join(RESULTS, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    return results(name)
+
+
+def peers_plot(mcp, plt, title):
+    peers = mcp.get("peers") or {}
+    shown = [(k, t) for k, t in PEERS if "samples_us" in peers.get(k, {})]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax = axes[0]
+    ax.boxplot([peers[k]["samples_us"] for k, _ in shown],
+               tick_labels=[k for k, _ in shown], showfliers=False)
+    ax.set_title("MCP stdio tools/call round trip, same client, interleaved")
+    ax.set_ylabel("µs")
+    ax = axes[1]
+    ax.boxplot([peers[k]["first_reply_samples_ms"] for k, _ in shown],
+               tick_labels=[k for k, _ in shown])
+    ax.set_title("Process start to first initialize reply")
+    ax.set_ylabel("ms")
+    missing = [f"{k}: skipped" for k, _ in PEERS if "samples_us" not in peers.get(k, {})]
+    fig.suptitle(title + (" (" + "; ".join(missing) + ")" if missing else ""))
+    fig.tight_layout()
+    fig.savefig(os.path.join(ROOT, PEERS_PLOT), dpi=90)
+
+
 def main():
     floor, floor_samples = criterion("floor")
     trivial, trivial_samples = criterion("agentcap_trivial")
@@ -252,13 +388,15 @@ def main():
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, Linux {m['kernel']}, {m['rustc']}.",
         "Medians unless noted. Criterion benches: `runtime/benches/gate.rs`, `tests/benches/overhead.rs`;",
         "custom: `tests/benches/stop_latency.rs`, `tests/benches/mcp_stdio.rs` (a client in the bench",
-        "process writes newline-delimited JSON-RPC to `agentcap serve` over pipes).",
+        "process writes newline-delimited JSON-RPC to `agentcap serve` over pipes), `tests/benches/scaling.rs`.",
         "",
         "| Benchmark | Figure | Ratio / n | Target |",
         "|---|---|---|---|",
     ]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     out += language_table(langs)
+    out += peers_section(mcp)
+    out += growth_section(mcp, stop)
     out += [
         "",
         "## Server backends",
@@ -347,7 +485,8 @@ def main():
     fig.tight_layout()
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     fig.savefig(os.path.join(ROOT, PLOT), dpi=90)
-    print(f"wrote BENCHMARKS.md and {PLOT}")
+    peers_plot(mcp, plt, f"MCP servers side by side, {m['cpu']}, {m['cores']} cores, {today}")
+    print(f"wrote BENCHMARKS.md, {PLOT} and {PEERS_PLOT}")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,20 @@
 //!   20 warm-up calls: median and p95;
 //! - `ping` the same way: the protocol path without a tool (the floor);
 //! - the server's resident memory (VmRSS, VmHWM) with the demo's two example
-//!   tools plus the echo tool loaded, before and after the calls.
+//!   tools plus the echo tool loaded, before and after the calls;
+//! - floor and peers, same client, same run: the no-op server
+//!   `tests/src/bin/mcp-floor.rs`, `agentcap serve` and ACT (`act run --mcp`
+//!   of `act-cli` from PyPI, with a `greet` tool built from source with the
+//!   `act-sdk` crate), the calls interleaved in blocks (A B C A B C ...) so
+//!   that noise hits all alike; where ACT cannot be installed or built, the
+//!   results say why instead of giving a number;
+//! - how start and memory grow with 1, 10 and 100 tools in the policy (the
+//!   echo component under each name, compiled-component cache warm).
 //!
 //! Writes `target/bench-results/mcp_stdio.json` for `scripts/bench-report`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +31,15 @@ const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
 const CALLS: usize = 200;
 const WARMUP: usize = 20;
 const STARTS: usize = 10;
+const FLOOR: &str = env!("CARGO_BIN_EXE_mcp-floor");
+/// The act-cli release the comparison installs from PyPI.
+const ACT_CLI_VERSION: &str = "0.14.6";
+/// The act-sdk release the `greet` tool is built with (crates.io).
+const ACT_SDK_VERSION: &str = "0.14.2";
+/// Interleaved rounds for the peers: each round makes `BLOCK` calls on each
+/// server in turn.
+const ROUNDS: usize = 20;
+const BLOCK: usize = 10;
 
 struct Server {
     child: Child,
@@ -33,14 +50,12 @@ struct Server {
 
 impl Server {
     fn spawn(policy: &Path, cache: &Path, no_cache: bool) -> Server {
-        let mut command = Command::new(AGENTCAP);
-        if no_cache {
-            command.arg("--no-cache");
-        }
+        Server::start(&agentcap_command(policy, cache, no_cache))
+    }
+
+    fn start(command: &Peer) -> Server {
+        let mut command = command.command();
         let mut child = command
-            .args(["serve", "--policy"])
-            .arg(policy)
-            .env("AGENTCAP_CACHE_DIR", cache)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -112,6 +127,400 @@ impl Drop for Server {
     }
 }
 
+/// How to start one server.
+#[derive(Clone)]
+struct Peer {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(String, PathBuf)>,
+}
+
+impl Peer {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        command
+    }
+}
+
+fn agentcap_command(policy: &Path, cache: &Path, no_cache: bool) -> Peer {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if no_cache {
+        args.push("--no-cache".into());
+    }
+    args.extend(["serve".into(), "--policy".into(), policy.into()]);
+    Peer {
+        program: AGENTCAP.into(),
+        args,
+        envs: vec![("AGENTCAP_CACHE_DIR".into(), cache.to_path_buf())],
+    }
+}
+
+/// Where the ACT comparison keeps what it installs and builds.
+fn act_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/act")
+}
+
+fn run_logged(command: &mut Command, what: &str) -> Result<(), String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("{what}: cannot run it: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    Err(format!("{what} failed ({}): {}", out.status, last.trim()))
+}
+
+/// `act` from PyPI's `act-cli`, installed into a virtualenv under target/.
+fn act_cli() -> Result<PathBuf, String> {
+    let venv = act_dir().join("venv");
+    let act = venv.join("bin/act");
+    let works = |act: &Path| {
+        Command::new(act).arg("--version").output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(ACT_CLI_VERSION)
+        })
+    };
+    if works(&act) {
+        return Ok(act);
+    }
+    eprintln!(
+        "installing act-cli=={ACT_CLI_VERSION} into {}",
+        venv.display()
+    );
+    run_logged(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    )?;
+    run_logged(
+        Command::new(venv.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &format!("act-cli=={ACT_CLI_VERSION}"),
+        ]),
+        "pip install act-cli",
+    )?;
+    if works(&act) {
+        Ok(act)
+    } else {
+        Err("act-cli installed, but `act --version` does not run".into())
+    }
+}
+
+/// The `greet` tool of act-sdk's quick start, built from source for
+/// wasm32-wasip2 under target/act/greet. The SDK's macro generates its
+/// bindings from a `wit/` folder in the component's own crate (world
+/// `component-world`), so the ACT WIT package has to come with the SDK's
+/// sources as fetched from crates.io; it is copied into target/, never into
+/// the repository.
+fn act_greet_component() -> Result<PathBuf, String> {
+    let dir = act_dir().join("greet");
+    let wasm = dir.join("target/wasm32-wasip2/release/act_greet.wasm");
+    if wasm.exists() {
+        return Ok(wasm);
+    }
+    std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"act-greet\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\nact-sdk = \"={ACT_SDK_VERSION}\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\nschemars = \"1\"\n\n\
+             # Not a member of agentcap's workspace.\n[workspace]\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        "use act_sdk::prelude::*;\n\n\
+         #[derive(Deserialize, JsonSchema)]\nstruct GreetArgs {\n    name: String,\n}\n\n\
+         #[act_component(name = \"greeter\", version = \"0.1.0\", description = \"A greeter\")]\n\
+         mod component {\n    use super::*;\n\n\
+         \x20   #[act_tool(description = \"Say hello\", read_only)]\n\
+         \x20   fn greet(args: GreetArgs) -> ActResult<String> {\n        Ok(format!(\"Hello, {}!\", args.name))\n    }\n}\n",
+    )
+    .map_err(|e| e.to_string())?;
+    // Fetch the SDK from crates.io and find where cargo unpacked it.
+    let out = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cannot fetch act-sdk {ACT_SDK_VERSION} from crates.io: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    let metadata: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let sdk_dirs: Vec<PathBuf> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("act-")))
+        .filter_map(|p| p["manifest_path"].as_str())
+        .filter_map(|m| Path::new(m).parent().map(Path::to_path_buf))
+        .collect();
+    let wit = sdk_dirs
+        .iter()
+        .flat_map(|d| [d.join("wit"), d.join("examples/hello-sdk/wit")])
+        .find(|w| {
+            std::fs::read_dir(w).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("world component-world"))
+                })
+            })
+        })
+        .ok_or_else(|| {
+            format!(
+                "act-sdk {ACT_SDK_VERSION} from crates.io (and act-sdk-macros, act-types) ships no ACT WIT package: \
+                 its macro reads the component crate's own wit/ (world component-world), which the SDK's repository \
+                 fetches with wkg from an OCI registry this machine cannot reach, so the greet tool cannot be built"
+            )
+        })?;
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(&wit)
+        .arg(dir.join("wit"))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !copy.success() {
+        return Err("copying the ACT WIT into target/ failed".into());
+    }
+    run_logged(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(dir.join("Cargo.toml"))
+            .env_remove("CARGO_TARGET_DIR"),
+        "building the act-sdk greet tool",
+    )?;
+    if wasm.exists() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "the greet tool built, but {} is missing",
+            wasm.display()
+        ))
+    }
+}
+
+/// How to start ACT serving the greet tool over MCP stdio, or why not.
+fn act_peer() -> Result<Peer, String> {
+    let act = act_cli()?;
+    let wasm = act_greet_component()?;
+    Ok(Peer {
+        program: act,
+        args: vec![
+            "run".into(),
+            "--mcp".into(),
+            "--no-audit".into(),
+            wasm.into(),
+        ],
+        envs: vec![],
+    })
+}
+
+/// One server of the comparison: how to start it and its trivial call.
+struct Contender {
+    name: &'static str,
+    peer: Peer,
+    call: Value,
+}
+
+/// The comparison: the floor, agentcap and ACT, interleaved.
+fn peers(policy: &Path, cache: &Path) -> Value {
+    let mut contenders = vec![
+        Contender {
+            name: "floor",
+            peer: Peer {
+                program: FLOOR.into(),
+                args: vec![],
+                envs: vec![],
+            },
+            call: json!({"name": "nothing", "arguments": {}}),
+        },
+        Contender {
+            name: "agentcap",
+            peer: agentcap_command(policy, cache, false),
+            call: json!({"name": "echo.nothing", "arguments": {}}),
+        },
+    ];
+    let act_skipped = match act_peer() {
+        Ok(peer) => {
+            contenders.push(Contender {
+                name: "act",
+                peer,
+                call: json!({"name": "greet", "arguments": {"name": "bench"}}),
+            });
+            None
+        }
+        Err(why) => {
+            println!("ACT skipped: {why}");
+            Some(why)
+        }
+    };
+    // Time to first reply, interleaved.
+    let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..STARTS {
+        for (i, c) in contenders.iter().enumerate() {
+            let start = Instant::now();
+            let mut server = Server::start(&c.peer);
+            server.initialize();
+            starts[i].push(start.elapsed());
+        }
+    }
+    let mut servers: Vec<Server> = contenders
+        .iter()
+        .map(|c| {
+            let mut server = Server::start(&c.peer);
+            server.initialize();
+            server.request("tools/list", json!({}));
+            for _ in 0..WARMUP {
+                server.request("tools/call", c.call.clone());
+            }
+            server
+        })
+        .collect();
+    let mut calls: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..ROUNDS {
+        for (i, (c, server)) in contenders.iter().zip(servers.iter_mut()).enumerate() {
+            for _ in 0..BLOCK {
+                let start = Instant::now();
+                let reply = server.request("tools/call", c.call.clone());
+                calls[i].push(start.elapsed());
+                assert_ne!(reply["result"]["isError"], true, "{}: {reply}", c.name);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (i, c) in contenders.iter().enumerate() {
+        let (rss, hwm) = servers[i].memory_kib();
+        let samples: Vec<f64> = calls[i].iter().map(|d| us(*d)).collect();
+        calls[i].sort();
+        starts[i].sort();
+        let median = us(percentile(&calls[i], 0.5));
+        println!(
+            "peers: {:<9} call median {:>7.1} µs  p95 {:>7.1} µs | first reply {:>6.1} ms | RSS {:>5.1} MiB (peak {:.1})",
+            c.name,
+            median,
+            us(percentile(&calls[i], 0.95)),
+            percentile(&starts[i], 0.5).as_secs_f64() * 1e3,
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        out.insert(
+            c.name.into(),
+            json!({
+                "n": calls[i].len(),
+                "median_us": median,
+                "p95_us": us(percentile(&calls[i], 0.95)),
+                "samples_us": samples,
+                "first_reply_ms": percentile(&starts[i], 0.5).as_secs_f64() * 1e3,
+                "first_reply_samples_ms": starts[i].iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+                "rss_mib": rss as f64 / 1024.0,
+                "peak_mib": hwm as f64 / 1024.0,
+            }),
+        );
+    }
+    if let Some(why) = act_skipped {
+        out.insert("act".into(), json!({"skipped": why}));
+    }
+    out.insert(
+        "how".into(),
+        json!(format!("{ROUNDS} rounds of {BLOCK} calls on each server in turn after {WARMUP} warm-up calls each; {STARTS} interleaved starts")),
+    );
+    Value::Object(out)
+}
+
+/// Start and memory of `agentcap serve` with `n` tools: the echo component
+/// under `n` names (the cache holds it compiled once).
+fn tool_scaling(dir: &Path, cache: &Path) -> Value {
+    let counts = [1usize, 10, 100];
+    let policies: Vec<PathBuf> = counts
+        .iter()
+        .map(|&n| {
+            let mut text = String::from("user = \"bench\"\n");
+            text.push_str(&format!(
+                "[journal]\npath = {:?}\n",
+                dir.join(format!("journal-{n}.sqlite"))
+            ));
+            for i in 0..n {
+                text.push_str(&format!(
+                    "[tools.echo{i}]\ncomponent = {:?}\n",
+                    agentcap_tests::guest("echo_types")
+                ));
+            }
+            let path = dir.join(format!("tools-{n}.toml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let peers: Vec<Peer> = policies
+        .iter()
+        .map(|p| agentcap_command(p, cache, false))
+        .collect();
+    // Fill the cache.
+    Server::start(&peers[0]).initialize();
+    let mut starts: Vec<Vec<Duration>> = vec![Vec::new(); counts.len()];
+    for _ in 0..STARTS {
+        for (i, peer) in peers.iter().enumerate() {
+            let start = Instant::now();
+            let mut server = Server::start(peer);
+            server.initialize();
+            starts[i].push(start.elapsed());
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let mut server = Server::start(peer);
+        server.initialize();
+        let listed = server.request("tools/list", json!({}));
+        let mcp_tools = listed["result"]["tools"].as_array().map_or(0, Vec::len);
+        let first = server.request(
+            "tools/call",
+            json!({"name": "echo0.nothing", "arguments": {}}),
+        );
+        assert_eq!(first["result"]["isError"], false, "{first}");
+        let (rss, hwm) = server.memory_kib();
+        starts[i].sort();
+        let start_ms = percentile(&starts[i], 0.5).as_secs_f64() * 1e3;
+        println!(
+            "tools: {:>3} in the policy ({mcp_tools} MCP tools): first reply {start_ms:.1} ms, RSS {:.1} MiB (peak {:.1})",
+            counts[i],
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        rows.push(json!({
+            "tools": counts[i],
+            "mcp_tools": mcp_tools,
+            "first_reply_ms": start_ms,
+            "first_reply_max_ms": starts[i].last().unwrap().as_secs_f64() * 1e3,
+            "rss_mib": rss as f64 / 1024.0,
+            "peak_mib": hwm as f64 / 1024.0,
+        }));
+    }
+    json!(rows)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -134,6 +543,12 @@ fn cold_starts(policy: &Path, cache: &Path, no_cache: bool) -> Vec<Duration> {
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("mcp_stdio: bench");
+        return;
+    }
+    // `cargo test --benches` runs each bench once as a test (no `--bench`):
+    // keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("mcp_stdio: run with `cargo bench` to measure");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -182,6 +597,9 @@ fn main() {
         .collect();
     pings.sort();
     let (rss_after, hwm) = server.memory_kib();
+    drop(server);
+    let peers = peers(&policy, &cache);
+    let scaling = tool_scaling(dir.path(), &cache);
     let samples_us: Vec<f64> = calls.iter().map(|d| us(*d)).collect();
     calls.sort();
 
@@ -236,6 +654,8 @@ fn main() {
             "rss_after_calls": rss_after as f64 / 1024.0,
             "peak": hwm as f64 / 1024.0,
         },
+        "peers": peers,
+        "tool_scaling": scaling,
     });
     agentcap_tests::write_bench_results("mcp_stdio", &results);
 }

@@ -2,6 +2,10 @@
 //! in flight, none can start) and (b) the guest trapped and its call
 //! returned. For a busy loop (no host calls) and for a capability loop (a
 //! tool deleting mail one consent request at a time). Prints p50/p99/max.
+//!
+//! With 1 and with 64 sessions running the busy loop at once (on 2 tokio
+//! workers): stopping one session of them (to its call returned), and
+//! stopping everything (`stop_all`, to the last of the calls returned).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,9 +67,117 @@ async fn measure(
     (ack, start.elapsed())
 }
 
+/// Start `running` busy loops, each on its own session; the calls' tasks.
+async fn start_spinning(
+    runtime: &Arc<Runtime>,
+    tool: &Arc<agentcap::LoadedTool>,
+    prefix: &str,
+    running: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let calls: Vec<_> = (0..running)
+        .map(|k| {
+            let (rt, t, s) = (
+                runtime.clone(),
+                tool.clone(),
+                SessionId(format!("{prefix}-{k}")),
+            );
+            tokio::spawn(async move {
+                let _ = rt.call(&t, &s, "spin", &json!({})).await;
+            })
+        })
+        .collect();
+    // Let every one of them get into its loop.
+    tokio::time::sleep(Duration::from_millis(5 + running as u64 / 4)).await;
+    calls
+}
+
+/// Stop latency with 1 and with 64 sessions running the busy loop.
+async fn concurrent_stops(
+    cache: &std::path::Path,
+    approver: Arc<ScriptedApprover>,
+) -> serde_json::Value {
+    let policy = format!(
+        "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n[tools.spin]\ncomponent = {:?}\n\
+         limits = {{ wall_time_ms = 60000, max_concurrent_calls = 64 }}\n",
+        guest("hostile_resources")
+    );
+    let mut rows = Vec::new();
+    for running in [1usize, 64] {
+        let ws = Workspace::new();
+        let engine = AgentEngine::new(Some(cache.to_path_buf())).unwrap();
+        let runtime = Arc::new(Runtime::new(engine, ws.policy(&policy), approver.clone()).unwrap());
+        let tool = Arc::new(runtime.load_tool("spin").unwrap());
+        // One session of `running` stopped: to its call returned.
+        let rounds = if running == 1 { 100 } else { 30 };
+        let mut one = Vec::new();
+        for round in 0..rounds {
+            let prefix = format!("one-{running}-{round}");
+            let mut calls = start_spinning(&runtime, &tool, &prefix, running).await;
+            let first = calls.remove(0);
+            let start = Instant::now();
+            let stopper = runtime.clone();
+            let id = SessionId(format!("{prefix}-0"));
+            tokio::task::spawn_blocking(move || stopper.stop_session(&id, "bench"))
+                .await
+                .unwrap();
+            first.await.unwrap();
+            one.push(start.elapsed());
+            for k in 1..running {
+                runtime.stop_session(&SessionId(format!("{prefix}-{k}")), "bench");
+            }
+            for call in calls {
+                call.await.unwrap();
+            }
+        }
+        // Everything stopped: to the last call returned. A runtime of its
+        // own each time (a stop of everything lasts until a resume).
+        let mut all = Vec::new();
+        for round in 0..20 {
+            let engine = AgentEngine::new(Some(cache.to_path_buf())).unwrap();
+            let runtime =
+                Arc::new(Runtime::new(engine, ws.policy(&policy), approver.clone()).unwrap());
+            let tool = Arc::new(runtime.load_tool("spin").unwrap());
+            let calls = start_spinning(&runtime, &tool, &format!("all-{round}"), running).await;
+            let start = Instant::now();
+            let stopper = runtime.clone();
+            tokio::task::spawn_blocking(move || stopper.stop_handle().stop_all("bench"))
+                .await
+                .unwrap();
+            for call in calls {
+                call.await.unwrap();
+            }
+            all.push(start.elapsed());
+        }
+        one.sort();
+        all.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{running:>2} sessions running: stop one, to its call returned p50 {:.2} ms p99 {:.2} ms (n={}) | stop all, to the last returned p50 {:.2} ms p99 {:.2} ms (n={})",
+            ms(percentile(&one, 0.5)),
+            ms(percentile(&one, 0.99)),
+            one.len(),
+            ms(percentile(&all, 0.5)),
+            ms(percentile(&all, 0.99)),
+            all.len(),
+        );
+        rows.push(json!({
+            "running": running,
+            "one": {"n": one.len(), "p50_ms": ms(percentile(&one, 0.5)), "p99_ms": ms(percentile(&one, 0.99))},
+            "all": {"n": all.len(), "p50_ms": ms(percentile(&all, 0.5)), "p99_ms": ms(percentile(&all, 0.99))},
+        }));
+    }
+    json!(rows)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("stop_latency: bench");
+        return;
+    }
+    // `cargo test --benches` runs each bench once as a test (no `--bench`):
+    // keep that quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("stop_latency: run with `cargo bench` to measure");
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -108,9 +220,10 @@ fn main() {
             trapped.push(t);
         }
         let capability = report("capability loop", ack, trapped);
+        let concurrent = concurrent_stops(cache.path(), approver.clone()).await;
         agentcap_tests::write_bench_results(
             "stop_latency",
-            &json!({"busy_loop": busy, "capability_loop": capability}),
+            &json!({"busy_loop": busy, "capability_loop": capability, "concurrent": concurrent}),
         );
     });
 }

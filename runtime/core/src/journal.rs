@@ -238,17 +238,28 @@ pub struct Head {
     pub hash: String,
 }
 
-/// What the anchor says is wrong with `records`, if anything: newest records
-/// removed (truncation), or the file replaced by an older or other copy
-/// (rollback), or an anchor missing from a journal that has durable records.
-fn anchor_problem(head: Option<&Head>, records: &[Record]) -> Option<(i64, String)> {
-    let last = records.last().map_or(0, |r| r.seq);
+/// What `verify` saw of the records, kept while it streams through them,
+/// for the anchor check: no record is held in memory.
+#[derive(Debug, Default)]
+struct ChainSeen {
+    /// The sequence number of the last record (0 if none).
+    last: i64,
+    /// The first durable record (call, stop, revocation, resume).
+    first_durable: Option<i64>,
+    /// The hash of the record at the anchored head's position, if any.
+    hash_at_head: Option<String>,
+}
+
+/// What the anchor says is wrong with the records `seen`, if anything: newest
+/// records removed (truncation), or the file replaced by an older or other
+/// copy (rollback), or an anchor missing from a journal that has durable
+/// records.
+fn anchor_problem(head: Option<&Head>, seen: &ChainSeen) -> Option<(i64, String)> {
+    let last = seen.last;
     let Some(head) = head else {
-        let durable = records
-            .iter()
-            .find(|r| matches!(r.kind.as_str(), "call" | "stop" | "revocation" | "resume"))?;
+        let durable = seen.first_durable?;
         return Some((
-            durable.seq,
+            durable,
             "the head anchor (journal.head file) is missing, though durable records exist: it was deleted, or the journal was copied without it".into(),
         ));
     };
@@ -261,11 +272,8 @@ fn anchor_problem(head: Option<&Head>, records: &[Record]) -> Option<(i64, Strin
             ),
         ));
     }
-    let anchored = usize::try_from(head.seq - 1)
-        .ok()
-        .and_then(|i| records.get(i));
-    match anchored {
-        Some(r) if r.hash == head.hash => None,
+    match &seen.hash_at_head {
+        Some(hash) if *hash == head.hash => None,
         _ => Some((
             head.seq,
             format!(
@@ -526,29 +534,7 @@ impl Journal {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map(args, |r| {
-                let targets: String = r.get(7)?;
-                let detail: String = r.get(13)?;
-                Ok(Record {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    session: r.get(2)?,
-                    tool: r.get(3)?,
-                    tool_digest: r.get(4)?,
-                    kind: r.get(5)?,
-                    capability: r.get(6)?,
-                    targets: serde_json::from_str(&targets)
-                        .unwrap_or_else(|_| vec![format!("<unreadable: {targets}>")]),
-                    payload_digest: r.get(8)?,
-                    payload: r.get(9)?,
-                    decided_by: r.get(10)?,
-                    outcome: r.get(11)?,
-                    ref_seq: r.get(12)?,
-                    detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
-                    prev_hash: r.get(14)?,
-                    hash: r.get(15)?,
-                })
-            })
+            .query_map(args, record_from_row)
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sqlite(e))
@@ -596,34 +582,60 @@ impl Journal {
     /// Check the whole chain: sequence numbers contiguous from 1, each
     /// record's `prev_hash` equal to its predecessor's hash, each hash
     /// matching the content. Also lists calls whose outcome is unknown.
+    ///
+    /// Streams through the records in order, one at a time: memory stays
+    /// bounded by the unfinished calls, not by the journal's size.
     pub fn verify(&self) -> Result<Verification, JournalError> {
-        let records = self.all()?;
+        // The anchor is read first: records appended while the check runs
+        // come after it, and leave the anchored record where it was.
+        let head = self.anchored_head()?;
+        let head_seq = head.as_ref().map(|h| h.seq);
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare(&format!("{SELECT} ORDER BY seq"))
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
         let mut chain = ChainCheck::default();
-        for r in &records {
-            if !chain.next(r) {
-                break;
+        let mut seen = ChainSeen::default();
+        let mut count: i64 = 0;
+        // Calls without an outcome so far, and outcomes naming a call not
+        // seen yet (a record out of order is reported as broken, but the
+        // unfinished list stays the same as over the whole set).
+        let mut open_calls = std::collections::BTreeSet::new();
+        let mut early_answers = std::collections::HashSet::new();
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let r = record_from_row(row).map_err(|e| self.sqlite(e))?;
+            count += 1;
+            let expected_seq = count;
+            chain.next(&r);
+            seen.last = r.seq;
+            if seen.first_durable.is_none()
+                && matches!(r.kind.as_str(), "call" | "stop" | "revocation" | "resume")
+            {
+                seen.first_durable = Some(r.seq);
+            }
+            if Some(expected_seq) == head_seq {
+                seen.hash_at_head = Some(r.hash.clone());
+            }
+            if r.kind == Kind::Call.as_str() {
+                if !early_answers.remove(&r.seq) {
+                    open_calls.insert(r.seq);
+                }
+            } else if r.kind == Kind::Outcome.as_str()
+                && let Some(answered) = r.ref_seq
+                && !open_calls.remove(&answered)
+            {
+                early_answers.insert(answered);
             }
         }
         let mut broken = chain.broken;
-        if broken.is_none()
-            && let Some(problem) = anchor_problem(self.anchored_head()?.as_ref(), &records)
-        {
-            broken = Some(problem);
+        if broken.is_none() {
+            broken = anchor_problem(head.as_ref(), &seen);
         }
-        let answered: std::collections::HashSet<i64> = records
-            .iter()
-            .filter(|r| r.kind == Kind::Outcome.as_str())
-            .filter_map(|r| r.ref_seq)
-            .collect();
-        let unfinished = records
-            .iter()
-            .filter(|r| r.kind == Kind::Call.as_str() && !answered.contains(&r.seq))
-            .map(|r| r.seq)
-            .collect();
         Ok(Verification {
-            records: records.len() as i64,
+            records: count,
             broken,
-            unfinished,
+            unfinished: open_calls.into_iter().collect(),
         })
     }
 }
@@ -681,6 +693,31 @@ impl ChainCheck {
             }
         }
     }
+}
+
+/// A record from a row of [`SELECT`].
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    let targets: String = r.get(7)?;
+    let detail: String = r.get(13)?;
+    Ok(Record {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        session: r.get(2)?,
+        tool: r.get(3)?,
+        tool_digest: r.get(4)?,
+        kind: r.get(5)?,
+        capability: r.get(6)?,
+        targets: serde_json::from_str(&targets)
+            .unwrap_or_else(|_| vec![format!("<unreadable: {targets}>")]),
+        payload_digest: r.get(8)?,
+        payload: r.get(9)?,
+        decided_by: r.get(10)?,
+        outcome: r.get(11)?,
+        ref_seq: r.get(12)?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+        prev_hash: r.get(14)?,
+        hash: r.get(15)?,
+    })
 }
 
 const SELECT: &str = "SELECT seq, time, session, tool, tool_digest, kind, capability, targets,
@@ -836,6 +873,33 @@ mod tests {
         );
         let (seq, _) = j.verify().unwrap().broken.unwrap();
         assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn streaming_verify_finds_unfinished_calls_and_truncation() {
+        let (_d, j) = journal();
+        fill(&j, 3);
+        j.append(
+            Entry::new(Kind::Outcome, "s", "t", "d")
+                .answers(2)
+                .outcome("ok"),
+        )
+        .unwrap();
+        for i in 0..200 {
+            j.append(Entry::new(Kind::Decision, "s", "t", "d").outcome(format!("{i}")))
+                .unwrap();
+        }
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 204);
+        assert!(v.broken.is_none(), "{:?}", v.broken);
+        assert_eq!(v.unfinished, vec![1, 3]);
+        // The newest records removed: the anchor still names #204.
+        tamper(&j, "DELETE FROM records WHERE seq > 150");
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 150);
+        let (seq, why) = v.broken.unwrap();
+        assert_eq!(seq, 151);
+        assert!(why.contains("TRUNCATED"), "{why}");
     }
 
     #[test]
