@@ -288,6 +288,55 @@ impl WasiView for HostState {
     }
 }
 
+/// A consent request's record, written with its decision unless a human
+/// must see its number first.
+struct UnjournaledRequest {
+    entry: Option<Entry>,
+    seq: Option<i64>,
+}
+
+impl UnjournaledRequest {
+    /// Journal the request now (once); its number.
+    fn journal(&mut self, journal: &crate::journal::Journal) -> Result<i64, Refused> {
+        if let Some(seq) = self.seq {
+            return Ok(seq);
+        }
+        let Some(entry) = self.entry.take() else {
+            return Err(denial(
+                wit_consent::DenialReason::NotGranted,
+                "the consent request was not journaled, so nothing can be approved",
+            )
+            .into());
+        };
+        let seq = journal.append(entry).map_err(|e| {
+            Refused::from(denial(
+                wit_consent::DenialReason::NotGranted,
+                format!("the journal cannot be written, so nothing can be approved: {e}"),
+            ))
+        })?;
+        self.seq = Some(seq);
+        Ok(seq)
+    }
+}
+
+/// How a decision and a token refer to their request.
+#[derive(Clone, Copy)]
+enum Answering {
+    /// The request is journaled already.
+    Seq(i64),
+    /// The request is the batch's entry at this index.
+    Entry(usize),
+}
+
+impl Answering {
+    fn apply(self, entry: Entry) -> Entry {
+        match self {
+            Answering::Seq(seq) => entry.answers(seq),
+            Answering::Entry(index) => entry.answers_entry(index),
+        }
+    }
+}
+
 fn denial(reason: wit_consent::DenialReason, message: impl Into<String>) -> wit_consent::Denial {
     wit_consent::Denial {
         reason,
@@ -551,14 +600,36 @@ impl CallContext {
             .payload(intent.payload.as_deref())
             .detail("targets_total", intent.targets.len())
             .detail("tool_claim", clip(&intent.summary, MAX_SUMMARY_LEN));
-        let request_seq = self.journal.append(request).map_err(|e| {
+        // Journaled with the decision and the token in one transaction,
+        // unless a human is asked: then before the question is shown.
+        let mut request = UnjournaledRequest {
+            entry: Some(request),
+            seq: None,
+        };
+        let decided = self.decide(&intent, &mut request, context).await;
+        let journal_failed = |e: crate::journal::JournalError| {
             denial(
                 wit_consent::DenialReason::NotGranted,
                 format!("the journal cannot be written, so nothing can be approved: {e}"),
             )
-        })?;
-        let decided = self.decide(&intent, request_seq, context).await;
-        let record = self.entry(Kind::Decision).answers(request_seq);
+        };
+        // The decision answers the request, whether journaled already or
+        // first in this batch.
+        let (mut batch, answering) = match (request.entry.take(), request.seq) {
+            (Some(entry), _) => (vec![entry], Answering::Entry(0)),
+            (None, Some(seq)) => (Vec::new(), Answering::Seq(seq)),
+            // Journaling the request failed: the refusal says why.
+            (None, None) => {
+                return Err(match decided {
+                    Err(refused) => refused.denial,
+                    Ok(_) => denial(
+                        wit_consent::DenialReason::NotGranted,
+                        "the consent request was not journaled, so nothing can be approved",
+                    ),
+                });
+            }
+        };
+        let record = answering.apply(self.entry(Kind::Decision));
         let record = match &decided {
             Ok(d) => record
                 .capability(d.capability.as_str())
@@ -580,36 +651,43 @@ impl CallContext {
                     denial.message
                 )),
         };
-        self.journal.append(record).map_err(|e| {
-            denial(
-                wit_consent::DenialReason::NotGranted,
-                format!("the journal cannot be written, so nothing can be approved: {e}"),
-            )
-        })?;
-        let d = decided.map_err(|refused| refused.denial)?;
-        let id = self
-            .gate
-            .mint(Mint {
-                session: self.session.clone(),
-                tool: self.tool.clone(),
-                capability: d.capability,
-                targets: d.approved.clone(),
-                payload: d.payload.clone(),
-                ttl: d.ttl,
-                uses: d.uses,
-                decided_by: d.decided_by,
-                stamp: d.stamp.clone(),
-            })
-            .map_err(|refusal| denial(wit_consent::DenialReason::Stopped, refusal.to_string()))?;
-        let minted = self
-            .entry(Kind::TokenMinted)
+        batch.push(record);
+        let d = match decided {
+            Ok(d) => d,
+            Err(refused) => {
+                self.journal.append_all(batch).map_err(journal_failed)?;
+                return Err(refused.denial);
+            }
+        };
+        let id = match self.gate.mint(Mint {
+            session: self.session.clone(),
+            tool: self.tool.clone(),
+            capability: d.capability,
+            targets: d.approved.clone(),
+            payload: d.payload.clone(),
+            ttl: d.ttl,
+            uses: d.uses,
+            decided_by: d.decided_by,
+            stamp: d.stamp.clone(),
+        }) {
+            Ok(id) => id,
+            Err(refusal) => {
+                self.journal.append_all(batch).map_err(journal_failed)?;
+                return Err(denial(
+                    wit_consent::DenialReason::Stopped,
+                    refusal.to_string(),
+                ));
+            }
+        };
+        let minted = answering
+            .apply(self.entry(Kind::TokenMinted))
             .capability(d.capability.as_str())
             .targets(&d.approved)
-            .answers(request_seq)
             .detail("token", id)
             .detail("expires_in_secs", d.ttl.as_secs())
             .detail("uses", d.uses);
-        if let Err(e) = self.journal.append(minted) {
+        batch.push(minted);
+        if let Err(e) = self.journal.append_all(batch) {
             self.gate.revoke(id);
             return Err(denial(
                 wit_consent::DenialReason::NotGranted,
@@ -692,7 +770,7 @@ impl CallContext {
     async fn decide(
         &self,
         intent: &wit_consent::Intent,
-        request_seq: i64,
+        request: &mut UnjournaledRequest,
         context: Option<&(dyn std::any::Any + Sync)>,
     ) -> Result<Decided, Refused> {
         use wit_consent::DenialReason::*;
@@ -858,7 +936,7 @@ impl CallContext {
                     payload_heading,
                     tool_claim: intent.summary.clone(),
                     published: published.clone(),
-                    request_seq,
+                    request_seq: request.journal(&self.journal)?,
                     approvable_via: crate::consent::ApprovalChannel::ALL
                         .iter()
                         .copied()

@@ -5,19 +5,28 @@
 //! content and the previous record's hash, so an edited, removed or
 //! reordered record breaks the chain at a named sequence number.
 //!
-//! Write-ahead: the `call` record of a side effect is committed (WAL,
-//! `synchronous=FULL`, so the fsync also carries every earlier record: the
-//! consent request, decision and token) before the backend is touched, and
-//! an `outcome` record referring to it follows. Records that precede no
-//! effect (requests, decisions, outcomes, refusals) are committed without
-//! their own fsync: the WAL is appended in order, so the next `call` or
-//! `stop` makes them durable, and a crash of the process (not of the
-//! machine) loses nothing. A `call` without an outcome is reported by
-//! [`Journal::verify`] as "started, outcome unknown". If the journal cannot
-//! be written, the effect does not happen.
+//! Write-ahead: the `call` record of a side effect is committed and synced
+//! to disk before the backend is touched, and an `outcome` record referring
+//! to it follows. Records that precede no effect (requests, decisions,
+//! outcomes, refusals) are committed without a sync of their own: the WAL is
+//! appended in order, so the next durable record's sync carries them, and a
+//! crash of the process (not of the machine) loses nothing. A `call` without
+//! an outcome is reported by [`Journal::verify`] as "started, outcome
+//! unknown". If the journal cannot be written, the effect does not happen.
+//!
+//! Group commit: commits go to the WAL without waiting for the disk
+//! (`synchronous=NORMAL`), and a durable record then waits until the WAL is
+//! synced past it. One caller syncs at a time; records committed while that
+//! sync runs wait for the next one, which carries them all. So concurrent
+//! calls share an fsync, and each one's intent is still on disk before its
+//! effect starts. The records of one consent (request, decision, token) are
+//! one transaction ([`Journal::append_all`]).
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -131,6 +140,8 @@ pub struct Entry {
     pub ref_seq: Option<i64>,
     /// Anything else worth keeping (token id, expiry, the tool's claim).
     pub detail: Value,
+    /// The entry of the same [`Journal::append_all`] this one answers.
+    answers_entry: Option<usize>,
 }
 
 /// A stored record.
@@ -301,7 +312,37 @@ pub struct Journal {
     path: PathBuf,
     conn: Mutex<Connection>,
     record_payloads: bool,
+    /// The head anchor, kept open and rewritten in place.
+    head: Mutex<Option<File>>,
+    /// Whether commits wait for no disk and durable records are synced by
+    /// [`Journal::make_durable`] (the WAL could be used); otherwise every
+    /// commit is synced by SQLite itself.
+    group_commit: bool,
+    /// The newest record this process committed.
+    committed: AtomicI64,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    /// The WAL file, opened for syncing once it exists.
+    wal: Mutex<Option<File>>,
 }
+
+/// Where the group sync stands.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Every record this process committed up to here is on disk.
+    durable: i64,
+    /// A caller is syncing now.
+    syncing: bool,
+    /// Syncs done (for the benchmarks' fsyncs-per-call).
+    syncs: u64,
+    /// A sync failed: what was written since may not be on disk, and no
+    /// later sync can vouch for it, so every durable append fails.
+    failed: Option<String>,
+}
+
+/// The anchor's size on disk: one JSON object padded with spaces, rewritten
+/// in place by one write.
+const HEAD_LEN: usize = 160;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -343,10 +384,19 @@ impl Journal {
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sqlite)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sqlite)?;
+        // With a WAL, commits are appended without waiting for the disk, and
+        // durable records are synced by the group sync; without one (a file
+        // system without shared memory), SQLite syncs every commit.
+        let group_commit = mode.eq_ignore_ascii_case("wal");
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if group_commit { "NORMAL" } else { "FULL" },
+        )
+        .map_err(sqlite)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (
                 seq INTEGER PRIMARY KEY,
@@ -373,6 +423,12 @@ impl Journal {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             record_payloads,
+            head: Mutex::new(None),
+            group_commit,
+            committed: AtomicI64::new(0),
+            sync: Mutex::new(SyncState::default()),
+            synced: Condvar::new(),
+            wal: Mutex::new(None),
         })
     }
 
@@ -392,89 +448,193 @@ impl Journal {
     /// and for a [`Kind::is_durability_point`] once it (and every record
     /// before it) is on disk.
     pub fn append(&self, entry: Entry) -> Result<i64, JournalError> {
+        let seqs = self.append_all(vec![entry])?;
+        Ok(seqs[0])
+    }
+
+    /// Append `entries` in one transaction, in order; returns their
+    /// sequence numbers once committed, and once on disk if any of them is
+    /// a [`Kind::is_durability_point`].
+    pub fn append_all(&self, entries: Vec<Entry>) -> Result<Vec<i64>, JournalError> {
+        let durable = entries.iter().any(|e| e.kind.is_durability_point());
+        let seqs = self.commit(entries)?;
+        if durable && let Some(&last) = seqs.last() {
+            self.make_durable(last)?;
+        }
+        Ok(seqs)
+    }
+
+    /// Commit `entries` as one transaction (to the WAL, not yet synced) and
+    /// move the head anchor.
+    fn commit(&self, entries: Vec<Entry>) -> Result<Vec<i64>, JournalError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        // Statements are prepared once per connection (cached), not parsed
-        // on every append.
-        let entry_is_durable = entry.kind.is_durability_point();
-        let synchronous = if entry_is_durable {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        conn.prepare_cached(synchronous)
-            .and_then(|mut s| s.execute([]))
-            .map_err(|e| self.sqlite(e))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.sqlite(e))?;
+        // Statements are prepared once per connection (cached), not parsed
+        // on every append.
         let last: Option<(i64, String)> = tx
             .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
             .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
             .map_err(|e| self.sqlite(e))?;
-        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
-        let mut record = Record {
-            seq: prev_seq + 1,
-            time: now_rfc3339(),
-            session: entry.session,
-            tool: entry.tool,
-            tool_digest: entry.tool_digest,
-            kind: entry.kind.as_str().to_string(),
-            capability: entry.capability,
-            targets: entry.targets,
-            payload_digest: entry
-                .payload
-                .as_ref()
-                .map(|p| hex::encode(Sha256::digest(p.as_bytes()))),
-            payload: if self.record_payloads {
-                entry.payload
-            } else {
-                None
-            },
-            decided_by: entry.decided_by,
-            outcome: entry.outcome,
-            ref_seq: entry.ref_seq,
-            detail: entry.detail,
-            prev_hash,
-            hash: String::new(),
-        };
-        record.hash = record.content_hash();
-        tx.prepare_cached(
-            "INSERT INTO records (seq, time, session, tool, tool_digest, kind, capability, targets,
-                payload_digest, payload, decided_by, outcome, ref_seq, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )
-        .and_then(|mut insert| {
-            insert.execute(params![
-                record.seq,
-                record.time,
-                record.session,
-                record.tool,
-                record.tool_digest,
-                record.kind,
-                record.capability,
-                serde_json::to_string(&record.targets).unwrap_or_default(),
-                record.payload_digest,
-                record.payload,
-                record.decided_by,
-                record.outcome,
-                record.ref_seq,
-                record.detail.to_string(),
-                record.prev_hash,
-                record.hash,
-            ])
-        })
-        .map_err(|e| self.sqlite(e))?;
+        let (mut prev_seq, mut prev_hash) = last.unwrap_or((0, GENESIS.to_string()));
+        let mut seqs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let ref_seq = match entry.answers_entry {
+                Some(index) => seqs.get(index).copied(),
+                None => entry.ref_seq,
+            };
+            let mut record = Record {
+                seq: prev_seq + 1,
+                time: now_rfc3339(),
+                session: entry.session,
+                tool: entry.tool,
+                tool_digest: entry.tool_digest,
+                kind: entry.kind.as_str().to_string(),
+                capability: entry.capability,
+                targets: entry.targets,
+                payload_digest: entry
+                    .payload
+                    .as_ref()
+                    .map(|p| hex::encode(Sha256::digest(p.as_bytes()))),
+                payload: if self.record_payloads {
+                    entry.payload
+                } else {
+                    None
+                },
+                decided_by: entry.decided_by,
+                outcome: entry.outcome,
+                ref_seq,
+                detail: entry.detail,
+                prev_hash,
+                hash: String::new(),
+            };
+            record.hash = record.content_hash();
+            tx.prepare_cached(
+                "INSERT INTO records (seq, time, session, tool, tool_digest, kind, capability, targets,
+                    payload_digest, payload, decided_by, outcome, ref_seq, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    record.seq,
+                    record.time,
+                    record.session,
+                    record.tool,
+                    record.tool_digest,
+                    record.kind,
+                    record.capability,
+                    serde_json::to_string(&record.targets).unwrap_or_default(),
+                    record.payload_digest,
+                    record.payload,
+                    record.decided_by,
+                    record.outcome,
+                    record.ref_seq,
+                    record.detail.to_string(),
+                    record.prev_hash,
+                    record.hash,
+                ])
+            })
+            .map_err(|e| self.sqlite(e))?;
+            seqs.push(record.seq);
+            prev_seq = record.seq;
+            prev_hash = record.hash;
+        }
         tx.commit().map_err(|e| self.sqlite(e))?;
-        // Every record moves the anchor; durability points make it durable
-        // together with the records before them.
-        self.write_head(
-            &Head {
-                seq: record.seq,
-                hash: record.hash.clone(),
-            },
-            entry_is_durable,
-        )?;
-        Ok(record.seq)
+        // In the WAL now: a sync that starts after this covers it.
+        self.committed.store(prev_seq, Ordering::SeqCst);
+        // Every commit moves the anchor (while the connection is held, so
+        // this process's anchors are written in order).
+        self.write_head(&Head {
+            seq: prev_seq,
+            hash: prev_hash,
+        })?;
+        Ok(seqs)
+    }
+
+    /// Return once every record up to `seq` that this process committed is
+    /// on disk. One caller syncs the WAL at a time; callers arriving
+    /// meanwhile wait (off the async workers when in a multi-threaded tokio
+    /// runtime), and the next sync covers all of them.
+    pub fn make_durable(&self, seq: i64) -> Result<(), JournalError> {
+        if !self.group_commit {
+            return Ok(());
+        }
+        {
+            let state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            if state.failed.is_none() && state.durable >= seq {
+                return Ok(());
+            }
+        }
+        let in_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if in_worker {
+            // While this thread waits for the disk, the runtime's other
+            // tasks move to another thread: their calls commit meanwhile and
+            // ride the next sync.
+            tokio::task::block_in_place(|| self.wait_durable(seq))
+        } else {
+            self.wait_durable(seq)
+        }
+    }
+
+    fn wait_durable(&self, seq: i64) -> Result<(), JournalError> {
+        let mut state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(why) = &state.failed {
+                return Err(JournalError::Io {
+                    path: self.wal_path(),
+                    source: std::io::Error::other(format!(
+                        "an earlier sync of the journal to disk failed ({why}); nothing more is made durable"
+                    )),
+                });
+            }
+            if state.durable >= seq {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            let through = self.committed.load(Ordering::SeqCst);
+            let result = self.sync_wal();
+            state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            state.syncing = false;
+            match result {
+                Ok(()) => {
+                    state.durable = state.durable.max(through);
+                    state.syncs += 1;
+                }
+                Err(e) => state.failed = Some(e.to_string()),
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    fn wal_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push("-wal");
+        self.path.with_file_name(name)
+    }
+
+    /// Sync the WAL file: every frame appended so far (this process's
+    /// commits among them) is on disk once this returns.
+    fn sync_wal(&self) -> std::io::Result<()> {
+        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        if wal.is_none() {
+            // The WAL stays while this connection is open: SQLite removes it
+            // only when the last connection closes.
+            *wal = Some(File::open(self.wal_path())?);
+        }
+        wal.as_ref().map_or(Ok(()), File::sync_data)
+    }
+
+    /// How many times this journal synced its WAL to disk (each sync makes
+    /// every record committed before it durable).
+    pub fn syncs(&self) -> u64 {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner()).syncs
     }
 
     /// Where the chain's head is anchored: beside the database, outside it
@@ -489,44 +649,55 @@ impl Journal {
     /// The anchored head, if one was written.
     pub fn anchored_head(&self) -> Result<Option<Head>, JournalError> {
         let path = self.head_path();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| JournalError::Io {
-                    path,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(JournalError::Io { path, source }),
+        // The anchor is rewritten in place while it may be read: a read is
+        // taken once two reads in a row agree.
+        let mut previous: Option<Vec<u8>> = None;
+        for _ in 0..100 {
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(JournalError::Io { path, source }),
+            };
+            if previous.as_ref() == Some(&bytes) {
+                break;
+            }
+            previous = Some(bytes);
         }
+        let bytes = previous.unwrap_or_default();
+        serde_json::from_slice(bytes.trim_ascii())
+            .map(Some)
+            .map_err(|e| JournalError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
     }
 
-    /// Anchor `head`: written to a temporary file and renamed over the old
-    /// anchor; with `durable`, the file and the folder are synced too.
-    fn write_head(&self, head: &Head, durable: bool) -> Result<(), JournalError> {
-        use std::io::Write;
+    /// Anchor `head`: one write of [`HEAD_LEN`] bytes in place. It reaches
+    /// the disk with the kernel's write-back; an anchor older than the
+    /// records after a power failure only anchors fewer of them.
+    fn write_head(&self, head: &Head) -> Result<(), JournalError> {
         let path = self.head_path();
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
-        // A name of this process's own: several processes may append to
-        // one journal.
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(serde_json::to_string(head).unwrap_or_default().as_bytes())
+        let mut bytes = serde_json::to_vec(head).unwrap_or_default();
+        bytes.resize(HEAD_LEN - 1, b' ');
+        bytes.push(b'\n');
+        let mut file = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = file.as_ref() {
+            return open.write_all_at(&bytes, 0).map_err(io);
+        }
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
             .map_err(io)?;
-        if durable {
-            file.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if durable && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
+        opened.write_all_at(&bytes, 0).map_err(io)?;
+        // An anchor written by an older agentcap may be longer.
+        opened.set_len(HEAD_LEN as u64).map_err(io)?;
+        *file = Some(opened);
         Ok(())
     }
 
@@ -738,6 +909,7 @@ impl Entry {
             outcome: None,
             ref_seq: None,
             detail: json!({}),
+            answers_entry: None,
         }
     }
 
@@ -774,6 +946,13 @@ impl Entry {
     /// Refer to an earlier record.
     pub fn answers(mut self, seq: i64) -> Entry {
         self.ref_seq = Some(seq);
+        self
+    }
+
+    /// Refer to the entry at `index` of the same [`Journal::append_all`]
+    /// (whose number is known only once the batch is written).
+    pub fn answers_entry(mut self, index: usize) -> Entry {
+        self.answers_entry = Some(index);
         self
     }
 
@@ -927,5 +1106,93 @@ mod tests {
         assert_eq!(v.records, 100);
         assert!(v.broken.is_none());
         assert_eq!(j.tail(3, Some("s1")).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_batch_is_one_chain_and_its_entries_answer_each_other() {
+        let (_d, j) = journal();
+        j.append(Entry::new(Kind::Refusal, "s", "t", "d")).unwrap();
+        let seqs = j
+            .append_all(vec![
+                Entry::new(Kind::ConsentRequest, "s", "t", "d"),
+                Entry::new(Kind::Decision, "s", "t", "d").answers_entry(0),
+                Entry::new(Kind::TokenMinted, "s", "t", "d").answers_entry(0),
+            ])
+            .unwrap();
+        assert_eq!(seqs, vec![2, 3, 4]);
+        let records = j.all().unwrap();
+        assert_eq!(records[2].ref_seq, Some(2));
+        assert_eq!(records[3].ref_seq, Some(2));
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 4);
+        assert!(v.broken.is_none(), "{:?}", v.broken);
+        assert_eq!(j.anchored_head().unwrap().unwrap().seq, 4);
+    }
+
+    #[test]
+    fn concurrent_durable_appends_share_syncs() {
+        let (_d, j) = journal();
+        let j = std::sync::Arc::new(j);
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (j, barrier) = (j.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..20 {
+                        let seq = j
+                            .append(
+                                Entry::new(Kind::Call, &format!("s{t}"), "t", "d")
+                                    .outcome(format!("{i}")),
+                            )
+                            .unwrap();
+                        // Returned only once synced past it.
+                        assert!(j.sync.lock().unwrap().durable >= seq);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v = j.verify().unwrap();
+        assert_eq!(v.records, 320);
+        assert!(v.broken.is_none());
+        let syncs = j.syncs();
+        assert!(
+            (1..320).contains(&syncs),
+            "320 durable appends from 16 threads took {syncs} syncs"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_refuses_every_later_durable_append() {
+        let (_d, j) = journal();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        j.sync.lock().unwrap().failed = Some("EIO".into());
+        let err = j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap_err();
+        assert!(err.to_string().contains("EIO"), "{err}");
+        // Records that precede no effect are still written.
+        j.append(Entry::new(Kind::Refusal, "s", "t", "d")).unwrap();
+    }
+
+    #[test]
+    fn an_anchor_of_an_older_format_is_rewritten_in_place() {
+        let (d, j) = journal();
+        std::fs::write(
+            d.path().join("j.sqlite.head"),
+            format!(
+                "{{\"seq\":1,\"hash\":\"{}\"}}{}",
+                "a".repeat(64),
+                " ".repeat(300)
+            ),
+        )
+        .unwrap();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        assert_eq!(
+            std::fs::metadata(j.head_path()).unwrap().len(),
+            HEAD_LEN as u64
+        );
+        assert!(j.verify().unwrap().broken.is_none());
     }
 }
