@@ -458,9 +458,14 @@ async fn fleet_command(
         println!("no host of the fleet is running");
     }
     if let crate::fleet::FleetEvent::StopAll { .. } = event {
+        let on = if waiting.is_empty() {
+            "every host"
+        } else {
+            "every host that acknowledged (not yet on those named above)"
+        };
         println!(
-            "everything is stopped on every host: new sessions start stopped until someone runs `agentcap resume --policy {}`",
-            policy_path.display()
+            "everything is stopped on {on}: new sessions start stopped until someone runs `agentcap resume --policy {}`",
+            one_line(&policy_path.display().to_string(), 300)
         );
     }
     Ok(if waiting.is_empty() {
@@ -762,8 +767,11 @@ async fn fleet_journal_command(
                 .map_err(|e| anyhow::anyhow!(e))
                 .context("cannot read the fleet's journal")?;
             let mut broken = false;
+            let mut chains_of_host = std::collections::BTreeMap::<&str, usize>::new();
             for c in &chains {
-                let id = &c.chain[..c.chain.len().min(12)];
+                *chains_of_host.entry(c.host.as_str()).or_default() += 1;
+                // Read from the database: any text, rendered.
+                let id: String = c.chain.chars().take(12).collect();
                 let unfinished = if c.unfinished > 0 {
                     format!(", {} started with outcome unknown", c.unfinished)
                 } else {
@@ -773,7 +781,7 @@ async fn fleet_journal_command(
                     None => println!(
                         "ok: host {} (chain {}): {} records, chain intact{unfinished}",
                         c.host,
-                        one_line(id, 20),
+                        one_line(&id, 20),
                         c.records
                     ),
                     Some((seq, why)) => {
@@ -781,14 +789,23 @@ async fn fleet_journal_command(
                         println!(
                             "BROKEN: host {} (chain {}) at record #{seq}: {}",
                             c.host,
-                            one_line(id, 20),
+                            one_line(&id, 20),
                             one_line(why, 500)
                         );
                     }
                 }
             }
+            for (host, n) in chains_of_host.iter().filter(|(_, n)| **n > 1) {
+                println!(
+                    "note: host {host} has {n} chains (its journal was started anew, or a chain was planted in the database)"
+                );
+            }
             if chains.is_empty() {
                 println!("the fleet's journal is empty");
+            } else {
+                println!(
+                    "the database's copy shows each chain intact, not complete: records removed from a chain's end, or a whole chain, are found by `agentcap journal verify` on that host (against its head anchor)"
+                );
             }
             Ok(if broken {
                 ExitCode::from(1)

@@ -411,3 +411,31 @@ async fn a_session_of_another_host_is_shown_and_stopped_on_a_page() {
     drop(a);
     member.leave().await.unwrap();
 }
+
+/// One asking process floods the fleet with waiting requests (here planted
+/// rows; an agent can open a waiting request per MCP session): the page
+/// lists at most 10 per process, so another host's request still shows
+/// and is answered (the oldest 100 were listed, and it was not).
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_from_one_process_does_not_hide_another_hosts() {
+    let (server, b, member, a) = two_hosts().await;
+    server.execute(
+        "fleet",
+        "INSERT INTO agentcap_fleet_hosts (instance, host, pid, out_of_reach_after_ms, last_seen) \
+         VALUES ('flood', 'x', 1, 3600000, clock_timestamp() + interval '1 hour'); \
+         INSERT INTO agentcap_fleet_requests (instance, host, local_id, shown) \
+         SELECT 'flood', 'x', n, '{\"tool\":\"junk\",\"user\":\"u\",\"session\":\"s\",\"capability\":\"mail.read\",\"action\":\"junk\",\"items\":[\"junk\"],\"payload\":null,\"payload_heading\":\"h\",\"payload_warning\":null,\"tool_claim\":\"\"}' \
+         FROM generate_series(1, 150) n",
+    );
+    let call = read_first_on(&b, "s1");
+    let request = pending_of_b(&a.page).await;
+    let (status, body) = answer_on(&a.page, &request, json!({"approve": [0]})).await;
+    assert_eq!(status, 200, "{body}");
+    call.await.unwrap().expect("approved on A's page");
+    drop(a);
+    member.leave().await.unwrap();
+}

@@ -2,8 +2,9 @@
 //! (each once broke a promise; each test now shows the attack fails):
 //! same host names, events committed out of order, an acknowledgement
 //! racing an effect in flight, Ctrl-C on a serving host, a host with a
-//! longer limit than the CLI's, a restored database, hostile rows, and a
-//! stop pressed while the database was away.
+//! longer limit than the CLI's, a restored database, hostile rows, a stop
+//! pressed while the database was away, an event planted with a huge id, a
+//! request the database refuses, and a fleet journal relabelled or planted.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -391,4 +392,182 @@ async fn a_stop_pressed_while_away_is_shared_or_reported() {
     wait_for("b to stop", 10, || b.1.stop_handle().is_halted()).await;
     assert!(never_runs(&read_first(&b.1, &b.2, "s1").await));
     ma2.leave().await.unwrap();
+}
+
+/// An event written by hand with a huge id (not from the events' sequence)
+/// once made every host skip the stops written after it: a later STOP
+/// EVERYTHING still halts the host, and `stop --all` says so.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_planted_with_a_huge_id_does_not_hide_later_stops() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    server.execute("fleet", "INSERT INTO agentcap_fleet_events (id, kind, session, by_whom, origin) VALUES (1000000000, 'stop-session', 'no-such-session', 'eve', 'eve'); NOTIFY agentcap_fleet");
+    wait_for("b's acknowledgement of the planted event", 10, || {
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE event_id = 1000000000",
+        ) == 1
+    })
+    .await;
+    read_first(&b.1, &b.2, "s1").await.unwrap();
+    let out = Command::new(AGENTCAP)
+        .args(["stop", "--all", "--policy"])
+        .arg(b.0.dir.path().join("agentcap.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("host b: acknowledged"), "{text}");
+    assert!(b.1.stop_handle().is_halted());
+    assert!(never_runs(&read_first(&b.1, &b.2, "s2").await));
+    // Applied once, not again each round.
+    assert_eq!(
+        server.value(
+            "fleet",
+            "SELECT count(*) FROM agentcap_fleet_acks WHERE event_id = 1000000000"
+        ),
+        1
+    );
+}
+
+/// A consent request the database refuses to store (here a trigger; before,
+/// a request over the table's size bound, from hostile mail) once failed
+/// every round trip, and the host refused every effect as out of reach: it
+/// stays in touch, and the request stays with the host's own channels.
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_database_refuses_leaves_the_host_in_touch() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let ws = Workspace::new();
+    let policy = host_policy(&c, "b", 1000).replace(
+        "capability = \"mail.read\"\nmode = \"standing\"",
+        "capability = \"mail.read\"\nmode = \"ask\"",
+    );
+    let runtime = std::sync::Arc::new(
+        agentcap::Runtime::new(
+            agentcap::AgentEngine::new(None).unwrap(),
+            ws.policy(&policy),
+            std::sync::Arc::new(agentcap::consent::DenyApprover::new("no person at host b")),
+        )
+        .unwrap(),
+    );
+    let tool = std::sync::Arc::new(runtime.load_tool("sweeper").unwrap());
+    let member = runtime.start_fleet().unwrap();
+    assert!(member.wait_in_touch(Duration::from_secs(10)).await);
+    server.execute(
+        "fleet",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON agentcap_fleet_requests FOR EACH ROW EXECUTE FUNCTION refuse()",
+    );
+    let asking = {
+        let (runtime, tool) = (runtime.clone(), tool.clone());
+        tokio::spawn(async move { read_first(&runtime, &tool, "s1").await })
+    };
+    // Three out-of-reach limits later, the host is still in touch.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(
+        member.wait_in_touch(Duration::from_millis(100)).await,
+        "host b lost the fleet over a request the database refused"
+    );
+    assert_eq!(
+        server.value("fleet", "SELECT count(*) FROM agentcap_fleet_requests"),
+        0
+    );
+    assert!(
+        !asking.is_finished(),
+        "the request still waits for its own channels"
+    );
+    asking.abort();
+    // And a stop still reaches it.
+    server.execute("fleet", "INSERT INTO agentcap_fleet_events (kind, by_whom, origin) VALUES ('stop-all', 'alice', 'a'); NOTIFY agentcap_fleet");
+    wait_for("b to stop", 10, || runtime.stop_handle().is_halted()).await;
+}
+
+/// The fleet's copy of a journal relabelled to another host, renamed, or
+/// planted under an id of multi-byte and control characters: `journal
+/// --fleet verify` says BROKEN (it said ok), and renders what it prints (it
+/// panicked on the id, printing it raw).
+#[cfg_attr(
+    not(agentcap_has_postgres),
+    ignore = "PostgreSQL is not installed: apt-get install postgresql"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_or_planted_fleet_journal_is_reported() {
+    let server = Postgres::start();
+    let c = fleet_database(&server);
+    let b = host(&c, "b", 2000);
+    let mb = b.1.start_fleet().unwrap();
+    assert!(mb.wait_in_touch(Duration::from_secs(10)).await);
+    read_first(&b.1, &b.2, "s1").await.unwrap();
+    read_first(&b.1, &b.2, "s2").await.unwrap();
+    mb.leave().await.unwrap();
+    let policy = b.0.dir.path().join("agentcap.toml");
+    let agentcap = |args: &[&str]| {
+        let out = Command::new(AGENTCAP)
+            .args(["journal", "--policy"])
+            .arg(&policy)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, text) = agentcap(&["export", "--to-fleet"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = agentcap(&["--fleet", "verify"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ok: host b") && text.contains("not complete"),
+        "{text}"
+    );
+
+    server.execute(
+        "fleet",
+        "UPDATE agentcap_fleet_journal SET host = 'prod' WHERE seq > 3",
+    );
+    let (code, text) = agentcap(&["--fleet", "verify"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("BROKEN") && text.contains("relabelled"),
+        "{text}"
+    );
+    server.execute("fleet", "UPDATE agentcap_fleet_journal SET host = 'b'");
+
+    server.execute(
+        "fleet",
+        "UPDATE agentcap_fleet_journal SET chain = repeat('f', 64)",
+    );
+    let (code, text) = agentcap(&["--fleet", "verify"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not the hash of its record #1"), "{text}");
+
+    server.execute("fleet", "INSERT INTO agentcap_fleet_journal (chain, seq, host, record) VALUES (E'00000000000\\u20ac\\x1b]0;PWNED\\x07\\x1b[2J\\u202e', 1, E'x\\x1b[31m', '{}')");
+    let (code, text) = agentcap(&["--fleet", "verify"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+        "{text}"
+    );
 }

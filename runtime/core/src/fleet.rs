@@ -147,6 +147,13 @@ impl FleetSettings {
         if config.get_hosts().is_empty() {
             return Err("[fleet] postgres: the connection string names no host".into());
         }
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable
+            && !on_this_machine(&config)
+        {
+            return Err(
+                "[fleet] postgres: sslmode=disable is allowed only for a database on this machine (loopback or a Unix socket): elsewhere the password and every stop would cross the network in the clear".into(),
+            );
+        }
         let name = self.host_name();
         if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
             return Err("[fleet] host: 1 to 200 printable characters".into());
@@ -549,6 +556,7 @@ pub fn start_member(link: &Arc<FleetLink>, stop: StopHandle) -> Option<FleetMemb
             link: member_link,
             stop,
             last_applied: None,
+            applied_out_of_sequence: Default::default(),
         };
         member.run().await;
     });
@@ -582,10 +590,19 @@ async fn open(
     base_dir: &std::path::Path,
     timeout: Option<Duration>,
 ) -> Result<Opened, String> {
-    let config: tokio_postgres::Config = settings
+    let mut config: tokio_postgres::Config = settings
         .connection_string()?
         .parse()
         .map_err(|e| format!("not a connection string: {e}"))?;
+    if !on_this_machine(&config) {
+        // Off this machine, TLS or nothing: `prefer` (the default) would
+        // fall back to the clear when the other end (or someone on the way)
+        // declines TLS, and send the password.
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            return Err("sslmode=disable is allowed only for a database on this machine".into());
+        }
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     let timeout = timeout.unwrap_or(Duration::from_secs(10));
     let (notified, notifications) = tokio::sync::mpsc::unbounded_channel();
     let tls = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
@@ -613,6 +630,25 @@ async fn open(
         Ok(Err(e)) => Err(describe(&e)),
         Ok(Ok((client, task))) => Ok((client, task, notifications)),
     }
+}
+
+/// Whether every address `config` connects to is on this machine: a Unix
+/// socket, `localhost`, or a loopback address.
+fn on_this_machine(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let loopback = |name: &str| {
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
+        && config.get_hosts().iter().all(|host| match host {
+            Host::Tcp(name) => loopback(name),
+            Host::Unix(_) => true,
+        })
 }
 
 /// Drive `connection`, signalling each notification on `notified`.
@@ -766,7 +802,14 @@ struct Member {
     stop: StopHandle,
     /// The last event applied (None before the first connection).
     last_applied: Option<i64>,
+    /// Events applied whose ids the events' sequence had not issued (rows
+    /// written by hand): not applied again while they stay above it.
+    applied_out_of_sequence: std::collections::HashSet<i64>,
 }
+
+/// Most hand-written events remembered as applied (beyond, they are applied
+/// again each round: a stop applied twice is still a stop).
+const MAX_OUT_OF_SEQUENCE: usize = 10_000;
 
 impl Member {
     async fn run(&mut self) {
@@ -891,9 +934,11 @@ impl Member {
     /// First contact: start after the last event written, stopped if
     /// everything is stopped in the fleet.
     async fn join(&mut self, client: &Client) -> Result<(), String> {
+        // Never past what the events' sequence issued (see `catch_up`).
         let last: i64 = client
             .query_one(
-                "SELECT coalesce(max(id), 0) FROM agentcap_fleet_events",
+                "SELECT least(coalesce((SELECT max(id) FROM agentcap_fleet_events), 0), \
+                 coalesce((SELECT last_value FROM agentcap_fleet_events_id_seq), 0))",
                 &[],
             )
             .await
@@ -929,33 +974,46 @@ impl Member {
         // Ids only grow. Fewer means the database was restored from a
         // backup or replaced by a replica behind it: stops written since
         // could hide below what was applied. Out of touch, and join again.
-        let newest: i64 = client
+        let row = client
             .query_one(
-                "SELECT coalesce(max(id), 0) FROM agentcap_fleet_events",
+                "SELECT coalesce((SELECT max(id) FROM agentcap_fleet_events), 0),                  coalesce((SELECT last_value FROM agentcap_fleet_events_id_seq), 0)",
                 &[],
             )
             .await
-            .map_err(|e| describe(&e))?
-            .get(0);
+            .map_err(|e| describe(&e))?;
+        let (newest, issued): (i64, i64) = (row.get(0), row.get(1));
         if newest < after {
             self.last_applied = None;
             return Err(format!(
                 "the fleet's events went back from #{after} to #{newest} (restored from a backup, or a replica behind?); joining the fleet again"
             ));
         }
+        // Ids come from the events' sequence. A row above what it issued was
+        // written by hand with an id of its own: it is applied (once), but
+        // what was applied is never taken to reach past the sequence, so a
+        // planted row with a huge id cannot hide the stops written after it.
+        let mut cursor = after;
         loop {
-            let after = self.last_applied.unwrap_or(0);
             let rows = client
                 .query(
-                    "SELECT id, kind, left(session, $2), left(by_whom, $2), left(origin, $2) \
-                     FROM agentcap_fleet_events WHERE id > $1 ORDER BY id LIMIT $3",
-                    &[&after, &MAX_TEXT, &EVENTS_PER_READ],
+                    "SELECT id, kind, left(session, $2), left(by_whom, $2), left(origin, $2)                      FROM agentcap_fleet_events WHERE id > $1 ORDER BY id LIMIT $3",
+                    &[&cursor, &MAX_TEXT, &EVENTS_PER_READ],
                 )
                 .await
                 .map_err(|e| describe(&e))?;
             let complete = (rows.len() as i64) < EVENTS_PER_READ;
             for row in rows {
-                self.apply(client, &row).await?;
+                let id: i64 = row.get(0);
+                cursor = id;
+                if !self.applied_out_of_sequence.contains(&id) {
+                    self.apply(client, &row).await?;
+                }
+                if id <= issued {
+                    self.applied_out_of_sequence.remove(&id);
+                    self.last_applied = Some(id);
+                } else if self.applied_out_of_sequence.len() < MAX_OUT_OF_SEQUENCE {
+                    self.applied_out_of_sequence.insert(id);
+                }
             }
             if complete {
                 return Ok(());
@@ -992,7 +1050,6 @@ impl Member {
             )
             .await
             .map_err(|e| describe(&e))?;
-        self.last_applied = Some(id);
         Ok(())
     }
 }
@@ -1009,5 +1066,30 @@ mod tests {
         let shown = format!("{link:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("laptop"), "{shown}");
+    }
+
+    #[test]
+    fn plaintext_is_allowed_only_to_this_machine() {
+        let settings = |postgres: &str| -> super::FleetSettings {
+            toml::from_str(&format!("postgres = \"{postgres}\"\nhost = \"h\"")).unwrap()
+        };
+        for local in [
+            "host=127.0.0.1 user=f sslmode=disable",
+            "host=localhost user=f sslmode=disable",
+            "host=::1 user=f sslmode=disable",
+            "host=/run/postgresql user=f sslmode=disable",
+        ] {
+            assert!(settings(local).check().is_ok(), "{local}");
+        }
+        for remote in [
+            "host=192.0.2.2 user=f sslmode=disable",
+            "host=db.example user=f sslmode=disable",
+            "host=127.0.0.1 hostaddr=192.0.2.2 user=f sslmode=disable",
+        ] {
+            let err = settings(remote).check().unwrap_err();
+            assert!(err.contains("sslmode=disable"), "{remote}: {err}");
+        }
+        let config: tokio_postgres::Config = "host=192.0.2.2 user=f".parse().unwrap();
+        assert!(!super::on_this_machine(&config));
     }
 }

@@ -229,10 +229,22 @@ pub async fn verify(client: &Client) -> Result<Vec<ChainReport>, String> {
                 unfinished: 0,
             });
         }
+        let host = one_line(row.get(2), 200);
+        let mut other_host = None;
         if let Some(last) = reports.last_mut() {
-            last.host = one_line(row.get(2), 200);
+            if check.records > 0 && last.host != host {
+                other_host = Some(format!(
+                    "this row names host {host}, the chain's earlier rows host {} (rows relabelled or mixed)",
+                    last.host
+                ));
+            }
+            last.host = host;
         }
         if check.broken.is_some() {
+            continue;
+        }
+        if let Some(why) = other_host {
+            check.broken = Some((seq, why));
             continue;
         }
         match serde_json::from_str::<Record>(row.get(3)) {
@@ -241,6 +253,12 @@ pub async fn verify(client: &Client) -> Result<Vec<ChainReport>, String> {
                 check.broken = Some((
                     seq,
                     format!("the row says #{seq} but holds record #{}", record.seq),
+                ))
+            }
+            Ok(record) if record.seq == 1 && record.hash != chain => {
+                check.broken = Some((
+                    seq,
+                    "the chain's id is not the hash of its record #1 (a chain planted or renamed in the database)".to_string(),
                 ))
             }
             Ok(record) => {

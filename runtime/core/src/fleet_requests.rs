@@ -76,6 +76,11 @@ const PAYLOAD_MAX: usize = 64 * 1024;
 const ITEMS_MAX: usize = 500;
 /// Most requests of other hosts listed on a page.
 const LISTED_MAX: i64 = 100;
+/// Most requests of one asking process listed on a page: one process that
+/// asks without end cannot push the others' requests off the page.
+const LISTED_PER_PROCESS: i64 = 10;
+/// Most characters of a shared request (the table's own bound).
+const SHOWN_MAX: usize = 300_000;
 /// How long a page waits for the asking host to confirm an answer.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
@@ -137,6 +142,32 @@ impl SharedRequest {
             payload_warning: self.payload_warning.map(|w| line(&w)),
             tool_claim: line(&self.tool_claim),
         }
+    }
+}
+
+/// `request` as JSON within [`SHOWN_MAX`] characters: items are left off
+/// from the end (and the action says how many are shown) until it fits.
+fn bounded_json(mut request: SharedRequest) -> String {
+    let total = request.items.len();
+    let action = one_line(&request.action, LINE_MAX - 120);
+    loop {
+        let json = serde_json::to_string(&request).unwrap_or_else(|_| "{}".to_string());
+        let fits = json.chars().count() <= SHOWN_MAX;
+        if fits || (request.items.is_empty() && request.payload.is_none()) {
+            return json;
+        }
+        if request.items.is_empty() {
+            request.payload = None;
+            request.action = format!(
+                "{action} (the content is too long for other hosts' pages: answer on the asking host)"
+            );
+            continue;
+        }
+        let keep = request.items.len() / 2;
+        request.items.truncate(keep);
+        request.action = format!(
+            "{action} (only the first {keep} of {total} items are shown here: answer on the asking host to see them all)"
+        );
     }
 }
 
@@ -323,8 +354,7 @@ impl FleetRequests {
 
     fn ask(&self, prompt: &ConsentPrompt) -> (i64, oneshot::Receiver<(Decision, String)>) {
         let local_id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        let shown =
-            serde_json::to_string(&SharedRequest::of(prompt)).unwrap_or_else(|_| "{}".to_string());
+        let shown = bounded_json(SharedRequest::of(prompt).rendered_again());
         let (answer, answered) = oneshot::channel();
         lock(&self.asking).insert(
             local_id,
@@ -396,24 +426,45 @@ impl FleetRequests {
                 queue.writing = true;
                 op
             };
-            match &op {
-                Op::Publish { local_id, shown } => client
-                    .execute(
-                        "INSERT INTO agentcap_fleet_requests (instance, host, local_id, shown) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (instance, local_id) DO NOTHING",
-                        &[&instance, &host, local_id, shown],
-                    )
-                    .await
-                    .map_err(|e| crate::fleet::describe(&e))?,
-                Op::Withdraw { local_id } => client
-                    .execute(
-                        "UPDATE agentcap_fleet_requests SET state = 'withdrawn' \
-                         WHERE instance = $1 AND local_id = $2 AND state = 'waiting'",
-                        &[&instance, local_id],
-                    )
-                    .await
-                    .map_err(|e| crate::fleet::describe(&e))?,
-            };
+            let written =
+                match &op {
+                    Op::Publish { local_id, shown } => client
+                        .execute(
+                            "INSERT INTO agentcap_fleet_requests (instance, host, local_id, shown) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (instance, local_id) DO NOTHING",
+                            &[&instance, &host, local_id, shown],
+                        )
+                        .await,
+                    Op::Withdraw { local_id } => {
+                        client
+                            .execute(
+                                "UPDATE agentcap_fleet_requests SET state = 'withdrawn' \
+                             WHERE instance = $1 AND local_id = $2 AND state = 'waiting'",
+                                &[&instance, local_id],
+                            )
+                            .await
+                    }
+                };
+            if let Err(e) = written {
+                let mut queue = lock(&self.queue);
+                queue.writing = false;
+                if e.as_db_error().is_none() {
+                    // The database is away: written on the next round.
+                    return Err(crate::fleet::describe(&e));
+                }
+                // The database refused this row (a constraint, a trigger):
+                // the request stays with this host's own channels, and the
+                // rounds that keep effects allowed go on.
+                queue.ops.pop_front();
+                drop(queue);
+                if let Op::Publish { local_id, .. } = &op {
+                    tracing::warn!(
+                        "consent request {local_id} could not be shared with the fleet's pages: {}",
+                        crate::fleet::describe(&e)
+                    );
+                }
+                continue;
+            }
             let mut queue = lock(&self.queue);
             queue.ops.pop_front();
             queue.writing = false;
@@ -497,8 +548,10 @@ impl FleetRequests {
                  FROM agentcap_fleet_requests r JOIN agentcap_fleet_hosts h ON h.instance = r.instance \
                  WHERE r.state = 'waiting' AND r.instance <> $1 \
                  AND h.last_seen > clock_timestamp() - make_interval(secs => h.out_of_reach_after_ms / 1000.0) \
+                 AND (SELECT count(*) FROM agentcap_fleet_requests o \
+                      WHERE o.instance = r.instance AND o.state = 'waiting' AND o.id < r.id) < $3 \
                  ORDER BY r.id LIMIT $2",
-                &[&instance, &LISTED_MAX],
+                &[&instance, &LISTED_MAX, &LISTED_PER_PROCESS],
             )
             .await
             .map_err(|e| crate::fleet::describe(&e))?;
@@ -714,5 +767,44 @@ impl Approver for FleetApprover {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_too_large_for_the_table_is_shared_with_fewer_items() {
+        // Hostile mail: 1000 long subjects (500 items of 600 characters
+        // after clipping: over the table's bound).
+        let request = SharedRequest {
+            tool: "triage".into(),
+            user: "alice".into(),
+            session: "s".into(),
+            capability: "mail.delete".into(),
+            action: "delete 250 messages".into(),
+            items: (0..1000)
+                .map(|i| format!("{i}: {}", "x".repeat(2000)))
+                .collect(),
+            payload: None,
+            payload_heading: "exact content".into(),
+            payload_warning: None,
+            tool_claim: String::new(),
+        }
+        .rendered_again();
+        let json = bounded_json(request);
+        assert!(json.chars().count() <= SHOWN_MAX, "{}", json.len());
+        let shared: SharedRequest = serde_json::from_str(&json).unwrap();
+        assert!(!shared.items.is_empty() && shared.items.len() < 500);
+        assert!(shared.items[0].starts_with("0: "));
+        assert!(
+            shared.action.contains(&format!(
+                "only the first {} of 500 items",
+                shared.items.len()
+            )),
+            "{}",
+            shared.action
+        );
     }
 }
