@@ -74,6 +74,71 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // The records of one consented call (request, decision, token, call,
+    // outcome) on tmpfs, where a sync costs next to nothing: what the
+    // bookkeeping itself costs. Batched as the runtime writes them (the
+    // consent in one transaction, the call synced, the outcome), and, in
+    // the same run, one transaction per record.
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let journal = Journal::open(&dir.path().join("bench.sqlite"), false).unwrap();
+        let consent = || {
+            [
+                Entry::new(Kind::ConsentRequest, "bench", "bench", "digest")
+                    .capability("mail.read")
+                    .targets(&targets),
+                Entry::new(Kind::Decision, "bench", "bench", "digest")
+                    .capability("mail.read")
+                    .targets(&targets)
+                    .decided_by("standing grant")
+                    .outcome("approved 1 of 1"),
+                Entry::new(Kind::TokenMinted, "bench", "bench", "digest")
+                    .capability("mail.read")
+                    .targets(&targets)
+                    .detail("token", 1),
+            ]
+        };
+        let call = || {
+            Entry::new(Kind::Call, "bench", "bench", "digest")
+                .capability("mail.read")
+                .targets(&targets)
+        };
+        let outcome = |seq| {
+            Entry::new(Kind::Outcome, "bench", "bench", "digest")
+                .answers(seq)
+                .outcome("ok: read 1000 bytes")
+        };
+        let mut group = c.benchmark_group("consent_records_tmpfs");
+        group
+            .sample_size(50)
+            .measurement_time(Duration::from_secs(5));
+        group.bench_function("batched", |b| {
+            b.iter(|| {
+                let [request, decision, token] = consent();
+                journal
+                    .append_all(vec![
+                        request,
+                        decision.answers_entry(0),
+                        token.answers_entry(0),
+                    ])
+                    .unwrap();
+                let seq = journal.append(call()).unwrap();
+                journal.append(outcome(seq)).unwrap()
+            })
+        });
+        group.bench_function("one_by_one", |b| {
+            b.iter(|| {
+                let [request, decision, token] = consent();
+                let request = journal.append(request).unwrap();
+                journal.append(decision.answers(request)).unwrap();
+                journal.append(token.answers(request)).unwrap();
+                let seq = journal.append(call()).unwrap();
+                journal.append(outcome(seq)).unwrap()
+            })
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench);

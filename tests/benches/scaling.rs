@@ -4,13 +4,14 @@
 //!   with 1, 8 and 64 concurrent sessions, in process: each session is a
 //!   task making `Runtime::call`s one after another on its own session id,
 //!   on a 2-worker tokio runtime;
+//! - the same for consented calls (`sweeper.read-one`), journal on disk,
+//!   with the journal's syncs per call (group commit);
 //! - the journal at 10^3, 10^5 and 10^6 records: the latency of appending a
 //!   record that is not a durability point (a decision) and of one that is
 //!   (a `call` intent, fsync'd), and the time and peak memory of
 //!   `agentcap journal verify` (a process of its own) on it.
 //!
-//! The journal is grown on tmpfs (/dev/shm, where there is one: on ext4
-//! every append's anchor rename flushes, about 2 ms each), and at each size
+//! The journal is grown on tmpfs (/dev/shm, where there is one), and at each size
 //! copied to disk under target/, where the appends and the verify are
 //! measured, like a user's journal. `AGENTCAP_BENCH_JOURNAL_MAX` lowers the
 //! largest size (for a quick run).
@@ -31,6 +32,8 @@ const AGENTCAP: &str = env!("CARGO_BIN_EXE_agentcap-cli");
 /// Calls per throughput measurement, spread over the sessions.
 const CALLS: usize = 1920;
 const REPEATS: usize = 3;
+/// Consented calls per measurement, spread over the sessions.
+const CONSENTED_CALLS: usize = 640;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -100,6 +103,87 @@ fn throughput() -> Value {
     }
     json!({
         "how": "in process: Runtime::call of echo.nothing, one task per session id, each call after the previous one of its session; tokio multi-thread runtime, 2 workers",
+        "rows": rows,
+    })
+}
+
+/// Consented calls by concurrent sessions, journal and Maildir on disk
+/// (under target/): `sweeper.read-one`, a standing grant, so each call is a
+/// consent (request, decision, token: one transaction), an intent synced
+/// to disk before the read, the read and its outcome. Counts the journal's
+/// syncs: concurrent calls share them (group commit).
+fn consented_throughput() -> Value {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let ws = Workspace::new_in(target);
+    let policy = format!(
+        "user = \"alice\"\n[mail]\nmaildir = \"Maildir\"\n\
+         [tools.sweeper]\ncomponent = {:?}\nlimits = {{ max_concurrent_calls = 64 }}\n\
+         [[tools.sweeper.grants]]\ncapability = \"mail.read\"\nmode = \"standing\"\n",
+        guest("mail_sweeper")
+    );
+    let runtime = Arc::new(
+        Runtime::new(
+            AgentEngine::new(None).unwrap(),
+            ws.policy(&policy),
+            Arc::new(DenyApprover::new("bench")),
+        )
+        .unwrap(),
+    );
+    let sweeper = Arc::new(runtime.load_tool("sweeper").unwrap());
+    let id = ws.ids_in("INBOX").into_iter().next().expect("a message");
+    let mut rows = Vec::new();
+    for sessions in [1usize, 8, 64] {
+        let per_session = (CONSENTED_CALLS / sessions).max(1);
+        let calls = per_session * sessions;
+        let mut measured = Vec::new();
+        for repeat in 0..REPEATS {
+            let syncs_before = runtime.journal().syncs();
+            let elapsed = rt.block_on(async {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..sessions)
+                    .map(|s| {
+                        let (runtime, sweeper, id) = (runtime.clone(), sweeper.clone(), id.clone());
+                        tokio::spawn(async move {
+                            let session = SessionId(format!("c{sessions}-{repeat}-{s}"));
+                            for _ in 0..per_session {
+                                let out = runtime
+                                    .call(&sweeper, &session, "read-one", &json!({"id": id}))
+                                    .await
+                                    .unwrap();
+                                assert!(!out.is_error, "{}", out.result);
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                start.elapsed()
+            });
+            let syncs = runtime.journal().syncs() - syncs_before;
+            measured.push((calls as f64 / elapsed.as_secs_f64(), syncs));
+        }
+        measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (calls_per_s, syncs) = measured[measured.len() / 2];
+        let calls_per_sync = calls as f64 / syncs.max(1) as f64;
+        println!(
+            "consented: {sessions:>2} concurrent sessions: {calls_per_s:>6.0} calls/s, {syncs} syncs for {calls} calls ({calls_per_sync:.1} calls per sync; median of {REPEATS})"
+        );
+        rows.push(json!({
+            "sessions": sessions,
+            "calls": calls,
+            "calls_per_s": calls_per_s,
+            "syncs": syncs,
+            "calls_per_sync": calls_per_sync,
+        }));
+    }
+    json!({
+        "how": "in process, journal and Maildir on disk under target/: Runtime::call of sweeper.read-one (standing grant: consent, intent synced, read, outcome), one task per session id, each call after the previous one of its session; tokio multi-thread runtime, 2 workers",
         "rows": rows,
     })
 }
@@ -267,9 +351,10 @@ fn main() {
         return;
     }
     let throughput = throughput();
+    let consented = consented_throughput();
     let journal = journal_growth();
     agentcap_tests::write_bench_results(
         "scaling",
-        &json!({"throughput": throughput, "journal": journal}),
+        &json!({"throughput": throughput, "consented": consented, "journal": journal}),
     );
 }

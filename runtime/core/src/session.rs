@@ -69,6 +69,17 @@ impl StopHandle {
 
     /// Stop `session` on this host only.
     fn stop_session_here(&self, session: &SessionId, by: &str) -> StopReport {
+        let (report, record) = self.stop_session_unjournaled(session, by);
+        if let Err(e) = self.journal.append(record) {
+            tracing::error!(
+                "session {session} was stopped but the stop could not be journaled: {e}"
+            );
+        }
+        report
+    }
+
+    /// Stop `session` on this host; its report, and the record to journal.
+    fn stop_session_unjournaled(&self, session: &SessionId, by: &str) -> (StopReport, Entry) {
         let started = Instant::now();
         let revoked = self.gate.stop_session(session);
         let took = started.elapsed();
@@ -78,16 +89,12 @@ impl StopHandle {
                 "stopped: {revoked} live token(s) revoked, acknowledged after {} µs",
                 took.as_micros()
             ));
-        if let Err(e) = self.journal.append(record) {
-            tracing::error!(
-                "session {session} was stopped but the stop could not be journaled: {e}"
-            );
-        }
-        StopReport {
+        let report = StopReport {
             session: session.0.clone(),
             revoked,
             acknowledged_after_us: duration_us(took),
-        }
+        };
+        (report, record)
     }
 
     /// Stop everything: every session that is not stopped yet, and every
@@ -117,11 +124,22 @@ impl StopHandle {
         for s in sessions.iter().filter(|s| s.stopped) {
             self.gate.stop_session(&SessionId(s.id.clone()));
         }
-        sessions
+        // Each session's stop record is written with the others, in one
+        // transaction and one sync (the stop of everything above is on
+        // disk already).
+        let (reports, records): (Vec<StopReport>, Vec<Entry>) = sessions
             .into_iter()
             .filter(|s| !s.stopped)
-            .map(|s| self.stop_session_here(&SessionId(s.id), by))
-            .collect()
+            .map(|s| self.stop_session_unjournaled(&SessionId(s.id), by))
+            .unzip();
+        if !records.is_empty()
+            && let Err(e) = self.journal.append_all(records)
+        {
+            tracing::error!(
+                "the sessions were stopped but their stops could not be journaled: {e}"
+            );
+        }
+        reports
     }
 
     /// Write the stops pressed here to the fleet now (at most `timeout`),
