@@ -772,11 +772,17 @@ async fn fleet_journal_command(
                 *chains_of_host.entry(c.host.as_str()).or_default() += 1;
                 // Read from the database: any text, rendered.
                 let id: String = c.chain.chars().take(12).collect();
-                let unfinished = if c.unfinished > 0 {
+                let mut unfinished = if c.unfinished > 0 {
                     format!(", {} started with outcome unknown", c.unfinished)
                 } else {
                     String::new()
                 };
+                if c.hosts.len() > 1 {
+                    unfinished.push_str(&format!(
+                        "; its rows name hosts {} (a host named by its process copies under each start's name; otherwise rows were relabelled)",
+                        c.hosts.join(", ")
+                    ));
+                }
                 match &c.broken {
                     None => println!(
                         "ok: host {} (chain {}): {} records, chain intact{unfinished}",

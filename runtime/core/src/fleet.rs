@@ -802,14 +802,29 @@ struct Member {
     stop: StopHandle,
     /// The last event applied (None before the first connection).
     last_applied: Option<i64>,
-    /// Events applied whose ids the events' sequence had not issued (rows
+    /// Stops applied whose ids the events' sequence had not issued (rows
     /// written by hand): not applied again while they stay above it.
-    applied_out_of_sequence: std::collections::HashSet<i64>,
+    applied_out_of_sequence: std::collections::HashSet<SeenEvent>,
 }
 
-/// Most hand-written events remembered as applied (beyond, they are applied
-/// again each round: a stop applied twice is still a stop).
+/// An event row as read, to know it again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeenEvent {
+    id: i64,
+    kind: String,
+    session: Option<String>,
+    by: String,
+    origin: String,
+    at: String,
+}
+
+/// Most hand-written stops remembered as applied; beyond, the host is out
+/// of touch (fails closed) until they are removed.
 const MAX_OUT_OF_SEQUENCE: usize = 10_000;
+
+/// The last id the events' sequence issued (0 before the first). Needs
+/// USAGE or SELECT on the sequence.
+const ISSUED: &str = "coalesce(pg_sequence_last_value(pg_get_serial_sequence('agentcap_fleet_events', 'id')::regclass), 0)";
 
 impl Member {
     async fn run(&mut self) {
@@ -937,21 +952,25 @@ impl Member {
         // Never past what the events' sequence issued (see `catch_up`).
         let last: i64 = client
             .query_one(
-                "SELECT least(coalesce((SELECT max(id) FROM agentcap_fleet_events), 0), \
-                 coalesce((SELECT last_value FROM agentcap_fleet_events_id_seq), 0))",
+                &format!(
+                    "SELECT least(coalesce((SELECT max(id) FROM agentcap_fleet_events), 0), {ISSUED})"
+                ),
                 &[],
             )
             .await
             .map_err(|e| describe(&e))?
             .get(0);
+        // Whether everything is stopped, by the events the sequence issued
+        // (a stop written by hand above them is applied by `catch_up`).
         let halt = client
             .query_opt(
                 "SELECT kind, left(by_whom, $1), left(origin, $1) FROM agentcap_fleet_events \
-                 WHERE kind IN ('stop-all', 'resume') ORDER BY id DESC LIMIT 1",
-                &[&MAX_TEXT],
+                 WHERE kind IN ('stop-all', 'resume') AND id <= $2 ORDER BY id DESC LIMIT 1",
+                &[&MAX_TEXT, &last],
             )
             .await
             .map_err(|e| describe(&e))?;
+        self.applied_out_of_sequence.clear();
         if let Some(row) = halt
             && row.get::<_, &str>(0) == "stop-all"
         {
@@ -976,7 +995,9 @@ impl Member {
         // could hide below what was applied. Out of touch, and join again.
         let row = client
             .query_one(
-                "SELECT coalesce((SELECT max(id) FROM agentcap_fleet_events), 0),                  coalesce((SELECT last_value FROM agentcap_fleet_events_id_seq), 0)",
+                &format!(
+                    "SELECT coalesce((SELECT max(id) FROM agentcap_fleet_events), 0), {ISSUED}"
+                ),
                 &[],
             )
             .await
@@ -989,14 +1010,17 @@ impl Member {
             ));
         }
         // Ids come from the events' sequence. A row above what it issued was
-        // written by hand with an id of its own: it is applied (once), but
-        // what was applied is never taken to reach past the sequence, so a
-        // planted row with a huge id cannot hide the stops written after it.
+        // written by hand with an id of its own: a stop there is applied
+        // (once: remembered with its content and time, so a later event that
+        // gets the same id is not taken for it), a resume is not, and what
+        // was applied is never taken to reach past the sequence, so a row
+        // planted with a huge id cannot hide the stops written after it.
         let mut cursor = after;
         loop {
             let rows = client
                 .query(
-                    "SELECT id, kind, left(session, $2), left(by_whom, $2), left(origin, $2)                      FROM agentcap_fleet_events WHERE id > $1 ORDER BY id LIMIT $3",
+                    "SELECT id, kind, left(session, $2), left(by_whom, $2), left(origin, $2), at::text \
+                     FROM agentcap_fleet_events WHERE id > $1 ORDER BY id LIMIT $3",
                     &[&cursor, &MAX_TEXT, &EVENTS_PER_READ],
                 )
                 .await
@@ -1005,14 +1029,27 @@ impl Member {
             for row in rows {
                 let id: i64 = row.get(0);
                 cursor = id;
-                if !self.applied_out_of_sequence.contains(&id) {
-                    self.apply(client, &row).await?;
-                }
+                let seen = SeenEvent {
+                    id,
+                    kind: row.get(1),
+                    session: row.get(2),
+                    by: row.get(3),
+                    origin: row.get(4),
+                    at: row.get(5),
+                };
                 if id <= issued {
-                    self.applied_out_of_sequence.remove(&id);
+                    if !self.applied_out_of_sequence.remove(&seen) {
+                        self.apply(client, &row).await?;
+                    }
                     self.last_applied = Some(id);
-                } else if self.applied_out_of_sequence.len() < MAX_OUT_OF_SEQUENCE {
-                    self.applied_out_of_sequence.insert(id);
+                } else if seen.kind != "resume" && !self.applied_out_of_sequence.contains(&seen) {
+                    if self.applied_out_of_sequence.len() >= MAX_OUT_OF_SEQUENCE {
+                        return Err(format!(
+                            "over {MAX_OUT_OF_SEQUENCE} fleet events were written by hand with ids the events' sequence did not issue; out of touch until they are removed"
+                        ));
+                    }
+                    self.apply(client, &row).await?;
+                    self.applied_out_of_sequence.insert(seen);
                 }
             }
             if complete {

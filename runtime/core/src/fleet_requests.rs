@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS agentcap_fleet_requests (
 );
 CREATE INDEX IF NOT EXISTS agentcap_fleet_requests_waiting
     ON agentcap_fleet_requests (state, instance);
+CREATE INDEX IF NOT EXISTS agentcap_fleet_requests_waiting_by_process
+    ON agentcap_fleet_requests (instance, id) WHERE state = 'waiting';
 CREATE TABLE IF NOT EXISTS agentcap_fleet_sessions (
     instance text NOT NULL CHECK (length(instance) <= 300),
     host text NOT NULL CHECK (length(host) <= 200),
@@ -145,16 +147,17 @@ impl SharedRequest {
     }
 }
 
-/// `request` as JSON within [`SHOWN_MAX`] characters: items are left off
-/// from the end (and the action says how many are shown) until it fits.
-fn bounded_json(mut request: SharedRequest) -> String {
+/// `request` as JSON within [`SHOWN_MAX`] characters, and how many items
+/// it shows: items are left off from the end (and the action says how many
+/// are shown) until it fits.
+fn bounded_json(mut request: SharedRequest) -> (String, usize) {
     let total = request.items.len();
     let action = one_line(&request.action, LINE_MAX - 120);
     loop {
         let json = serde_json::to_string(&request).unwrap_or_else(|_| "{}".to_string());
         let fits = json.chars().count() <= SHOWN_MAX;
         if fits || (request.items.is_empty() && request.payload.is_none()) {
-            return json;
+            return (json, request.items.len());
         }
         if request.items.is_empty() {
             request.payload = None;
@@ -354,13 +357,14 @@ impl FleetRequests {
 
     fn ask(&self, prompt: &ConsentPrompt) -> (i64, oneshot::Receiver<(Decision, String)>) {
         let local_id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        let shown = bounded_json(SharedRequest::of(prompt).rendered_again());
+        let (shown, items_shown) = bounded_json(SharedRequest::of(prompt).rendered_again());
         let (answer, answered) = oneshot::channel();
         lock(&self.asking).insert(
             local_id,
             Asking {
                 shown: shown.clone(),
-                items: prompt.items.len(),
+                // An answer may approve only items the pages were shown.
+                items: items_shown.min(prompt.items.len()),
                 answer,
             },
         );
@@ -448,8 +452,15 @@ impl FleetRequests {
             if let Err(e) = written {
                 let mut queue = lock(&self.queue);
                 queue.writing = false;
-                if e.as_db_error().is_none() {
-                    // The database is away: written on the next round.
+                // Refused for what the row holds: a data exception (class
+                // 22), a constraint (23), a trigger's exception (P0001).
+                // Anything else (the database away, restarting, read-only
+                // after a failover, a deadlock) is written on a later round.
+                let refused_row = e.as_db_error().is_some_and(|d| {
+                    let code = d.code().code();
+                    code.starts_with("22") || code.starts_with("23") || code == "P0001"
+                });
+                if !refused_row {
                     return Err(crate::fleet::describe(&e));
                 }
                 // The database refused this row (a constraint, a trigger):
@@ -545,11 +556,11 @@ impl FleetRequests {
             .query(
                 "SELECT r.id, left(r.host, 200), left(r.shown, 300000), \
                  extract(epoch FROM clock_timestamp() - r.asked_at)::float8 \
-                 FROM agentcap_fleet_requests r JOIN agentcap_fleet_hosts h ON h.instance = r.instance \
-                 WHERE r.state = 'waiting' AND r.instance <> $1 \
+                 FROM agentcap_fleet_hosts h CROSS JOIN LATERAL \
+                 (SELECT id, host, shown, asked_at FROM agentcap_fleet_requests \
+                  WHERE instance = h.instance AND state = 'waiting' ORDER BY id LIMIT $3) r \
+                 WHERE h.instance <> $1 \
                  AND h.last_seen > clock_timestamp() - make_interval(secs => h.out_of_reach_after_ms / 1000.0) \
-                 AND (SELECT count(*) FROM agentcap_fleet_requests o \
-                      WHERE o.instance = r.instance AND o.state = 'waiting' AND o.id < r.id) < $3 \
                  ORDER BY r.id LIMIT $2",
                 &[&instance, &LISTED_MAX, &LISTED_PER_PROCESS],
             )
@@ -793,10 +804,11 @@ mod tests {
             tool_claim: String::new(),
         }
         .rendered_again();
-        let json = bounded_json(request);
+        let (json, shown) = bounded_json(request);
         assert!(json.chars().count() <= SHOWN_MAX, "{}", json.len());
         let shared: SharedRequest = serde_json::from_str(&json).unwrap();
         assert!(!shared.items.is_empty() && shared.items.len() < 500);
+        assert_eq!(shown, shared.items.len());
         assert!(shared.items[0].starts_with("0: "));
         assert!(
             shared.action.contains(&format!(

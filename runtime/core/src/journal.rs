@@ -322,6 +322,8 @@ pub struct Journal {
     committed: AtomicI64,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    /// The WAL file as SQLite names it (after its own path resolution).
+    wal_path: PathBuf,
     /// The WAL file, opened for syncing once it exists.
     wal: Mutex<Option<File>>,
 }
@@ -338,6 +340,12 @@ struct SyncState {
     /// A sync failed: what was written since may not be on disk, and no
     /// later sync can vouch for it, so every durable append fails.
     failed: Option<String>,
+}
+
+/// Whether two metadata name the same file (device and inode).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// The anchor's size on disk: one JSON object padded with spaces, rewritten
@@ -419,8 +427,20 @@ impl Journal {
             CREATE INDEX IF NOT EXISTS records_session ON records(session, seq);",
         )
         .map_err(sqlite)?;
+        // The WAL SQLite writes is named after the database's full path as
+        // SQLite resolved it (symbolic links followed).
+        let wal_path = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(format!("{p}-wal")))
+            .unwrap_or_else(|| {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push("-wal");
+                path.with_file_name(name)
+            });
         Ok(Journal {
             path: path.to_path_buf(),
+            wal_path,
             conn: Mutex::new(conn),
             record_payloads,
             head: Mutex::new(None),
@@ -614,19 +634,24 @@ impl Journal {
     }
 
     fn wal_path(&self) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push("-wal");
-        self.path.with_file_name(name)
+        self.wal_path.clone()
     }
 
     /// Sync the WAL file: every frame appended so far (this process's
     /// commits among them) is on disk once this returns.
     fn sync_wal(&self) -> std::io::Result<()> {
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-        if wal.is_none() {
-            // The WAL stays while this connection is open: SQLite removes it
-            // only when the last connection closes.
-            *wal = Some(File::open(self.wal_path())?);
+        // The WAL stays while this connection is open (SQLite removes it
+        // only when the last connection closes), but the file kept open
+        // must be the one at the path: never sync another file in its
+        // place.
+        let at_path = std::fs::metadata(&self.wal_path)?;
+        if !wal
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|open| same_file(&open, &at_path))
+        {
+            *wal = Some(File::open(&self.wal_path)?);
         }
         wal.as_ref().map_or(Ok(()), File::sync_data)
     }
@@ -664,7 +689,14 @@ impl Journal {
             previous = Some(bytes);
         }
         let bytes = previous.unwrap_or_default();
-        serde_json::from_slice(bytes.trim_ascii())
+        // An anchor never written to disk before a power loss reads as
+        // nothing (or zeros): no anchor, which `verify` reports.
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |e| e + 1);
+        let text = bytes[..end].trim_ascii();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(text)
             .map(Some)
             .map_err(|e| JournalError::Io {
                 path,
@@ -685,7 +717,14 @@ impl Journal {
         bytes.resize(HEAD_LEN - 1, b' ');
         bytes.push(b'\n');
         let mut file = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = file.as_ref() {
+        // The file kept open must still be the anchor at the path (not one
+        // replaced by a restore or an older agentcap's rename).
+        let at_path = std::fs::metadata(&path).ok();
+        if let (Some(open), Some(at_path)) = (file.as_ref(), at_path.as_ref())
+            && open
+                .metadata()
+                .is_ok_and(|open_meta| same_file(&open_meta, at_path))
+        {
             return open.write_all_at(&bytes, 0).map_err(io);
         }
         let opened = std::fs::OpenOptions::new()
@@ -697,6 +736,14 @@ impl Journal {
         opened.write_all_at(&bytes, 0).map_err(io)?;
         // An anchor written by an older agentcap may be longer.
         opened.set_len(HEAD_LEN as u64).map_err(io)?;
+        if at_path.is_none() {
+            // A new anchor is made durable once, with its directory entry:
+            // after a power loss it is there.
+            opened.sync_all().map_err(io)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            }
+        }
         *file = Some(opened);
         Ok(())
     }
@@ -1194,5 +1241,36 @@ mod tests {
             HEAD_LEN as u64
         );
         assert!(j.verify().unwrap().broken.is_none());
+    }
+
+    #[test]
+    fn a_journal_opened_through_a_symbolic_link_syncs_its_own_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(real.join("j.sqlite"), dir.path().join("j.sqlite")).unwrap();
+        let j = Journal::open(&dir.path().join("j.sqlite"), false).unwrap();
+        // SQLite writes real/j.sqlite-wal; a stale file beside the link is
+        // not synced in its place.
+        std::fs::write(dir.path().join("j.sqlite-wal"), b"stale").unwrap();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        assert_eq!(j.syncs(), 2);
+        assert_eq!(
+            j.wal_path().canonicalize().unwrap(),
+            real.join("j.sqlite-wal").canonicalize().unwrap()
+        );
+        assert!(j.verify().unwrap().broken.is_none());
+    }
+
+    #[test]
+    fn an_anchor_lost_to_a_power_failure_is_reported_not_an_error() {
+        let (d, j) = journal();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        // What a file never written back reads as after a power loss.
+        std::fs::write(d.path().join("j.sqlite.head"), [0u8; HEAD_LEN]).unwrap();
+        let v = j.verify().unwrap();
+        let (_, why) = v.broken.expect("reported");
+        assert!(why.contains("missing"), "{why}");
     }
 }
