@@ -181,26 +181,46 @@ pub struct Record {
     pub hash: String,
 }
 
+/// Feeds what is written into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Record {
+    /// SHA-256 of the record's fields as one compact JSON array (every
+    /// field but the hash), streamed into the digest.
     fn content_hash(&self) -> String {
-        let content = json!([
+        let content = (
             self.seq,
-            self.time,
-            self.session,
-            self.tool,
-            self.tool_digest,
-            self.kind,
-            self.capability,
-            self.targets,
-            self.payload_digest,
-            self.payload,
-            self.decided_by,
-            self.outcome,
+            &self.time,
+            &self.session,
+            &self.tool,
+            &self.tool_digest,
+            &self.kind,
+            &self.capability,
+            &self.targets,
+            &self.payload_digest,
+            &self.payload,
+            &self.decided_by,
+            &self.outcome,
             self.ref_seq,
-            self.detail,
-            self.prev_hash,
-        ]);
-        hex::encode(Sha256::digest(content.to_string().as_bytes()))
+            &self.detail,
+            &self.prev_hash,
+        );
+        let mut hasher = HashWriter(Sha256::new());
+        // A tuple is written as a JSON array: the bytes the hash has always
+        // covered, without building them first.
+        let _ = serde_json::to_writer(&mut hasher, &content);
+        hex::encode(hasher.0.finalize())
     }
 
     /// One line for humans.
@@ -313,7 +333,7 @@ pub struct Journal {
     conn: Mutex<Connection>,
     record_payloads: bool,
     /// The head anchor, kept open and rewritten in place.
-    head: Mutex<Option<File>>,
+    head: Mutex<Option<HeadFile>>,
     /// Whether commits wait for no disk and durable records are synced by
     /// [`Journal::make_durable`] (the WAL could be used); otherwise every
     /// commit is synced by SQLite itself.
@@ -344,9 +364,27 @@ struct SyncState {
 
 /// Whether two metadata name the same file (device and inode).
 fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.dev() == b.dev() && a.ino() == b.ino()
+    file_id(a) == file_id(b)
 }
+
+/// A file's device and inode.
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// The open anchor file.
+struct HeadFile {
+    file: File,
+    /// Its device and inode, to see it replaced at the path.
+    id: (u64, u64),
+    /// Writes since it was opened.
+    writes: u64,
+}
+
+/// Every how many writes the anchor's path is checked to still be the open
+/// file.
+const HEAD_CHECK_EVERY: u64 = 16;
 
 /// The anchor's size on disk: one JSON object padded with spaces, rewritten
 /// in place by one write.
@@ -716,17 +754,19 @@ impl Journal {
         let mut bytes = serde_json::to_vec(head).unwrap_or_default();
         bytes.resize(HEAD_LEN - 1, b' ');
         bytes.push(b'\n');
-        let mut file = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let mut head_file = self.head.lock().unwrap_or_else(|p| p.into_inner());
         // The file kept open must still be the anchor at the path (not one
-        // replaced by a restore or an older agentcap's rename).
-        let at_path = std::fs::metadata(&path).ok();
-        if let (Some(open), Some(at_path)) = (file.as_ref(), at_path.as_ref())
-            && open
-                .metadata()
-                .is_ok_and(|open_meta| same_file(&open_meta, at_path))
-        {
-            return open.write_all_at(&bytes, 0).map_err(io);
+        // replaced by a restore or an older agentcap's rename): checked
+        // every few writes, not at each (a system call per record).
+        if let Some(open) = head_file.as_mut() {
+            open.writes += 1;
+            let still_there = open.writes % HEAD_CHECK_EVERY != 0
+                || std::fs::metadata(&path).is_ok_and(|at_path| file_id(&at_path) == open.id);
+            if still_there {
+                return open.file.write_all_at(&bytes, 0).map_err(io);
+            }
         }
+        let existed = path.exists();
         let opened = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -736,7 +776,7 @@ impl Journal {
         opened.write_all_at(&bytes, 0).map_err(io)?;
         // An anchor written by an older agentcap may be longer.
         opened.set_len(HEAD_LEN as u64).map_err(io)?;
-        if at_path.is_none() {
+        if !existed {
             // A new anchor is made durable once, with its directory entry:
             // after a power loss it is there.
             opened.sync_all().map_err(io)?;
@@ -744,7 +784,12 @@ impl Journal {
                 File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         }
-        *file = Some(opened);
+        let id = file_id(&opened.metadata().map_err(io)?);
+        *head_file = Some(HeadFile {
+            file: opened,
+            id,
+            writes: 0,
+        });
         Ok(())
     }
 
@@ -1272,5 +1317,60 @@ mod tests {
         let v = j.verify().unwrap();
         let (_, why) = v.broken.expect("reported");
         assert!(why.contains("missing"), "{why}");
+    }
+
+    #[test]
+    fn the_hash_covers_the_same_bytes_as_ever() {
+        let (_d, j) = journal();
+        j.append(
+            Entry::new(Kind::Outcome, "s\u{1b}\"q", "t", "d")
+                .capability("mail.read")
+                .targets(&["INBOX/1".to_string(), "ünï".to_string()])
+                .payload(Some("body"))
+                .answers(7)
+                .outcome("ok")
+                .detail("token", 3)
+                .detail("nested", json!({"b": [1, null], "a": "x"})),
+        )
+        .unwrap();
+        let r = &j.all().unwrap()[0];
+        // How the hash was computed before it was streamed.
+        let built = json!([
+            r.seq,
+            r.time,
+            r.session,
+            r.tool,
+            r.tool_digest,
+            r.kind,
+            r.capability,
+            r.targets,
+            r.payload_digest,
+            r.payload,
+            r.decided_by,
+            r.outcome,
+            r.ref_seq,
+            r.detail,
+            r.prev_hash,
+        ]);
+        assert_eq!(
+            r.hash,
+            hex::encode(Sha256::digest(built.to_string().as_bytes()))
+        );
+    }
+
+    #[test]
+    fn an_anchor_replaced_at_its_path_is_written_again() {
+        let (d, j) = journal();
+        j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
+        // Replaced by another file (a restore, an older agentcap's rename).
+        let other = d.path().join("other");
+        std::fs::write(&other, "{\"seq\":1,\"hash\":\"x\"}").unwrap();
+        std::fs::rename(&other, j.head_path()).unwrap();
+        for _ in 0..HEAD_CHECK_EVERY {
+            j.append(Entry::new(Kind::Refusal, "s", "t", "d")).unwrap();
+        }
+        let head = j.anchored_head().unwrap().unwrap();
+        assert_eq!(head.seq, 1 + HEAD_CHECK_EVERY as i64);
+        assert!(j.verify().unwrap().broken.is_none());
     }
 }
