@@ -357,6 +357,8 @@ struct SyncState {
     syncing: bool,
     /// Syncs done (for the benchmarks' fsyncs-per-call).
     syncs: u64,
+    /// Callers waiting for the sync under way.
+    waiting: usize,
     /// A sync failed: what was written since may not be on disk, and no
     /// later sync can vouch for it, so every durable append fails.
     failed: Option<String>,
@@ -385,6 +387,12 @@ struct HeadFile {
 /// Every how many writes the anchor's path is checked to still be the open
 /// file.
 const HEAD_CHECK_EVERY: u64 = 16;
+
+/// How long a sync waits at most for more records when calls run side by
+/// side.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
+/// How many callers waiting for one sync end that wait at once.
+const GROUP_FULL: usize = 8;
 
 /// The anchor's size on disk: one JSON object padded with spaces, rewritten
 /// in place by one write.
@@ -651,10 +659,24 @@ impl Journal {
                 return Ok(());
             }
             if state.syncing {
+                state.waiting += 1;
                 state = self.synced.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.waiting -= 1;
                 continue;
             }
             state.syncing = true;
+            // Others waited for the last sync too: calls are running side
+            // by side, so wait a moment (until GROUP_FULL callers wait, at
+            // most GROUP_WINDOW) for more of their records to ride this sync,
+            // as PostgreSQL's commit_delay. One caller alone never waits.
+            if state.waiting > 0 {
+                let window = std::time::Instant::now() + GROUP_WINDOW;
+                while state.waiting + 1 < GROUP_FULL && std::time::Instant::now() < window {
+                    drop(state);
+                    std::thread::sleep(GROUP_WINDOW / 10);
+                    state = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
             drop(state);
             let through = self.committed.load(Ordering::SeqCst);
             let result = self.sync_wal();
