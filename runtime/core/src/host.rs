@@ -308,15 +308,20 @@ impl UnjournaledRequest {
             )
             .into());
         };
-        let seq = journal.append(entry).map_err(|e| {
-            Refused::from(denial(
-                wit_consent::DenialReason::NotGranted,
-                format!("the journal cannot be written, so nothing can be approved: {e}"),
-            ))
-        })?;
+        let seq = journal
+            .append(entry)
+            .map_err(|e| Refused::from(unjournaled(e)))?;
         self.seq = Some(seq);
         Ok(seq)
     }
+}
+
+/// The refusal when a consent's records cannot be journaled.
+fn unjournaled(e: crate::journal::JournalError) -> wit_consent::Denial {
+    denial(
+        wit_consent::DenialReason::NotGranted,
+        format!("the journal cannot be written, so nothing can be approved: {e}"),
+    )
 }
 
 /// How a decision and a token refer to their request.
@@ -607,12 +612,6 @@ impl CallContext {
             seq: None,
         };
         let decided = self.decide(&intent, &mut request, context).await;
-        let journal_failed = |e: crate::journal::JournalError| {
-            denial(
-                wit_consent::DenialReason::NotGranted,
-                format!("the journal cannot be written, so nothing can be approved: {e}"),
-            )
-        };
         // The decision answers the request, whether journaled already or
         // first in this batch.
         let (mut batch, answering) = match (request.entry.take(), request.seq) {
@@ -655,7 +654,7 @@ impl CallContext {
         let d = match decided {
             Ok(d) => d,
             Err(refused) => {
-                self.journal.append_all(batch).map_err(journal_failed)?;
+                self.journal.append_all(batch).map_err(unjournaled)?;
                 return Err(refused.denial);
             }
         };
@@ -672,7 +671,7 @@ impl CallContext {
         }) {
             Ok(id) => id,
             Err(refusal) => {
-                self.journal.append_all(batch).map_err(journal_failed)?;
+                self.journal.append_all(batch).map_err(unjournaled)?;
                 return Err(denial(
                     wit_consent::DenialReason::Stopped,
                     refusal.to_string(),

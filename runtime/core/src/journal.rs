@@ -364,11 +364,6 @@ struct SyncState {
     failed: Option<String>,
 }
 
-/// Whether two metadata name the same file (device and inode).
-fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    file_id(a) == file_id(b)
-}
-
 /// A file's device and inode.
 fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -622,7 +617,7 @@ impl Journal {
     /// on disk. One caller syncs the WAL at a time; callers arriving
     /// meanwhile wait (off the async workers when in a multi-threaded tokio
     /// runtime), and the next sync covers all of them.
-    pub fn make_durable(&self, seq: i64) -> Result<(), JournalError> {
+    fn make_durable(&self, seq: i64) -> Result<(), JournalError> {
         if !self.group_commit {
             return Ok(());
         }
@@ -649,7 +644,7 @@ impl Journal {
         loop {
             if let Some(why) = &state.failed {
                 return Err(JournalError::Io {
-                    path: self.wal_path(),
+                    path: self.wal_path.clone(),
                     source: std::io::Error::other(format!(
                         "an earlier sync of the journal to disk failed ({why}); nothing more is made durable"
                     )),
@@ -693,10 +688,6 @@ impl Journal {
         }
     }
 
-    fn wal_path(&self) -> PathBuf {
-        self.wal_path.clone()
-    }
-
     /// Sync the WAL file: every frame appended so far (this process's
     /// commits among them) is on disk once this returns.
     fn sync_wal(&self) -> std::io::Result<()> {
@@ -706,10 +697,10 @@ impl Journal {
         // must be the one at the path: never sync another file in its
         // place.
         let at_path = std::fs::metadata(&self.wal_path)?;
-        if !wal
+        if wal
             .as_ref()
             .and_then(|f| f.metadata().ok())
-            .is_some_and(|open| same_file(&open, &at_path))
+            .is_none_or(|open| file_id(&open) != file_id(&at_path))
         {
             *wal = Some(File::open(&self.wal_path)?);
         }
@@ -1324,7 +1315,7 @@ mod tests {
         j.append(Entry::new(Kind::Call, "s", "t", "d")).unwrap();
         assert_eq!(j.syncs(), 2);
         assert_eq!(
-            j.wal_path().canonicalize().unwrap(),
+            j.wal_path.canonicalize().unwrap(),
             real.join("j.sqlite-wal").canonicalize().unwrap()
         );
         assert!(j.verify().unwrap().broken.is_none());
